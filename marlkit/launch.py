@@ -1,0 +1,317 @@
+"""Starting Ray and running validated experiments, with Tune or in-process (`--local-mode`).
+
+Both paths write the same layout: `<local-dir>/<experiment>/<trial>/` holding `params.json`, `result.json`,
+`progress.csv`, TensorBoard events and `checkpoint_000000`-style folders (numbered in save order, as Tune does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.rllib.algorithms.callbacks import make_multi_callbacks
+from ray.rllib.utils.checkpoints import get_checkpoint_info
+from ray.rllib.utils.serialization import deserialize_type
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.registry import register_env
+from ray.tune.search.variant_generator import format_vars, generate_variants
+from ray.tune.utils import flatten_dict
+
+from envs import ENVS
+from marlkit import models
+from marlkit.callbacks import EnvStepsPerSecond, RestoreCheckpoint
+from marlkit.errors import ConfigError
+from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
+
+RETURN_METRIC = "env_runners/episode_return_mean"
+PROGRESS_COLUMNS = {
+    "training_iteration": "iter",
+    "num_env_steps_sampled_lifetime": "env steps",
+    RETURN_METRIC: "return mean",
+    "env_steps_per_s": "env steps/s",
+    "time_total_s": "time (s)",
+}
+NODE_WAIT_S = 120
+
+
+@dataclass
+class RayOptions:
+    """How to reach or start Ray (the --ray-* and --temp-dir flags)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    num_nodes: int | None = None
+    object_store_memory: int | None = None
+    temp_dir: str | None = None
+
+
+def start_ray(options: RayOptions) -> dict:
+    """Connects to (address) or starts a Ray instance, waits for `num_nodes`, prints and returns its resources."""
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        if options.num_cpus is not None or options.num_gpus is not None or options.object_store_memory is not None:
+            raise ConfigError("--ray-num-cpus/--ray-num-gpus/--ray-object-store-memory start a new Ray; drop them with --ray-address")
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=options.num_cpus,
+            num_gpus=options.num_gpus,
+            object_store_memory=options.object_store_memory,
+            _temp_dir=str(Path(options.temp_dir).resolve()) if options.temp_dir else None,
+            include_dashboard=False,
+        )
+    nodes = _alive_nodes()
+    if options.num_nodes:
+        deadline = time.monotonic() + NODE_WAIT_S
+        while len(nodes) < options.num_nodes and time.monotonic() < deadline:
+            time.sleep(1)
+            nodes = _alive_nodes()
+        if len(nodes) < options.num_nodes:
+            raise ConfigError(
+                f"--ray-num-nodes {options.num_nodes}: only {len(nodes)} Ray node(s) joined within {NODE_WAIT_S} s"
+            )
+    resources = ray.cluster_resources()
+    print(
+        f"Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), "
+        f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs",
+        flush=True,
+    )
+    return resources
+
+
+def _alive_nodes() -> list:
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def check_resources(experiment: Experiment, resources: dict) -> None:
+    """Fails fast where a trial could never be placed (it would otherwise stay PENDING forever)."""
+    for variant in config_variants(experiment.config):
+        runners = variant.get("num_env_runners", 0) or 0
+        gpus = (variant.get("num_gpus", 0) or 0) + runners * (variant.get("num_gpus_per_env_runner", 0) or 0)
+        cpus = (variant.get("num_cpus_for_main_process", 1) or 0) + runners * (variant.get("num_cpus_per_env_runner", 1) or 0)
+        if gpus > resources.get("GPU", 0):
+            raise ConfigError(
+                f"{experiment.name}: a trial needs {gpus:g} GPU(s) (num_gpus, num_gpus_per_env_runner) but the Ray "
+                f"cluster has {resources.get('GPU', 0):g}; set num_gpus: 0 or run where there is a GPU"
+            )
+        if cpus > resources.get("CPU", 0):
+            raise ConfigError(
+                f"{experiment.name}: a trial needs {cpus:g} CPUs (1 + num_env_runners x num_cpus_per_env_runner) but "
+                f"the Ray cluster has {resources.get('CPU', 0):g}; lower num_env_runners or add --ray-num-cpus"
+            )
+
+
+def check_checkpoint(path: str) -> str:
+    """Absolute path of an RLlib checkpoint folder, or ConfigError."""
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"--restore {path}: no such folder; pass a checkpoint_* folder of a trial")
+    try:
+        get_checkpoint_info(str(folder))
+    except (ValueError, FileNotFoundError):
+        raise ConfigError(f"--restore {path} is not an RLlib checkpoint (no algorithm_state file); pass a checkpoint_* folder") from None
+    return str(folder)
+
+
+def check_writable(folder: str | Path) -> Path:
+    folder = Path(folder).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--local-dir {folder} cannot be written ({error.strerror}); choose another folder") from None
+    return folder
+
+
+def register_components(experiments: list[Experiment]) -> None:
+    """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
+    for name, env_class in ENVS.items():
+        register_env(name, env_class)
+    models.register_models(set().union(*(custom_model_names(e.config) for e in experiments)))
+
+
+class MultiAgentResolver:
+    """Tune `sample_from` hook: builds the trial's `multiagent` dict from its resolved env_config.
+
+    A grid over env_config (e.g. n_agents) changes agent ids and spaces, so policies are built per trial.
+    """
+
+    def __init__(self, experiment: Experiment):
+        self.env_class = ENVS[experiment.env]
+        self.layout = experiment.policy_layout
+
+    def __call__(self, spec) -> dict:
+        env = self.env_class(dict(spec.config.get("env_config") or {}))
+        try:
+            return self.layout.rllib_multiagent(env)
+        finally:
+            env.close()
+
+
+def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
+    config = dict(experiment.config)
+    user_callbacks = config.pop("callbacks", None)
+    if user_callbacks is None:
+        config["callbacks"] = EnvStepsPerSecond
+    else:
+        if isinstance(user_callbacks, str):
+            user_callbacks = deserialize_type(user_callbacks, error=True)
+        config["callbacks"] = make_multi_callbacks([EnvStepsPerSecond, user_callbacks])
+    if experiment.policy_layout is not None:
+        config["multiagent"] = tune.sample_from(MultiAgentResolver(experiment))
+    if restore:
+        config["callbacks_on_algorithm_init"] = RestoreCheckpoint(restore)
+    return config
+
+
+def logger_callbacks(experiment: Experiment) -> list:
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
+    if experiment.wandb is not None:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        settings = dict(experiment.wandb)
+        settings.setdefault("project", experiment.name)
+        callbacks.append(WandbLoggerCallback(**settings))
+    return callbacks
+
+
+def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume: bool) -> bool:
+    """Runs one experiment with Tune; True when every trial finished without error."""
+    param_space = trial_param_space(experiment, restore)
+    experiment_dir = storage / experiment.name
+    reporter = tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, max_report_frequency=10)
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment_dir)):
+            raise ConfigError(f"--resume: {experiment_dir} holds no Tune experiment to continue; run without --resume")
+        tuner = tune.Tuner.restore(
+            str(experiment_dir), trainable=experiment.run, resume_unfinished=True, resume_errored=True,
+            param_space=param_space,
+        )
+    else:
+        tuner = tune.Tuner(
+            experiment.run,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(num_samples=experiment.num_samples, scheduler=experiment.build_scheduler()),
+            run_config=tune.RunConfig(
+                name=experiment.name,
+                storage_path=str(storage),
+                stop=experiment.stop,
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=experiment.keep_checkpoints_num,
+                    checkpoint_score_attribute=experiment.checkpoint_score_attr,
+                    checkpoint_frequency=experiment.checkpoint_freq,
+                    checkpoint_at_end=experiment.checkpoint_at_end,
+                ),
+                failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
+                callbacks=logger_callbacks(experiment),
+                progress_reporter=reporter,
+            ),
+        )
+    results = tuner.fit()
+    for result in results:
+        if result.error is not None:
+            print(f"trial {result.path} failed: {type(result.error).__name__}: {str(result.error).splitlines()[0]}")
+    return not results.errors
+
+
+class LocalTrial:
+    """The part of Tune's `Trial` that Tune's logger callbacks read, for trials run in the driver process."""
+
+    def __init__(self, trial_id: str, config: dict, local_path: Path, evaluated_params: dict, experiment_dir_name: str):
+        self.trial_id = trial_id
+        self.config = config
+        self.local_path = str(local_path)
+        self.evaluated_params = evaluated_params
+        self.experiment_dir_name = experiment_dir_name
+        self.checkpoint = None
+
+    def init_local_path(self) -> None:
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+    def __str__(self) -> str:
+        return Path(self.local_path).name
+
+
+def _stop_reached(stop: dict, result: dict) -> bool:
+    flat = flatten_dict(result, delimiter="/")
+    if result.get("done"):
+        return True
+    return any(key in flat and flat[key] >= threshold for key, threshold in stop.items())
+
+
+def save_checkpoint(algorithm, trial_dir: Path, index: int, keep: int | None) -> Path:
+    """Writes checkpoint_<index> atomically (into a temp folder, then renamed) and prunes the oldest beyond `keep`."""
+    final = trial_dir / f"checkpoint_{index:06d}"
+    staging = trial_dir / f".{final.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    algorithm.save(str(staging))
+    staging.rename(final)
+    if keep:
+        for old in sorted(trial_dir.glob("checkpoint_*"))[:-keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def run_local(experiment: Experiment, storage: Path, restore: str | None) -> bool:
+    """Runs every trial of the experiment one after another in this process, for pdb and breakpoints.
+
+    No remote env runners: envs, models and callbacks all run here. Results and checkpoints land where Tune
+    would put them. Schedulers need Tune and are ignored here.
+    """
+    if experiment.scheduler:
+        print(f"--local-mode: {experiment.name}.scheduler is ignored (trials run one after another)")
+    param_space = trial_param_space(experiment, restore)
+    samples = [v for _ in range(experiment.num_samples) for v in generate_variants({"config": param_space})]
+    run_id = uuid.uuid4().hex[:5]
+    for index, (resolved_vars, spec) in enumerate(samples):
+        config = dict(spec["config"], num_env_runners=0, evaluation_num_env_runners=0)
+        trial_id = f"{run_id}_{index:05d}"
+        tag = format_vars(resolved_vars)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        name = f"{experiment.run}_{experiment.env}_{trial_id}_{index}{'_' + tag if tag else ''}_{stamp}"
+        trial = LocalTrial(trial_id, config, storage / experiment.name / name, resolved_vars, experiment.name)
+        _train_in_process(experiment, trial)
+    return True
+
+
+def _train_in_process(experiment: Experiment, trial: LocalTrial) -> None:
+    algo_config = algorithm_class(experiment.run).get_default_config().update_from_dict(trial.config)
+    algorithm = algo_config.build_algo()
+    callbacks = logger_callbacks(experiment)
+    for callback in callbacks:
+        callback.log_trial_start(trial)
+    print(f"--local-mode: trial {trial} (in this process, pid {os.getpid()})", flush=True)
+    trial_dir = Path(trial.local_path)
+    saved = 0
+    failed = True
+    try:
+        while True:
+            result = algorithm.train()
+            result.update(trial_id=trial.trial_id, experiment_tag=str(trial))
+            for callback in callbacks:
+                callback.log_trial_result(result["training_iteration"], trial, result)
+            flat = flatten_dict(result, delimiter="/")
+            print("  " + "  ".join(f"{label}={flat.get(key, float('nan')):.6g}" for key, label in PROGRESS_COLUMNS.items()), flush=True)
+            done = _stop_reached(experiment.stop, result)
+            if experiment.checkpoint_freq and result["training_iteration"] % experiment.checkpoint_freq == 0:
+                save_checkpoint(algorithm, trial_dir, saved, experiment.keep_checkpoints_num)
+                saved += 1
+            elif done and experiment.checkpoint_at_end:
+                save_checkpoint(algorithm, trial_dir, saved, experiment.keep_checkpoints_num)
+            if done:
+                break
+        failed = False
+    finally:
+        for callback in callbacks:
+            callback.log_trial_end(trial, failed=failed)
+        algorithm.stop()

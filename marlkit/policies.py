@@ -1,0 +1,150 @@
+"""Multi-agent policies declared in YAML, which RLlib's YAML files never could express.
+
+In an experiment's `config`:
+
+    multiagent:
+      policies: shared          # one policy for every agent (the default)
+      # policies: per_agent     # one policy per agent id, named after it
+      # policies:               # named policies; each lists agent-id glob patterns, first match wins
+      #   blue: {agents: ["blue_*"]}
+      #   red: {agents: "red_*", config: {lr: 0.0001}}   # `config`: per-policy RLlib overrides
+      policies_to_train: [blue] # optional; default: all
+      count_steps_by: env_steps # optional RLlib setting
+
+Agent ids and per-agent spaces come from one instance of the env built in the driver, so policies get explicit
+observation/action spaces and every agent that shares a policy must have the same spaces.
+
+Example:
+    >>> layout = PolicyLayout.parse({"policies": "per_agent"})
+    >>> layout.assign(["agent_0", "agent_1"])
+    {'agent_0': 'agent_0', 'agent_1': 'agent_1'}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from ray.rllib.policy.policy import PolicySpec
+
+from marlkit.errors import ConfigError
+
+LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by")
+NAMED_POLICY_KEYS = ("agents", "config")
+
+
+@dataclass(frozen=True)
+class PolicyLayout:
+    mode: str  # "shared", "per_agent" or "named"
+    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # named: policy id -> agent patterns
+    policy_configs: dict[str, dict] = field(default_factory=dict)
+    policies_to_train: tuple[str, ...] | None = None
+    count_steps_by: str | None = None
+
+    @classmethod
+    def parse(cls, block: dict | None) -> "PolicyLayout":
+        """Validates the `multiagent` block of an experiment's config."""
+        block = {} if block is None else block
+        if not isinstance(block, dict):
+            raise ConfigError("config.multiagent must be a mapping with a `policies` key")
+        for key in block:
+            if key not in LAYOUT_KEYS:
+                raise ConfigError(f"config.multiagent.{key} is not a known key; use one of: {', '.join(LAYOUT_KEYS)}")
+        policies = block.get("policies", "shared")
+        to_train = block.get("policies_to_train")
+        if to_train is not None and not isinstance(to_train, list):
+            raise ConfigError("config.multiagent.policies_to_train must be a list of policy ids")
+        common = dict(
+            policies_to_train=None if to_train is None else tuple(to_train),
+            count_steps_by=block.get("count_steps_by"),
+        )
+        if policies in ("shared", "per_agent"):
+            return cls(mode=policies, **common)
+        if not isinstance(policies, dict) or not policies:
+            raise ConfigError(
+                "config.multiagent.policies must be 'shared', 'per_agent' or a mapping of policy id -> {agents: [...]}"
+            )
+        patterns, configs = {}, {}
+        for pid, entry in policies.items():
+            if not isinstance(entry, dict) or "agents" not in entry:
+                raise ConfigError(f"config.multiagent.policies.{pid} needs `agents`: a glob pattern or a list of them")
+            for key in entry:
+                if key not in NAMED_POLICY_KEYS:
+                    raise ConfigError(
+                        f"config.multiagent.policies.{pid}.{key} is not a known key; use: {', '.join(NAMED_POLICY_KEYS)}"
+                    )
+            agents = entry["agents"]
+            patterns[str(pid)] = (agents,) if isinstance(agents, str) else tuple(str(a) for a in agents)
+            configs[str(pid)] = dict(entry.get("config") or {})
+        layout = cls(mode="named", patterns=patterns, policy_configs=configs, **common)
+        for pid in layout.policies_to_train or ():
+            if pid not in patterns:
+                raise ConfigError(f"config.multiagent.policies_to_train names '{pid}', which is not a declared policy")
+        return layout
+
+    def policy_for(self, agent_id: str) -> str | None:
+        if self.mode == "shared":
+            return "shared"
+        if self.mode == "per_agent":
+            return str(agent_id)
+        for pid, patterns in self.patterns.items():
+            if any(fnmatch.fnmatchcase(str(agent_id), p) for p in patterns):
+                return pid
+        return None
+
+    def assign(self, agent_ids) -> dict[str, str]:
+        """Agent id -> policy id; every agent must match a policy and every named policy an agent."""
+        mapping = {}
+        for aid in agent_ids:
+            pid = self.policy_for(aid)
+            if pid is None:
+                raise ConfigError(
+                    f"agent '{aid}' matches no policy in config.multiagent.policies; add a pattern for it "
+                    f"(agents: {', '.join(map(str, agent_ids))})"
+                )
+            mapping[aid] = pid
+        unused = [pid for pid in self.patterns if pid not in mapping.values()]
+        if unused:
+            raise ConfigError(
+                f"config.multiagent.policies.{unused[0]} matches none of the env's agents: {', '.join(map(str, agent_ids))}"
+            )
+        return mapping
+
+    def rllib_multiagent(self, env) -> dict:
+        """The `multiagent` dict RLlib's old API stack takes, for the agents and spaces of `env`."""
+        agent_ids = list(env.possible_agents)
+        mapping = self.assign(agent_ids)
+        specs = {}
+        for aid, pid in mapping.items():
+            spaces = (env.observation_spaces[aid], env.action_spaces[aid])
+            if pid in specs and (specs[pid].observation_space, specs[pid].action_space) != spaces:
+                first = next(a for a, p in mapping.items() if p == pid)
+                raise ConfigError(
+                    f"agents '{first}' and '{aid}' share policy '{pid}' but have different spaces "
+                    f"({specs[pid].observation_space}, {specs[pid].action_space}) vs {spaces}; give them separate policies"
+                )
+            specs[pid] = PolicySpec(None, spaces[0], spaces[1], self.policy_configs.get(pid, {}))
+        block = {
+            "policies": specs,
+            "policy_mapping_fn": PolicyMapping(self),
+            "policies_to_train": list(self.policies_to_train) if self.policies_to_train else None,
+        }
+        if self.count_steps_by:
+            block["count_steps_by"] = self.count_steps_by
+        return block
+
+
+class PolicyMapping:
+    """RLlib `policy_mapping_fn` for a layout; a picklable object rather than a lambda so checkpoints restore."""
+
+    def __init__(self, layout: PolicyLayout):
+        self.layout = layout
+
+    def __call__(self, agent_id, episode=None, worker=None, **kwargs) -> str:
+        pid = self.layout.policy_for(agent_id)
+        if pid is None:
+            raise ValueError(f"agent {agent_id!r} matches no policy pattern")
+        return pid
+
+    def __repr__(self) -> str:
+        return f"PolicyMapping({self.layout.mode})"

@@ -1,0 +1,420 @@
+"""Experiment YAML: the classic Tune/RLlib experiment file, validated before Ray starts.
+
+One or more experiments per file:
+
+    my-experiment:                  # experiment name: results go to <local-dir>/my-experiment/<trial>/
+      run: PPO                      # RLlib algorithm
+      env: vmas                     # a name from envs.ENVS (or a Gymnasium id)
+      stop: {training_iteration: 100, env_runners/episode_return_mean: 50}
+      checkpoint_freq: 10           # checkpoint every N iterations (0: never)
+      checkpoint_at_end: true
+      keep_checkpoints_num: 3       # keep the newest N (or the best N with checkpoint_score_attr)
+      checkpoint_score_attr: env_runners/episode_return_mean
+      num_samples: 1                # repeats of the whole grid
+      max_failures: 0               # trial restarts after an error
+      scheduler: {type: asha, metric: env_runners/episode_return_mean, mode: max, grace_period: 10}
+      wandb: {project: my-project, mode: offline}
+      config:                       # RLlib settings; {grid_search: [...]} works anywhere
+        env_config: {scenario: navigation, n_agents: 3}
+        num_workers: 2              # renamed keys of older Ray versions are translated
+        multiagent: {policies: shared}   # see marlkit.policies
+        model: {custom_model: fcnet, custom_model_config: {hiddens: [64, 64]}}
+
+Example:
+    >>> from marlkit.spec import load_experiments
+    >>> [e.name for e in load_experiments("config/vmas-navigation-ppo.yaml")]
+    ['vmas-navigation-ppo']
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import yaml
+from ray import tune
+from ray.rllib.algorithms.registry import ALGORITHMS
+from ray.rllib.models.catalog import MODEL_DEFAULTS
+from ray.tune.search.variant_generator import generate_variants
+
+from envs import ENVS
+from marlkit import models
+from marlkit.errors import ConfigError, closest
+from marlkit.policies import PolicyLayout
+
+# Experiment keys and what each does (the module docstring shows them in use).
+EXPERIMENT_KEYS = {
+    "run": "RLlib algorithm name",
+    "env": "environment name",
+    "stop": "stopping criteria: result metric -> threshold",
+    "config": "RLlib algorithm settings",
+    "checkpoint_freq": "checkpoint every N training iterations",
+    "checkpoint_at_end": "checkpoint when the trial ends",
+    "keep_checkpoints_num": "number of checkpoints to keep",
+    "checkpoint_score_attr": "metric that ranks checkpoints for keep_checkpoints_num",
+    "num_samples": "repeats of the search space",
+    "max_failures": "trial restarts after errors",
+    "scheduler": "Tune trial scheduler block",
+    "wandb": "Weights & Biases logging block",
+    "local_dir": "results folder (the --local-dir flag overrides it)",
+    "restore": "checkpoint to start the trials from",
+}
+
+# Old RLlib config keys -> their Ray 2.60 names; translated with a note so existing YAML files keep working.
+RENAMED_CONFIG_KEYS = {
+    "num_workers": "num_env_runners",
+    "num_envs_per_worker": "num_envs_per_env_runner",
+    "sgd_minibatch_size": "minibatch_size",
+    "num_sgd_iter": "num_epochs",
+    "num_cpus_per_worker": "num_cpus_per_env_runner",
+    "num_gpus_per_worker": "num_gpus_per_env_runner",
+    "custom_resources_per_worker": "custom_resources_per_env_runner",
+    "evaluation_num_workers": "evaluation_num_env_runners",
+    "num_cpus_for_driver": "num_cpus_for_main_process",
+    "ignore_worker_failures": "ignore_env_runner_failures",
+    "recreate_failed_workers": "restart_failed_env_runners",
+    "num_consecutive_worker_failures_tolerance": "num_consecutive_env_runner_failures_tolerance",
+    "metrics_smoothing_episodes": "metrics_num_episodes_for_smoothing",
+    "min_iter_time_s": "min_time_s_per_iteration",
+    "min_time_s_per_reporting": "min_time_s_per_iteration",
+    "timesteps_per_iteration": "min_sample_timesteps_per_iteration",
+    "min_sample_timesteps_per_reporting": "min_sample_timesteps_per_iteration",
+    "min_train_timesteps_per_reporting": "min_train_timesteps_per_iteration",
+    "evaluation_num_episodes": "evaluation_duration",
+    "collect_metrics_timeout": "metrics_episode_collection_timeout_s",
+}
+# Keys Ray 2.60 dropped with no direct replacement.
+REMOVED_CONFIG_KEYS = {
+    "horizon": "set the episode length in env_config (VMAS: max_steps)",
+    "soft_horizon": "let the env truncate episodes",
+    "no_done_at_end": "let the env truncate episodes",
+    "monitor": "record videos with rollout.py --monitor",
+    "record_env": "record videos with rollout.py --monitor",
+    "sample_async": "use APPO or IMPALA for asynchronous sampling",
+}
+# Keys RLlib's own old-style dicts spell differently from its attribute names.
+RLLIB_ALIASES = ("callbacks", "framework", "lambda", "input", "create_env_on_driver", "custom_eval_function")
+OLD_STACK_ONLY = {"enable_rl_module_and_learner": False, "enable_env_runner_and_connector_v2": False}
+
+STOP_RENAMES = {
+    "episode_reward_mean": "env_runners/episode_return_mean",
+    "episode_return_mean": "env_runners/episode_return_mean",
+    "episode_reward_max": "env_runners/episode_return_max",
+    "episode_len_mean": "env_runners/episode_len_mean",
+}
+
+SCHEDULERS = {
+    "fifo": tune.schedulers.FIFOScheduler,
+    "asha": tune.schedulers.ASHAScheduler,
+    "hyperband": tune.schedulers.HyperBandScheduler,
+    "median_stopping": tune.schedulers.MedianStoppingRule,
+    "pbt": tune.schedulers.PopulationBasedTraining,
+}
+PBT_DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice}
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class Experiment:
+    """One validated experiment of a YAML file."""
+
+    name: str
+    run: str
+    env: str
+    config: dict  # RLlib config dict, renamed keys translated, `env` set, may hold grid_search
+    stop: dict
+    policy_layout: PolicyLayout | None  # None for single-agent (Gymnasium) envs
+    checkpoint_freq: int = 0
+    checkpoint_at_end: bool = False
+    keep_checkpoints_num: int | None = None
+    checkpoint_score_attr: str | None = None
+    num_samples: int = 1
+    max_failures: int = 0
+    scheduler: dict | None = None
+    wandb: dict | None = None
+    local_dir: str | None = None
+    restore: str | None = None
+    notes: tuple[str, ...] = ()  # translations applied, shown to the user
+
+    def build_scheduler(self):
+        """The Tune scheduler object of the `scheduler` block, or None."""
+        if not self.scheduler:
+            return None
+        kwargs = dict(self.scheduler)
+        scheduler_class = SCHEDULERS[kwargs.pop("type")]
+        if "hyperparam_mutations" in kwargs:
+            kwargs["hyperparam_mutations"] = {
+                key: _pbt_distribution(self.name, key, value) for key, value in kwargs["hyperparam_mutations"].items()
+            }
+        return scheduler_class(**kwargs)
+
+
+def _pbt_distribution(experiment: str, key: str, value):
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in PBT_DISTRIBUTIONS:
+        kind, bounds = next(iter(value.items()))
+        return PBT_DISTRIBUTIONS[kind](bounds) if kind == "choice" else PBT_DISTRIBUTIONS[kind](*bounds)
+    raise ConfigError(
+        f"{experiment}.scheduler.hyperparam_mutations.{key} must be a list of values or one of "
+        f"{{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, {{choice: [...]}}"
+    )
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parses a YAML file; a missing file or a syntax error is a ConfigError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (the shipped ones are in config/)")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Reads and validates every experiment in a YAML file."""
+    document = read_yaml(path)
+    if not isinstance(document, dict) or not document:
+        raise ConfigError(f"{path} must map experiment names to experiments (name: {{run: ..., env: ..., config: ...}})")
+    flat_keys = [k for k in document if k in EXPERIMENT_KEYS]
+    if flat_keys:
+        raise ConfigError(
+            f"{path}: top-level key '{flat_keys[0]}' belongs inside an experiment; nest the experiment under a name "
+            f"(my-experiment: {{run: ..., env: ...}})"
+        )
+    experiments = []
+    for name, body in document.items():
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"{path}: top-level key '{name}' must be an experiment name mapping to {{run, env, stop, config, ...}}"
+                f"{closest(name, EXPERIMENT_KEYS)}"
+            )
+        experiments.append(parse_experiment(str(name), body))
+    return experiments
+
+
+def parse_experiment(name: str, body: dict) -> Experiment:
+    for key in body:
+        if key not in EXPERIMENT_KEYS:
+            raise ConfigError(
+                f"{name}.{key} is not an experiment key{closest(key, EXPERIMENT_KEYS)}; "
+                f"known: {', '.join(EXPERIMENT_KEYS)}"
+            )
+    config = body.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{name}.config must be a mapping of RLlib settings")
+    config = copy.deepcopy(config)
+    run = _check_run(name, body.get("run"))
+    env = body.get("env", config.pop("env", None))
+    env = _check_env(name, env)
+    config, notes = translate_config(name, run, config)
+    config["env"] = env
+    config.update(OLD_STACK_ONLY)
+    layout = _check_env_and_models(name, env, config)
+    experiment = Experiment(
+        name=name,
+        run=run,
+        env=env,
+        config=config,
+        stop=_check_stop(name, body.get("stop") or {}),
+        policy_layout=layout,
+        checkpoint_freq=_non_negative_int(name, "checkpoint_freq", body.get("checkpoint_freq", 0)),
+        checkpoint_at_end=bool(body.get("checkpoint_at_end", False)),
+        keep_checkpoints_num=_optional_positive_int(name, "keep_checkpoints_num", body.get("keep_checkpoints_num")),
+        checkpoint_score_attr=body.get("checkpoint_score_attr"),
+        num_samples=_optional_positive_int(name, "num_samples", body.get("num_samples")) or 1,
+        max_failures=_non_negative_int(name, "max_failures", body.get("max_failures", 0)),
+        scheduler=_check_scheduler(name, body.get("scheduler")),
+        wandb=_check_wandb(name, body.get("wandb")),
+        local_dir=body.get("local_dir"),
+        restore=body.get("restore"),
+        notes=tuple(notes),
+    )
+    experiment.build_scheduler()  # catches bad distributions now, not after Ray started
+    return experiment
+
+
+def algorithm_class(run: str) -> type:
+    """The RLlib Algorithm class of a `run` name."""
+    return ALGORITHMS[run]()[0]
+
+
+def _check_run(name: str, run) -> str:
+    if not run:
+        raise ConfigError(f"{name}.run is required: the RLlib algorithm, one of {', '.join(sorted(ALGORITHMS))}")
+    if run not in ALGORITHMS:
+        raise ConfigError(
+            f"{name}.run: unknown algorithm '{run}'{closest(run, ALGORITHMS)}; known: {', '.join(sorted(ALGORITHMS))}"
+        )
+    return run
+
+
+def _check_env(name: str, env) -> str:
+    if not env:
+        raise ConfigError(f"{name}.env is required; registered envs: {', '.join(ENVS)}")
+    if env not in ENVS and env not in gymnasium.registry:
+        raise ConfigError(
+            f"{name}.env: unknown env '{env}'{closest(env, ENVS)}; registered envs: {', '.join(ENVS)} "
+            f"(or a Gymnasium id such as CartPole-v1)"
+        )
+    return env
+
+
+def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]]:
+    """Renames old keys, then rejects keys this Ray version does not know (with the closest known key)."""
+    known = set(algorithm_class(run).get_default_config().to_dict()) | set(RLLIB_ALIASES) | {"multiagent"}
+    known -= set(RENAMED_CONFIG_KEYS)
+    notes = []
+    translated = {}
+    for key, value in config.items():
+        if key in RENAMED_CONFIG_KEYS:
+            new = RENAMED_CONFIG_KEYS[key]
+            if new in config:
+                raise ConfigError(f"{name}.config has both '{key}' and its new name '{new}'; keep '{new}'")
+            notes.append(f"{name}.config.{key} is called {new} in Ray 2.60; using it as {new}")
+            key = new
+        elif key in REMOVED_CONFIG_KEYS:
+            raise ConfigError(f"{name}.config.{key} no longer exists in Ray 2.60: {REMOVED_CONFIG_KEYS[key]}")
+        elif key not in known:
+            raise ConfigError(f"{name}.config.{key} is not an RLlib {run} setting in Ray 2.60{closest(key, known)}")
+        translated[key] = value
+    for key, value in OLD_STACK_ONLY.items():
+        if translated.get(key, value) != value:
+            raise ConfigError(
+                f"{name}.config.{key}: this project trains on RLlib's old API stack (TorchModelV2 custom models); "
+                f"remove the key"
+            )
+    framework = translated.get("framework", "torch")
+    if framework != "torch":
+        raise ConfigError(f"{name}.config.framework: only 'torch' is installed, got '{framework}'")
+    if isinstance(translated.get("evaluation_config"), dict):
+        evaluation, eval_notes = translate_config(f"{name}.config.evaluation_config", run, translated["evaluation_config"])
+        for key in OLD_STACK_ONLY:
+            evaluation.pop(key, None)
+        translated["evaluation_config"] = evaluation
+        notes += eval_notes
+    return translated, notes
+
+
+def grid_values(value) -> list:
+    """The candidate values of a setting: the list of a {grid_search: [...]} or the value itself."""
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        return list(value["grid_search"])
+    return [value]
+
+
+def config_variants(config: dict) -> list[dict]:
+    """Every grid point of `config` (random search distributions are sampled once)."""
+    return [variant["config"] for _, variant in generate_variants({"config": config})]
+
+
+def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | None:
+    env_class = ENVS.get(env)
+    layout = PolicyLayout.parse(config.get("multiagent")) if env_class else None
+    if env_class is None and "multiagent" in config:
+        raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
+    for variant in config_variants(config):
+        _check_model(name, variant.get("model") or {})
+        if env_class is None:
+            continue
+        env_config = variant.get("env_config") or {}
+        check = getattr(env_class, "check_config", None)
+        try:
+            if check:
+                check(env_config)
+            probe = env_class(env_config)
+        except ConfigError as error:
+            raise ConfigError(f"{name}.config.env_config: {error}") from None
+        try:
+            layout.rllib_multiagent(probe)
+        finally:
+            probe.close()
+    return layout
+
+
+def _check_model(name: str, model: dict) -> None:
+    if not isinstance(model, dict):
+        raise ConfigError(f"{name}.config.model must be a mapping of RLlib model settings")
+    for key in model:
+        if key not in MODEL_DEFAULTS:
+            raise ConfigError(f"{name}.config.model.{key} is not an RLlib model setting{closest(key, MODEL_DEFAULTS)}")
+    custom = model.get("custom_model")
+    if custom is None:
+        return
+    if not isinstance(custom, str):
+        raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
+    model_class = models.load_model(custom)
+    models.check_model_kwargs(custom, model_class, model.get("custom_model_config") or {})
+
+
+def custom_model_names(config: dict) -> set[str]:
+    """Every custom model an experiment's config may use (all grid points)."""
+    names = set()
+    for variant in config_variants(config):
+        custom = (variant.get("model") or {}).get("custom_model")
+        if custom:
+            names.add(custom)
+    return names
+
+
+def _check_stop(name: str, stop) -> dict:
+    if not isinstance(stop, dict):
+        raise ConfigError(f"{name}.stop must map result metrics to thresholds, e.g. {{training_iteration: 100}}")
+    checked = {}
+    for key, value in stop.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}.stop.{key} must be a number, got {value!r}")
+        checked[STOP_RENAMES.get(key, key)] = value
+    return checked
+
+
+def _non_negative_int(name: str, key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}.{key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _optional_positive_int(name: str, key: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}.{key} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _check_scheduler(name: str, block) -> dict | None:
+    if block is None:
+        return None
+    if not isinstance(block, dict) or "type" not in block:
+        raise ConfigError(f"{name}.scheduler needs `type`: one of {', '.join(SCHEDULERS)}")
+    kind = block["type"]
+    if kind not in SCHEDULERS:
+        raise ConfigError(f"{name}.scheduler.type: unknown scheduler '{kind}'{closest(kind, SCHEDULERS)}; known: {', '.join(SCHEDULERS)}")
+    accepted = [p for p in inspect.signature(SCHEDULERS[kind].__init__).parameters if p != "self"]
+    for key in block:
+        if key != "type" and key not in accepted:
+            raise ConfigError(f"{name}.scheduler.{key} is not a {kind} setting{closest(key, accepted)}; it takes: {', '.join(accepted)}")
+    if kind != "fifo" and not (block.get("metric") and block.get("mode") in ("min", "max")):
+        raise ConfigError(f"{name}.scheduler: {kind} needs `metric` (e.g. env_runners/episode_return_mean) and `mode` (max or min)")
+    return dict(block)
+
+
+def _check_wandb(name: str, block) -> dict | None:
+    if block is None or block is False:
+        return None
+    if block is True:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{name}.wandb must be a mapping (project, mode, group, tags, ...) or true")
+    mode = block.get("mode", "online")
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"{name}.wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    return dict(block)

@@ -1,0 +1,52 @@
+"""Convolutional policy and value network for image observations (H, W, C), e.g. camera or depth maps.
+
+`custom_model: convnet`. `custom_model_config`:
+    channels     output channels of each conv layer (default [16, 32, 32])
+    kernels      kernel size of each conv layer (default [5, 3, 3])
+    strides      stride of each conv layer (default [2, 2, 2])
+    hidden       size of the fully connected layer after the convolutions (default 256)
+
+Observations are channels-last and are permuted to torch's channels-first inside the model; uint8 images are
+scaled to [0, 1].
+
+Example (YAML):
+    model:
+      custom_model: convnet
+      custom_model_config: {channels: [16, 32], kernels: [5, 3], strides: [2, 2], hidden: 128}
+"""
+
+import torch
+from torch import nn
+from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+
+
+class CustomModel(TorchModelV2, nn.Module):
+    def __init__(self, obs_space, action_space, num_outputs, model_config, name,
+                 channels=(16, 32, 32), kernels=(5, 3, 3), strides=(2, 2, 2), hidden=256):
+        TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)
+        nn.Module.__init__(self)
+        if not len(channels) == len(kernels) == len(strides):
+            raise ValueError("channels, kernels and strides must have the same length")
+        if len(obs_space.shape) != 3:
+            raise ValueError(f"convnet needs (H, W, C) image observations, got shape {obs_space.shape}")
+        height, width, in_channels = obs_space.shape
+        self._scale = 1.0 / 255.0 if obs_space.dtype == "uint8" else 1.0
+        layers = []
+        for out_channels, kernel, stride in zip(channels, kernels, strides):
+            layers += [nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2), nn.ReLU()]
+            in_channels = out_channels
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            conv_size = self.conv(torch.zeros(1, obs_space.shape[2], height, width)).shape[1]
+        self.trunk = nn.Sequential(nn.Linear(conv_size, hidden), nn.ReLU())
+        self.policy_head = nn.Linear(hidden, num_outputs)
+        self.value_head = nn.Linear(hidden, 1)
+        self._features = None
+
+    def forward(self, input_dict, state, seq_lens):
+        images = input_dict["obs"].float() * self._scale
+        self._features = self.trunk(self.conv(images.permute(0, 3, 1, 2)))
+        return self.policy_head(self._features), state
+
+    def value_function(self):
+        return self.value_head(self._features).squeeze(1)

@@ -1,0 +1,52 @@
+"""Fully connected policy and value network (MLP) for flat vector observations.
+
+`custom_model: fcnet`. `custom_model_config`:
+    hiddens      sizes of the hidden layers, shared by the policy and value heads' trunk (default [256, 256])
+    activation   "tanh" (default), "relu" or "elu"
+    vf_share_layers  whether the value head reads the policy trunk (default false: separate value trunk)
+
+Example (YAML):
+    model:
+      custom_model: fcnet
+      custom_model_config: {hiddens: [64, 64], activation: tanh}
+"""
+
+import numpy as np
+import torch
+from torch import nn
+from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def mlp(in_size: int, hiddens, activation: str) -> tuple[nn.Sequential, int]:
+    layers = []
+    for size in hiddens:
+        layers += [nn.Linear(in_size, size), ACTIVATIONS[activation]()]
+        in_size = size
+    return nn.Sequential(*layers), in_size
+
+
+class CustomModel(TorchModelV2, nn.Module):
+    def __init__(self, obs_space, action_space, num_outputs, model_config, name,
+                 hiddens=(256, 256), activation="tanh", vf_share_layers=False):
+        TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)
+        nn.Module.__init__(self)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        in_size = int(np.prod(obs_space.shape))
+        self.policy_trunk, out_size = mlp(in_size, hiddens, activation)
+        self.policy_head = nn.Linear(out_size, num_outputs)
+        self.value_trunk = None if vf_share_layers else mlp(in_size, hiddens, activation)[0]
+        self.value_head = nn.Linear(out_size, 1)
+        self._features = None
+        self._value_features = None
+
+    def forward(self, input_dict, state, seq_lens):
+        obs = input_dict["obs_flat"].float()
+        self._features = self.policy_trunk(obs)
+        self._value_features = self._features if self.value_trunk is None else self.value_trunk(obs)
+        return self.policy_head(self._features), state
+
+    def value_function(self):
+        return self.value_head(self._value_features).squeeze(1)

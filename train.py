@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Train the experiments of a YAML file with Ray Tune + RLlib.
+
+    python train.py -f config/vmas-navigation-ppo.yaml --checkpoint-freq 10 --checkpoint-at-end --local-dir results
+    python train.py -f config/vmas-navigation-ppo.yaml --local-mode     # one process: pdb works in env/model/callbacks
+"""
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from marlkit.errors import ConfigError, run_cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-f", "--config-file", required=True, help="experiment YAML file (see config/)")
+    parser.add_argument("--local-dir", default=None,
+                        help="results folder (Tune storage path); default: the YAML's local_dir, else ./results")
+    parser.add_argument("--temp-dir", help="Ray session folder (logs, sockets); keep it short and node-local")
+    parser.add_argument("--checkpoint-freq", type=int, help="checkpoint every N iterations (overrides the YAML)")
+    parser.add_argument("--checkpoint-at-end", action="store_true", default=None,
+                        help="checkpoint when each trial ends (overrides the YAML)")
+    parser.add_argument("--keep-checkpoints-num", type=int, help="keep only the newest N checkpoints per trial")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted experiments of this YAML from <local-dir>/<experiment>")
+    parser.add_argument("--restore", help="checkpoint folder to initialise every trial from")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (default: $RAY_ADDRESS, else start one)")
+    parser.add_argument("--ray-num-cpus", type=int, help="CPUs of the Ray instance started here")
+    parser.add_argument("--ray-num-gpus", type=int, help="GPUs of the Ray instance started here")
+    parser.add_argument("--ray-num-nodes", type=int, help="wait (up to 120 s) until this many Ray nodes joined")
+    parser.add_argument("--ray-object-store-memory", type=int, help="object store bytes of the Ray instance started here")
+    parser.add_argument("--local-mode", action="store_true",
+                        help="run trials one by one in this process with no remote env runners (for pdb)")
+    parser.add_argument("--seed", type=int, help="sets config.seed of every experiment")
+    parser.add_argument("--stop", help="stopping criteria as JSON/YAML, merged over the YAML's, "
+                                       "e.g. '{training_iteration: 5}'")
+    parser.add_argument("--wandb", choices=["online", "offline"],
+                        help="log to Weights & Biases (offline needs no account); the YAML's wandb block sets more")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    stop_override = {}
+    if args.stop:
+        try:
+            stop_override = yaml.safe_load(args.stop)
+        except yaml.YAMLError:
+            stop_override = None
+        if not isinstance(stop_override, dict):
+            raise ConfigError(f"--stop must be a mapping such as '{{training_iteration: 5}}', got {args.stop!r}")
+
+    from marlkit import launch, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
+
+    experiments = spec.load_experiments(args.config_file)
+    for experiment in experiments:
+        experiment.stop.update(spec._check_stop(experiment.name, stop_override))
+        if args.checkpoint_freq is not None:
+            experiment.checkpoint_freq = args.checkpoint_freq
+        if args.checkpoint_at_end:
+            experiment.checkpoint_at_end = True
+        if args.keep_checkpoints_num is not None:
+            experiment.keep_checkpoints_num = args.keep_checkpoints_num
+        if args.seed is not None:
+            experiment.config["seed"] = args.seed
+        if args.wandb:
+            experiment.wandb = dict(experiment.wandb or {}, mode=args.wandb)
+        for note in experiment.notes:
+            print(f"note: {note}")
+    local_dirs = {args.local_dir or e.local_dir or "results" for e in experiments}
+    storages = {d: launch.check_writable(d) for d in local_dirs}
+    restores = {e.name: launch.check_checkpoint(args.restore or e.restore) for e in experiments if args.restore or e.restore}
+
+    resources = launch.start_ray(launch.RayOptions(
+        address=args.ray_address, num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,
+        num_nodes=args.ray_num_nodes, object_store_memory=args.ray_object_store_memory, temp_dir=args.temp_dir,
+    ))
+    for experiment in experiments:
+        launch.check_resources(experiment, resources)
+    launch.register_components(experiments)
+
+    ok = True
+    for experiment in experiments:
+        storage = storages[args.local_dir or experiment.local_dir or "results"]
+        restore = restores.get(experiment.name)
+        if args.local_mode:
+            ok &= launch.run_local(experiment, storage, restore)
+        else:
+            ok &= launch.run_tune(experiment, storage, restore, resume=args.resume)
+        print(f"{experiment.name}: results in {storage / experiment.name}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)
