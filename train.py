@@ -6,8 +6,7 @@
 """
 
 import argparse
-import json
-import sys
+import os
 
 import yaml
 
@@ -54,6 +53,8 @@ def main(argv=None) -> int:
         if not isinstance(stop_override, dict):
             raise ConfigError(f"--stop must be a mapping such as '{{training_iteration: 5}}', got {args.stop!r}")
 
+    # Tune's classic progress reporter shows our columns (env steps/s); the newer one ignores them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from marlkit import launch, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
 
     experiments = spec.load_experiments(args.config_file)
@@ -73,6 +74,11 @@ def main(argv=None) -> int:
             print(f"note: {note}")
     local_dirs = {args.local_dir or e.local_dir or "results" for e in experiments}
     storages = {d: launch.check_writable(d) for d in local_dirs}
+    if args.resume:
+        if args.local_mode:
+            raise ConfigError("--resume continues Tune experiments; it does not combine with --local-mode")
+        for experiment in experiments:
+            launch.check_resumable(experiment, storages[args.local_dir or experiment.local_dir or "results"])
     restores = {e.name: launch.check_checkpoint(args.restore or e.restore) for e in experiments if args.restore or e.restore}
 
     resources = launch.start_ray(launch.RayOptions(

@@ -1,12 +1,26 @@
 """Environment registry: the `env:` names an experiment YAML may use.
 
-`ENVS` maps a name to an env class whose constructor takes the `env_config` dict. A class may define a static
-`check_config(env_config)` that raises `marlkit.errors.ConfigError`; it runs before Ray starts.
+`ENVS` maps a name to an `EnvEntry`: `create(env_config)` builds the env (an RLlib `MultiAgentEnv`, or an old-stack
+`BaseEnv` for natively batched simulators) exposing `possible_agents`, `observation_spaces`, `action_spaces` and
+`close()`; `check_config(env_config)` raises `marlkit.errors.ConfigError` and runs before Ray starts. A `batched`
+env simulates all of an env runner's sub-envs in one instance: its `env_config.num_envs` is kept equal to RLlib's
+`num_envs_per_env_runner` (RLlib then builds one instance per runner, which holds them all).
 To add an environment, add one entry here.
 """
 
-from envs.vmas_env import VmasEnv
+from dataclasses import dataclass
+from typing import Callable
+
+from envs import vmas_env
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    create: Callable[[dict], object]
+    check_config: Callable[[dict], None]
+    batched: bool = False
+
 
 ENVS = {
-    "vmas": VmasEnv,
+    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True),
 }

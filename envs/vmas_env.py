@@ -6,6 +6,9 @@
     continuous_actions  Box actions (default true) or Discrete actions (false).
     max_steps           episode length; reaching it truncates the episode (default 100).
     device              torch device of the simulator, "cpu" (default) or "cuda[:N]".
+    num_envs            worlds simulated together in one batched VMAS call (default 1). With num_envs > 1 the
+                        env is an RLlib `BaseEnv` of that many sub-envs. It is kept equal to RLlib's
+                        num_envs_per_env_runner (set either one), so RLlib's batch accounting stays right.
     seed                default seed when RLlib resets without one.
     any other key       passed to the scenario (n_agents, shared_rew, ...); a key the scenario does not
                         use is an error.
@@ -29,11 +32,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.env.base_env import BaseEnv
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from marlkit.errors import ConfigError, closest
 
-WRAPPER_KEYS = ("scenario", "continuous_actions", "max_steps", "device", "seed")
+WRAPPER_KEYS = ("scenario", "continuous_actions", "max_steps", "device", "seed", "num_envs")
 DEFAULT_MAX_STEPS = 100
 
 
@@ -55,35 +59,42 @@ def _to_gymnasium(space) -> gym.Space:
     raise ConfigError(f"VMAS space {space} has no gymnasium equivalent in this wrapper")
 
 
-class VmasEnv(MultiAgentEnv):
-    """One VMAS world exposed as an RLlib `MultiAgentEnv` (one episode at a time)."""
+def check_config(env_config: dict) -> None:
+    """Raises ConfigError for an env_config this wrapper cannot run (checked before Ray starts)."""
+    scenario = env_config.get("scenario")
+    if scenario is None:
+        raise ConfigError(
+            "env_config.scenario is required for env 'vmas' (e.g. navigation, balance; "
+            f"available: {', '.join(scenario_names())})"
+        )
+    if scenario not in scenario_names():
+        raise ConfigError(
+            f"unknown VMAS scenario '{scenario}'{closest(scenario, scenario_names())}; "
+            f"available: {', '.join(scenario_names())}"
+        )
+    num_envs = env_config.get("num_envs", 1)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ConfigError(f"env_config.num_envs must be a whole number >= 1, got {num_envs!r}")
 
-    metadata = {"render_modes": ["rgb_array"]}
-    render_mode = "rgb_array"
 
-    @staticmethod
-    def check_config(env_config: dict) -> None:
-        """Raises ConfigError for an env_config this wrapper cannot run (checked before Ray starts)."""
-        scenario = env_config.get("scenario")
-        if scenario is None:
-            raise ConfigError(
-                "env_config.scenario is required for env 'vmas' (e.g. navigation, balance; "
-                f"available: {', '.join(scenario_names())})"
-            )
-        if isinstance(scenario, str) and scenario not in scenario_names():
-            raise ConfigError(
-                f"unknown VMAS scenario '{scenario}'{closest(scenario, scenario_names())}; "
-                f"available: {', '.join(scenario_names())}"
-            )
+def make_env(env_config: dict | None = None):
+    """The `vmas` env creator: a `VmasEnv` for num_envs 1, else a batched `VmasVectorEnv`."""
+    env_config = dict(env_config or {})
+    if env_config.get("num_envs", 1) == 1:
+        return VmasEnv(env_config)
+    return VmasVectorEnv(env_config)
 
-    def __init__(self, env_config: dict | None = None):
-        super().__init__()
+
+class _VmasWorld:
+    """What both wrappers share: building the VMAS world and converting between torch and numpy."""
+
+    def _build(self, env_config: dict, num_envs: int) -> None:
         import vmas
 
-        config = dict(env_config or {})
-        self.check_config(config)
+        config = dict(env_config)
+        check_config(config)
         scenario_kwargs = {k: v for k, v in config.items() if k not in WRAPPER_KEYS}
-        self._default_seed = config.get("seed")
+        self._seed = config.get("seed")
         self._device = config.get("device", "cpu")
         with warnings.catch_warnings():
             # VMAS only warns about scenario kwargs it did not use; a typo must not pass silently.
@@ -91,11 +102,11 @@ class VmasEnv(MultiAgentEnv):
             try:
                 self._world = vmas.make_env(
                     scenario=config["scenario"],
-                    num_envs=1,
+                    num_envs=num_envs,
                     device=self._device,
                     continuous_actions=bool(config.get("continuous_actions", True)),
                     max_steps=int(config.get("max_steps", DEFAULT_MAX_STEPS)),
-                    seed=self._default_seed,
+                    seed=self._seed,
                     dict_spaces=True,
                     terminated_truncated=True,
                     **scenario_kwargs,
@@ -106,54 +117,159 @@ class VmasEnv(MultiAgentEnv):
                     f"{sorted(scenario_kwargs)} ({warning})"
                 ) from None
         self.possible_agents = [agent.name for agent in self._world.agents]
-        self.agents = list(self.possible_agents)
         self.observation_spaces = {
             aid: _to_gymnasium(s) for aid, s in self._world.observation_space.spaces.items()
         }
         self.action_spaces = {aid: _to_gymnasium(s) for aid, s in self._world.action_space.spaces.items()}
         # VMAS takes (batch,) for a Discrete action and (batch, size) otherwise.
         self._action_shapes = {
-            aid: (1,) if isinstance(space, gym.spaces.Discrete) else (1, -1) for aid, space in self.action_spaces.items()
+            aid: (num_envs,) if isinstance(space, gym.spaces.Discrete) else (num_envs, -1)
+            for aid, space in self.action_spaces.items()
         }
-        self.observation_space = gym.spaces.Dict(self.observation_spaces)
-        self.action_space = gym.spaces.Dict(self.action_spaces)
 
-    def _numpy(self, per_agent: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {aid: value[0].detach().cpu().numpy().astype(np.float32) for aid, value in per_agent.items()}
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        seed = self._default_seed if seed is None else seed
+    def _reset_world(self, seed: int | None) -> dict[str, np.ndarray]:
+        seed = self._seed if seed is None else seed
         if seed is not None:
             self._world.seed(seed)
-            self._default_seed = None  # later resets continue the seeded random stream
-        observations = self._world.reset()
-        return self._numpy(observations), {aid: {} for aid in self.possible_agents}
+            self._seed = None  # later resets continue the seeded random stream
+        return self._numpy(self._world.reset())
 
-    def step(self, action_dict: dict[str, Any]):
-        actions = {
-            aid: torch.as_tensor(np.asarray(action_dict[aid]), device=self._device).reshape(self._action_shapes[aid])
+    def _step_world(self, actions: dict[str, np.ndarray]):
+        """Steps every sub-env; returns numpy obs, rewards, terminated, truncated, infos (leading dim: sub-env)."""
+        torch_actions = {
+            aid: torch.tensor(np.asarray(actions[aid]), device=self._device).reshape(self._action_shapes[aid])
             for aid in self.possible_agents
         }
-        observations, rewards, terminated, truncated, infos = self._world.step(actions)
-        done_terminated = bool(terminated[0])
-        done_truncated = bool(truncated[0]) and not done_terminated
-        terminateds = {aid: done_terminated for aid in self.possible_agents}
-        truncateds = {aid: done_truncated for aid in self.possible_agents}
-        terminateds["__all__"] = done_terminated
-        truncateds["__all__"] = done_truncated
-        return (
-            self._numpy(observations),
-            {aid: float(r[0]) for aid, r in rewards.items()},
-            terminateds,
-            truncateds,
-            {aid: {k: v[0].detach().cpu().numpy() for k, v in info.items()} for aid, info in infos.items()},
-        )
+        observations, rewards, terminated, truncated, infos = self._world.step(torch_actions)
+        terminated = terminated.cpu().numpy()
+        truncated = truncated.cpu().numpy() & ~terminated
+        infos = {aid: self._numpy(info) for aid, info in infos.items()}
+        return self._numpy(observations), self._numpy(rewards), terminated, truncated, infos
 
-    def render(self) -> np.ndarray:
-        """The current frame as an RGB array (H, W, 3), uint8."""
-        return self._world.render(mode="rgb_array", env_index=0, visualize_when_rgb=False)
+    @staticmethod
+    def _numpy(per_agent: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {aid: value.detach().cpu().numpy() for aid, value in per_agent.items()}
+
+    def render(self, env_index: int = 0) -> np.ndarray:
+        """The current frame of one sub-env as an RGB array (H, W, 3), uint8."""
+        return self._world.render(mode="rgb_array", env_index=env_index, visualize_when_rgb=False)
 
     def close(self) -> None:
         viewer = getattr(self._world, "viewer", None)
         if viewer is not None:
             viewer.close()
+
+
+class VmasEnv(_VmasWorld, MultiAgentEnv):
+    """One VMAS world exposed as an RLlib `MultiAgentEnv` (one episode at a time)."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
+
+    def __init__(self, env_config: dict | None = None):
+        MultiAgentEnv.__init__(self)
+        self._build(dict(env_config or {}), num_envs=1)
+        self.agents = list(self.possible_agents)
+        self.observation_space = gym.spaces.Dict(self.observation_spaces)
+        self.action_space = gym.spaces.Dict(self.action_spaces)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        observations = self._reset_world(seed)
+        return {aid: obs[0] for aid, obs in observations.items()}, {aid: {} for aid in self.possible_agents}
+
+    def step(self, action_dict: dict[str, Any]):
+        observations, rewards, terminated, truncated, infos = self._step_world(action_dict)
+        done_terminated, done_truncated = bool(terminated[0]), bool(truncated[0])
+        terminateds = {aid: done_terminated for aid in self.possible_agents}
+        truncateds = {aid: done_truncated for aid in self.possible_agents}
+        terminateds["__all__"] = done_terminated
+        truncateds["__all__"] = done_truncated
+        return (
+            {aid: obs[0] for aid, obs in observations.items()},
+            {aid: float(r[0]) for aid, r in rewards.items()},
+            terminateds,
+            truncateds,
+            {aid: {key: value[0] for key, value in info.items()} for aid, info in infos.items()},
+        )
+
+
+class VmasVectorEnv(_VmasWorld, BaseEnv):
+    """`num_envs` VMAS worlds stepped by one batched simulator call, as an RLlib old-stack `BaseEnv`.
+
+    RLlib's sampler polls all sub-envs, sends one action per agent and sub-env, and resets finished sub-envs
+    one by one through `try_reset` (VMAS `reset_at`); the simulator itself always steps every sub-env at once.
+    """
+
+    def __init__(self, env_config: dict | None = None):
+        config = dict(env_config or {})
+        self.num_envs = int(config.get("num_envs", 1))
+        self._build(config, num_envs=self.num_envs)
+        self._pending = None  # what the next poll() returns
+        self._reset_seed = None
+        self._needs_reset = True
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return gym.spaces.Dict(self.observation_spaces)
+
+    @property
+    def action_space(self) -> gym.Space:
+        return gym.spaces.Dict(self.action_spaces)
+
+    def get_agent_ids(self) -> set:
+        return set(self.possible_agents)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> None:
+        """Seeds the next full reset (RLlib calls this once per env runner with its computed seed)."""
+        self._reset_seed = seed
+        self._needs_reset = True
+
+    def poll(self):
+        if self._needs_reset:
+            observations = self._reset_world(self._reset_seed)
+            self._needs_reset = False
+            self._pending = (
+                self._per_env(observations),
+                {i: {} for i in range(self.num_envs)},
+                {i: {"__all__": False} for i in range(self.num_envs)},
+                {i: {"__all__": False} for i in range(self.num_envs)},
+                {i: {} for i in range(self.num_envs)},
+            )
+        pending, self._pending = self._pending, self._empty()
+        return (*pending, {})
+
+    def send_actions(self, action_dict) -> None:
+        missing = [i for i in range(self.num_envs) if i not in action_dict]
+        if missing:
+            raise ValueError(f"VMAS steps all sub-envs together; no actions for sub-envs {missing}")
+        actions = {aid: np.stack([action_dict[i][aid] for i in range(self.num_envs)]) for aid in self.possible_agents}
+        observations, rewards, terminated, truncated, infos = self._step_world(actions)
+        self._pending = (
+            self._per_env(observations),
+            {i: {aid: float(r[i]) for aid, r in rewards.items()} for i in range(self.num_envs)},
+            self._flags(terminated),
+            self._flags(truncated),
+            {i: {aid: {k: v[i] for k, v in info.items()} for aid, info in infos.items()} for i in range(self.num_envs)},
+        )
+
+    def try_reset(self, env_id=None, *, seed=None, options=None):
+        if env_id is None:
+            observations = self._reset_world(seed)
+            return self._per_env(observations), {i: {} for i in range(self.num_envs)}
+        observations = self._numpy(self._world.reset_at(env_id))
+        return {env_id: {aid: obs[env_id] for aid, obs in observations.items()}}, {env_id: {}}
+
+    def stop(self) -> None:
+        self.close()
+
+    def _per_env(self, observations: dict[str, np.ndarray]) -> dict:
+        return {i: {aid: obs[i] for aid, obs in observations.items()} for i in range(self.num_envs)}
+
+    def _flags(self, flags: np.ndarray) -> dict:
+        return {
+            i: {**{aid: bool(flags[i]) for aid in self.possible_agents}, "__all__": bool(flags[i])}
+            for i in range(self.num_envs)
+        }
+
+    def _empty(self) -> tuple:
+        return {}, {}, {}, {}, {}

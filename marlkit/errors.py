@@ -12,8 +12,14 @@ class ConfigError(Exception):
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest candidate, or ''."""
-    match = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' for the closest candidate, or ''.
+
+    A candidate that starts with `name` (a truncated key such as `grace` for `grace_period`) wins over spelling
+    similarity.
+    """
+    name, candidates = str(name), [str(c) for c in candidates]
+    match = [c for c in candidates if c.startswith(name) and len(name) >= 3]
+    match = match or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 

@@ -135,8 +135,8 @@ def check_writable(folder: str | Path) -> Path:
 
 def register_components(experiments: list[Experiment]) -> None:
     """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
-    for name, env_class in ENVS.items():
-        register_env(name, env_class)
+    for name, entry in ENVS.items():
+        register_env(name, entry.create)
     models.register_models(set().union(*(custom_model_names(e.config) for e in experiments)))
 
 
@@ -147,11 +147,11 @@ class MultiAgentResolver:
     """
 
     def __init__(self, experiment: Experiment):
-        self.env_class = ENVS[experiment.env]
+        self.create_env = ENVS[experiment.env].create
         self.layout = experiment.policy_layout
 
     def __call__(self, spec) -> dict:
-        env = self.env_class(dict(spec.config.get("env_config") or {}))
+        env = self.create_env(dict(spec.config.get("env_config") or {}))
         try:
             return self.layout.rllib_multiagent(env)
         finally:
@@ -191,8 +191,6 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
     experiment_dir = storage / experiment.name
     reporter = tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, max_report_frequency=10)
     if resume:
-        if not tune.Tuner.can_restore(str(experiment_dir)):
-            raise ConfigError(f"--resume: {experiment_dir} holds no Tune experiment to continue; run without --resume")
         tuner = tune.Tuner.restore(
             str(experiment_dir), trainable=experiment.run, resume_unfinished=True, resume_errored=True,
             param_space=param_space,
@@ -215,13 +213,24 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
                 failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
                 callbacks=logger_callbacks(experiment),
                 progress_reporter=reporter,
+                verbose=1,
             ),
         )
     results = tuner.fit()
     for result in results:
         if result.error is not None:
             print(f"trial {result.path} failed: {type(result.error).__name__}: {str(result.error).splitlines()[0]}")
-    return not results.errors
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished:
+        print(f"{experiment.name}: {unfinished} trial(s) did not finish; continue with --resume")
+    return not results.errors and not unfinished
+
+
+def check_resumable(experiment: Experiment, storage: Path) -> None:
+    if not tune.Tuner.can_restore(str(storage / experiment.name)):
+        raise ConfigError(
+            f"--resume: {storage / experiment.name} holds no Tune experiment to continue; run without --resume"
+        )
 
 
 class LocalTrial:
@@ -276,10 +285,12 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
     for index, (resolved_vars, spec) in enumerate(samples):
         config = dict(spec["config"], num_env_runners=0, evaluation_num_env_runners=0)
         trial_id = f"{run_id}_{index:05d}"
-        tag = format_vars(resolved_vars)
+        grid_vars = {path: value for path, value in resolved_vars.items() if "multiagent" not in path}
+        tag = format_vars(grid_vars)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         name = f"{experiment.run}_{experiment.env}_{trial_id}_{index}{'_' + tag if tag else ''}_{stamp}"
-        trial = LocalTrial(trial_id, config, storage / experiment.name / name, resolved_vars, experiment.name)
+        trial = LocalTrial(trial_id, config, storage / experiment.name / name, grid_vars, experiment.name)
+        trial.init_local_path()
         _train_in_process(experiment, trial)
     return True
 

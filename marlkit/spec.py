@@ -218,6 +218,8 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config, notes = translate_config(name, run, config)
     config["env"] = env
     config.update(OLD_STACK_ONLY)
+    if env in ENVS and ENVS[env].batched:
+        _sync_batched_num_envs(name, config)
     layout = _check_env_and_models(name, env, config)
     experiment = Experiment(
         name=name,
@@ -304,11 +306,21 @@ def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]
     return translated, notes
 
 
-def grid_values(value) -> list:
-    """The candidate values of a setting: the list of a {grid_search: [...]} or the value itself."""
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
-        return list(value["grid_search"])
-    return [value]
+def _sync_batched_num_envs(name: str, config: dict) -> None:
+    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that batch their sub-envs."""
+    env_config = config.setdefault("env_config", {})
+    if not isinstance(env_config, dict):
+        return
+    in_env, per_runner = env_config.get("num_envs"), config.get("num_envs_per_env_runner")
+    if isinstance(in_env, dict) or isinstance(per_runner, dict):
+        raise ConfigError(f"{name}.config: grid_search over num_envs is not supported for env '{config['env']}'")
+    if in_env is not None and per_runner is not None and in_env != per_runner:
+        raise ConfigError(
+            f"{name}.config: env_config.num_envs ({in_env}) and num_envs_per_env_runner ({per_runner}) differ; "
+            f"env '{config['env']}' simulates all of a runner's envs together, so set one of them"
+        )
+    count = in_env or per_runner or 1
+    env_config["num_envs"] = config["num_envs_per_env_runner"] = count
 
 
 def config_variants(config: dict) -> list[dict]:
@@ -317,20 +329,18 @@ def config_variants(config: dict) -> list[dict]:
 
 
 def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | None:
-    env_class = ENVS.get(env)
-    layout = PolicyLayout.parse(config.get("multiagent")) if env_class else None
-    if env_class is None and "multiagent" in config:
+    entry = ENVS.get(env)
+    layout = PolicyLayout.parse(config.get("multiagent")) if entry else None
+    if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     for variant in config_variants(config):
         _check_model(name, variant.get("model") or {})
-        if env_class is None:
+        if entry is None:
             continue
         env_config = variant.get("env_config") or {}
-        check = getattr(env_class, "check_config", None)
         try:
-            if check:
-                check(env_config)
-            probe = env_class(env_config)
+            entry.check_config(env_config)
+            probe = entry.create(env_config)
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
         try:

@@ -1,0 +1,26 @@
+# Two commands for a new machine:
+#   make train   sets everything up, then trains the default experiment (config/vmas-navigation-ppo.yaml)
+#   make test    sets everything up, then runs the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: setup train test
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+		| { grep -v "is ignored: it is neither" || true; }
+	$(PY) -c "import ray, torch, vmas, benchmarl, wandb, cv2, xvfbwrapper"
+	touch $(STAMP)
+
+train: setup
+	$(PY) train.py -f config/vmas-navigation-ppo.yaml --checkpoint-freq 10 --checkpoint-at-end --local-dir results
+
+test: setup
+	$(PY) -m pytest tests

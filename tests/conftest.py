@@ -1,0 +1,93 @@
+"""Shared helpers: run train.py as users do (a subprocess with its own Ray) and check it left nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (Ray's processes name their session folder)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def ray_temp_dir():
+    """A short, unique Ray session folder; after the test, no process may still use it."""
+    folder = Path(f"/tmp/rt-{uuid.uuid4().hex[:8]}")
+    yield folder
+    leftovers = [pid for pid in processes_mentioning(str(folder)) if pid != os.getpid()]
+    for pid in leftovers:
+        os.kill(pid, 9)
+    shutil.rmtree(folder, ignore_errors=True)
+    assert not leftovers, f"processes left running from {folder}: {leftovers}"
+
+
+def train_command(*args: str, temp_dir: Path | None = None) -> list[str]:
+    command = [sys.executable, str(REPO / "train.py"), *args]
+    if temp_dir is not None:
+        command += ["--temp-dir", str(temp_dir)]
+    return command
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_SILENT="true")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        train_command(*args, temp_dir=temp_dir), cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )
+    print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
+    return result
+
+
+def write_yaml(path: Path, document: dict) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def tiny_experiment(**overrides) -> dict:
+    """A small but real VMAS navigation PPO experiment (about a second per iteration on 2 cores)."""
+    config = {
+        "env_config": {"scenario": "navigation", "n_agents": 2, "max_steps": 25},
+        "num_env_runners": 0,
+        "num_envs_per_env_runner": 4,
+        "train_batch_size": 200,
+        "minibatch_size": 100,
+        "num_epochs": 1,
+        "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
+    }
+    config.update(overrides.pop("config", {}))
+    experiment = {"run": "PPO", "env": "vmas", "stop": {"training_iteration": 2}, "config": config}
+    experiment.update(overrides)
+    return experiment
+
+
+def trial_dirs(experiment_dir: Path) -> list[Path]:
+    return sorted(p for p in experiment_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def read_results(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]

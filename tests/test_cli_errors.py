@@ -1,0 +1,95 @@
+"""Bad input gets one line naming the problem, exit code 2 and no traceback (train.py as users run it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_train, tiny_experiment, write_yaml
+
+
+def assert_one_line_error(run, *fragments: str) -> None:
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+
+
+def experiment_with(**changes) -> dict:
+    config_changes = changes.pop("config", {})
+    env_config_changes = changes.pop("env_config", {})
+    experiment = tiny_experiment(**changes)
+    experiment["config"].update(config_changes)
+    experiment["config"]["env_config"].update(env_config_changes)
+    return {"bad": experiment}
+
+
+BAD_EXPERIMENTS = {
+    "unknown experiment key": (experiment_with(chekpoint_freq=1), ["bad.chekpoint_freq", "did you mean 'checkpoint_freq'"]),
+    "unknown rllib key": (experiment_with(config={"lrr": 0.1}), ["bad.config.lrr", "did you mean 'lr'"]),
+    "removed rllib key": (experiment_with(config={"horizon": 100}), ["bad.config.horizon", "env_config"]),
+    "unknown algorithm": (experiment_with(run="PPPO"), ["unknown algorithm 'PPPO'", "did you mean 'PPO'"]),
+    "unknown env": (experiment_with(env="vmass"), ["unknown env 'vmass'", "registered envs: vmas"]),
+    "unknown scenario": (experiment_with(env_config={"scenario": "navigaton"}), ["unknown VMAS scenario 'navigaton'", "did you mean 'navigation'"]),
+    "unused scenario key": (experiment_with(env_config={"n_agnts": 3}), ["n_agnts", "does not use"]),
+    "missing model file": (experiment_with(config={"model": {"custom_model": "nosuch"}}), ["custom_model 'nosuch'", "model/ has: convnet, fcnet"]),
+    "bad model kwargs": (experiment_with(config={"model": {"custom_model": "fcnet", "custom_model_config": {"hidden": [8]}}}),
+                         ["custom_model_config.hidden", "did you mean 'hiddens'"]),
+    "bad scheduler": (experiment_with(scheduler={"type": "ashaa"}), ["unknown scheduler 'ashaa'", "did you mean 'asha'"]),
+    "policy matching no agent": (experiment_with(config={"multiagent": {"policies": {"red": {"agents": "red_*"}}}}),
+                                 ["agent 'agent_0' matches no policy"]),
+    "tensorflow": (experiment_with(config={"framework": "tf2"}), ["only 'torch' is installed"]),
+    "experiment without a name": (tiny_experiment(), ["top-level key 'run' belongs inside an experiment"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EXPERIMENTS))
+def test_bad_experiment_yaml(case, tmp_path):
+    document, fragments = BAD_EXPERIMENTS[case]
+    run = run_train("-f", str(write_yaml(tmp_path / "bad.yaml", document)), "--local-dir", str(tmp_path))
+    assert_one_line_error(run, *fragments)
+    assert not (tmp_path / "bad").exists(), "a rejected experiment must not leave a results folder"
+
+
+def test_missing_config_file(tmp_path):
+    assert_one_line_error(run_train("-f", str(tmp_path / "nope.yaml")), "nope.yaml does not exist")
+
+
+def test_yaml_syntax_error_says_where(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("exp:\n  run: PPO\n  config: {lr: [1, 2}\n")
+    assert_one_line_error(run_train("-f", str(path)), "broken.yaml is not valid YAML at line 3")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    run = run_train("-f", str(tmp_path / "nope.yaml"), "--debug")
+    assert run.returncode != 0 and "Traceback" in run.stderr and "ConfigError" in run.stderr
+
+
+def test_restore_path_that_is_not_a_checkpoint(tmp_path):
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--restore", str(tmp_path), "--local-dir", str(tmp_path))
+    assert_one_line_error(run, "is not an RLlib checkpoint")
+
+
+def test_unwritable_local_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--local-dir", str(blocker / "results"))
+    assert_one_line_error(run, "cannot be written")
+
+
+def test_resume_without_an_experiment(tmp_path):
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--resume", "--local-dir", str(tmp_path))
+    assert_one_line_error(run, "--resume", "holds no Tune experiment")
+
+
+def test_bad_stop_override(tmp_path):
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--stop", "[1, 2]", "--local-dir", str(tmp_path))
+    assert_one_line_error(run, "--stop must be a mapping")
+
+
+def test_gpus_the_cluster_does_not_have_fail_fast(tmp_path, ray_temp_dir):
+    path = write_yaml(tmp_path / "gpu.yaml", experiment_with(config={"num_gpus": 1}))
+    run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, timeout=120)
+    assert_one_line_error(run, "needs 1 GPU(s)", "has 0")

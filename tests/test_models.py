@@ -1,0 +1,91 @@
+"""Custom-model registry and the shipped models."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.models import ModelCatalog
+
+from marlkit import models
+from marlkit.errors import ConfigError
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "MODEL_DIR", tmp_path)
+    return tmp_path
+
+
+def test_shipped_models_are_listed():
+    assert {"fcnet", "convnet"} <= set(models.available_models())
+
+
+def test_registered_fcnet_builds_with_its_custom_config():
+    models.register_models(["fcnet"])
+    obs_space, action_space = gym.spaces.Box(-1, 1, (18,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32)
+    model = ModelCatalog.get_model_v2(
+        obs_space, action_space, 4, {"custom_model": "fcnet", "custom_model_config": {"hiddens": [32, 16]}},
+        framework="torch",
+    )
+    logits, _ = model({"obs_flat": torch.zeros(5, 18), "obs": torch.zeros(5, 18)}, [], None)
+    assert logits.shape == (5, 4)
+    assert model.value_function().shape == (5,)
+    assert [m.out_features for m in model.policy_trunk if isinstance(m, torch.nn.Linear)] == [32, 16]
+
+
+def test_convnet_reads_channels_last_images():
+    model_class = models.load_model("convnet")
+    obs_space = gym.spaces.Box(0, 255, (40, 30, 3), np.uint8)
+    model = model_class(obs_space, gym.spaces.Discrete(5), 5, {}, "convnet", channels=[8, 8], kernels=[3, 3],
+                        strides=[2, 2], hidden=32)
+    images = torch.randint(0, 255, (2, 40, 30, 3), dtype=torch.uint8)
+    logits, _ = model({"obs": images}, [], None)
+    assert logits.shape == (2, 5) and model.value_function().shape == (2,)
+
+
+def test_missing_model_lists_what_model_dir_has(model_dir):
+    (model_dir / "mlp.py").write_text("")
+    with pytest.raises(ConfigError, match="custom_model 'mpl'.*did you mean 'mlp'.*model/ has: mlp"):
+        models.load_model("mpl")
+
+
+def test_file_without_custom_model_class(model_dir):
+    (model_dir / "empty.py").write_text("class Model:\n    pass\n")
+    with pytest.raises(ConfigError, match="defines no class named CustomModel"):
+        models.load_model("empty")
+
+
+def test_custom_model_must_be_a_torch_model_v2(model_dir):
+    (model_dir / "plain.py").write_text("import torch\nclass CustomModel(torch.nn.Module):\n    pass\n")
+    with pytest.raises(ConfigError, match="must subclass TorchModelV2"):
+        models.load_model("plain")
+
+
+def test_model_file_that_fails_to_import(model_dir):
+    (model_dir / "broken.py").write_text("import not_a_module\n")
+    with pytest.raises(ConfigError, match="broken.py fails to import: ModuleNotFoundError"):
+        models.load_model("broken")
+
+
+def test_unknown_custom_model_config_keys():
+    fcnet = models.load_model("fcnet")
+    models.check_model_kwargs("fcnet", fcnet, {"hiddens": [8], "activation": "relu"})
+    with pytest.raises(ConfigError, match="custom_model_config.width: model 'fcnet' does not take it"):
+        models.check_model_kwargs("fcnet", fcnet, {"width": 8})
+
+
+def test_user_model_file_becomes_an_architecture(model_dir):
+    (model_dir / "tiny.py").write_text(
+        "import torch\n"
+        "from ray.rllib.models.torch.torch_modelv2 import TorchModelV2\n"
+        "class CustomModel(TorchModelV2, torch.nn.Module):\n"
+        "    def __init__(self, obs_space, action_space, num_outputs, model_config, name, **kwargs):\n"
+        "        TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)\n"
+        "        torch.nn.Module.__init__(self)\n"
+        "        self.kwargs = kwargs\n"
+    )
+    model_class = models.load_model("tiny")
+    models.check_model_kwargs("tiny", model_class, {"anything": 1})  # **kwargs takes every key
+    assert models.available_models() == ["tiny"]

@@ -1,0 +1,158 @@
+"""Experiment YAML loading: translation of old keys, multi-agent policy layouts, schedulers, validation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+from conftest import REPO, tiny_experiment, write_yaml
+from envs.vmas_env import VmasEnv
+from marlkit.errors import ConfigError
+from marlkit.policies import PolicyLayout
+from marlkit.spec import load_experiments
+
+
+def load_one(tmp_path, experiment: dict):
+    (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": experiment}))
+    return loaded
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    experiments = load_experiments(path)
+    assert experiments and all(e.run == "PPO" and e.env == "vmas" for e in experiments)
+
+
+def test_old_key_names_are_translated_with_a_note(tmp_path):
+    experiment = tiny_experiment()
+    config = experiment["config"]
+    config["num_workers"] = config.pop("num_env_runners")
+    config["sgd_minibatch_size"] = config.pop("minibatch_size")
+    config["num_sgd_iter"] = config.pop("num_epochs")
+    config["num_envs_per_worker"] = config.pop("num_envs_per_env_runner")
+    loaded = load_one(tmp_path, experiment)
+    assert loaded.config["num_env_runners"] == 0
+    assert loaded.config["minibatch_size"] == 100
+    assert loaded.config["num_epochs"] == 1
+    assert loaded.config["num_envs_per_env_runner"] == 4
+    assert not {"num_workers", "sgd_minibatch_size", "num_sgd_iter", "num_envs_per_worker"} & set(loaded.config)
+    assert any("num_workers is called num_env_runners" in note for note in loaded.notes)
+
+
+def test_old_and_new_name_together_is_an_error(tmp_path):
+    experiment = tiny_experiment(config={"num_workers": 1})
+    with pytest.raises(ConfigError, match="both 'num_workers' and its new name 'num_env_runners'"):
+        load_one(tmp_path, experiment)
+
+
+def test_old_stop_metric_is_translated(tmp_path):
+    loaded = load_one(tmp_path, tiny_experiment(stop={"episode_reward_mean": 5, "training_iteration": 3}))
+    assert loaded.stop == {"env_runners/episode_return_mean": 5, "training_iteration": 3}
+
+
+def test_env_may_be_given_inside_config(tmp_path):
+    experiment = tiny_experiment()
+    experiment["config"]["env"] = experiment.pop("env")
+    assert load_one(tmp_path, experiment).env == "vmas"
+
+
+def test_batched_env_keeps_num_envs_in_step(tmp_path):
+    loaded = load_one(tmp_path, tiny_experiment(config={"num_envs_per_env_runner": 8}))
+    assert loaded.config["env_config"]["num_envs"] == 8
+    experiment = tiny_experiment()
+    del experiment["config"]["num_envs_per_env_runner"]
+    experiment["config"]["env_config"]["num_envs"] = 6
+    assert load_one(tmp_path, experiment).config["num_envs_per_env_runner"] == 6
+    experiment["config"]["num_envs_per_env_runner"] = 3
+    with pytest.raises(ConfigError, match=r"env_config.num_envs \(6\) and num_envs_per_env_runner \(3\) differ"):
+        load_one(tmp_path, experiment)
+
+
+def test_grid_search_points_are_each_validated(tmp_path):
+    experiment = tiny_experiment()
+    experiment["config"]["env_config"]["scenario"] = {"grid_search": ["navigation", "balanse"]}
+    with pytest.raises(ConfigError, match="unknown VMAS scenario 'balanse'.*did you mean 'balance'"):
+        load_one(tmp_path, experiment)
+
+
+def test_new_api_stack_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="old API stack"):
+        load_one(tmp_path, tiny_experiment(config={"enable_rl_module_and_learner": True}))
+
+
+def test_scheduler_blocks_build_tune_schedulers(tmp_path):
+    asha = load_one(tmp_path, tiny_experiment(scheduler={
+        "type": "asha", "metric": "env_runners/episode_return_mean", "mode": "max", "grace_period": 2, "max_t": 10,
+    }))
+    assert isinstance(asha.build_scheduler(), ASHAScheduler)
+    pbt = load_one(tmp_path, tiny_experiment(scheduler={
+        "type": "pbt", "metric": "env_runners/episode_return_mean", "mode": "max", "perturbation_interval": 2,
+        "hyperparam_mutations": {"lr": {"loguniform": [1e-5, 1e-2]}, "num_epochs": [1, 2, 4]},
+    }))
+    scheduler = pbt.build_scheduler()
+    assert isinstance(scheduler, PopulationBasedTraining)
+    assert scheduler._hyperparam_mutations["num_epochs"] == [1, 2, 4]
+    with pytest.raises(ConfigError, match="needs `metric`"):
+        load_one(tmp_path, tiny_experiment(scheduler={"type": "asha"}))
+    with pytest.raises(ConfigError, match="scheduler.grace is not a asha setting.*did you mean 'grace_period'"):
+        load_one(tmp_path, tiny_experiment(scheduler={"type": "asha", "metric": "m", "mode": "max", "grace": 1}))
+
+
+def test_wandb_block(tmp_path):
+    assert load_one(tmp_path, tiny_experiment(wandb={"project": "p", "mode": "offline"})).wandb == {"project": "p", "mode": "offline"}
+    with pytest.raises(ConfigError, match="wandb.mode must be one of online, offline, disabled"):
+        load_one(tmp_path, tiny_experiment(wandb={"mode": "offlien"}))
+
+
+@pytest.fixture(scope="module")
+def three_agents():
+    env = VmasEnv({"scenario": "navigation", "n_agents": 3})
+    yield env
+    env.close()
+
+
+def test_shared_layout_maps_every_agent_to_one_policy(three_agents):
+    block = PolicyLayout.parse(None).rllib_multiagent(three_agents)
+    assert list(block["policies"]) == ["shared"]
+    spec = block["policies"]["shared"]
+    assert spec.observation_space.shape == (18,) and spec.action_space.shape == (2,)
+    assert {block["policy_mapping_fn"](a) for a in three_agents.possible_agents} == {"shared"}
+
+
+def test_per_agent_layout(three_agents):
+    block = PolicyLayout.parse({"policies": "per_agent"}).rllib_multiagent(three_agents)
+    assert sorted(block["policies"]) == ["agent_0", "agent_1", "agent_2"]
+    assert block["policy_mapping_fn"]("agent_2") == "agent_2"
+
+
+def test_named_layout_matches_patterns_in_order(three_agents):
+    layout = PolicyLayout.parse({
+        "policies": {"leader": {"agents": "agent_0", "config": {"lr": 1e-4}}, "followers": {"agents": ["agent_*"]}},
+        "policies_to_train": ["followers"],
+    })
+    block = layout.rllib_multiagent(three_agents)
+    assert [block["policy_mapping_fn"](a) for a in three_agents.possible_agents] == ["leader", "followers", "followers"]
+    assert block["policies"]["leader"].config == {"lr": 1e-4}
+    assert block["policies_to_train"] == ["followers"]
+
+
+def test_named_layout_errors(three_agents):
+    with pytest.raises(ConfigError, match="policies.ghost matches none of the env's agents"):
+        PolicyLayout.parse({"policies": {"all": {"agents": "agent_*"}, "ghost": {"agents": "x_*"}}}).rllib_multiagent(three_agents)
+    with pytest.raises(ConfigError, match="policies_to_train names 'nobody'"):
+        PolicyLayout.parse({"policies": {"all": {"agents": "*"}}, "policies_to_train": ["nobody"]})
+    with pytest.raises(ConfigError, match="needs `agents`"):
+        PolicyLayout.parse({"policies": {"all": {}}})
+    with pytest.raises(ConfigError, match="multiagent.policy is not a known key"):
+        PolicyLayout.parse({"policy": "shared"})
+
+
+def test_agents_with_different_spaces_cannot_share_a_policy():
+    class TwoKinds:
+        possible_agents = ["a", "b"]
+        observation_spaces = {"a": gym.spaces.Box(-1, 1, (4,)), "b": gym.spaces.Box(-1, 1, (6,))}
+        action_spaces = {"a": gym.spaces.Discrete(3), "b": gym.spaces.Discrete(3)}
+
+    with pytest.raises(ConfigError, match="agents 'a' and 'b' share policy 'shared' but have different spaces"):
+        PolicyLayout.parse({"policies": "shared"}).rllib_multiagent(TwoKinds())

@@ -1,0 +1,153 @@
+"""train.py end to end: real Ray, real RLlib, real VMAS, tiny runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    REPO, read_results, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
+)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The shipped default experiment, cut to two iterations, with Tune and one remote env runner."""
+    results = tmp_path_factory.mktemp("default")
+    temp_dir = Path(f"/tmp/rt-default-{os.getpid()}")
+    run = run_train(
+        "-f", "config/vmas-navigation-ppo.yaml", "--stop", "{training_iteration: 2}", "--checkpoint-freq", "1",
+        "--local-dir", str(results), temp_dir=temp_dir,
+    )
+    return run, results / "vmas-navigation-ppo"
+
+
+def test_default_experiment_writes_tune_layout(default_run):
+    run, experiment_dir = default_run
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Ray 2.60.0 at " in run.stdout and "1 node(s), 2 CPUs, 0 GPUs" in run.stdout
+    (trial,) = trial_dirs(experiment_dir)
+    assert trial.name.startswith("PPO_vmas_")
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000000", "checkpoint_000001"]
+    assert (trial / "checkpoint_000001" / "algorithm_state.pkl").exists()
+    assert list(trial.glob("events.out.tfevents.*")), "no TensorBoard events"
+    params = json.loads((trial / "params.json").read_text())
+    assert params["env"] == "vmas" and params["env_config"]["scenario"] == "navigation"
+    assert params["model"]["custom_model"] == "fcnet"
+    assert params["num_env_runners"] == 1  # the env and the model were built in a remote env runner
+    rows = list(csv.DictReader((trial / "progress.csv").open()))
+    assert [int(r["training_iteration"]) for r in rows] == [1, 2]
+    assert all(float(r["env_steps_per_s"]) > 0 for r in rows)
+    results = read_results(trial)
+    assert results[-1]["num_env_steps_sampled_lifetime"] == 4000
+    assert set(results[-1]["env_runners"]["policy_reward_mean"]) == {"shared"}
+
+
+def test_restore_starts_from_a_checkpoint(default_run, tmp_path, ray_temp_dir):
+    _, experiment_dir = default_run
+    (trial,) = trial_dirs(experiment_dir)
+    run = run_train(
+        "-f", "config/vmas-navigation-ppo.yaml", "--restore", str(trial / "checkpoint_000001"),
+        "--stop", "{training_iteration: 3}", "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (restored,) = trial_dirs(tmp_path / "vmas-navigation-ppo")
+    results = read_results(restored)
+    assert [r["training_iteration"] for r in results] == [3]
+    assert results[0]["num_env_steps_sampled_lifetime"] == 6000
+
+
+def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
+    config = write_yaml(tmp_path / "exp.yaml", {"resume-me": tiny_experiment(stop={"training_iteration": 6}, checkpoint_freq=1)})
+    results = tmp_path / "results"
+    process = subprocess.Popen(
+        train_command("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir),
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(results.glob("resume-me/*/checkpoint_000001")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output[-3000:]
+    (trial,) = trial_dirs(results / "resume-me")
+    interrupted_at = read_results(trial)[-1]["training_iteration"]
+    assert 2 <= interrupted_at < 6
+
+    run = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert trial_dirs(results / "resume-me") == [trial]
+    iterations = [r["training_iteration"] for r in read_results(trial)]
+    assert iterations[-1] == 6
+    assert iterations.count(1) == 1, f"resume started over: {iterations}"
+
+
+def test_local_mode_runs_everything_in_the_driver(tmp_path, ray_temp_dir):
+    config = write_yaml(tmp_path / "exp.yaml", {"local": tiny_experiment(
+        checkpoint_at_end=True, config={"callbacks": "pid_callback.RecordEpisodePid", "num_env_runners": 1},
+    )})
+    pid_file = tmp_path / "pids"
+    env = dict(subprocess_env(), EPISODE_PID_FILE=str(pid_file), PYTHONPATH=str(REPO / "tests"))
+    process = subprocess.run(
+        train_command("-f", str(config), "--local-dir", str(tmp_path / "results"), "--local-mode", temp_dir=ray_temp_dir),
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    episode_pids = set(pid_file.read_text().split())
+    assert len(episode_pids) == 1
+    assert f"pid {episode_pids.pop()})" in process.stdout  # the driver printed its own pid
+    (trial,) = trial_dirs(tmp_path / "results" / "local")
+    assert trial.name.startswith("PPO_vmas_")
+    assert [p.name for p in trial.glob("checkpoint_*")] == ["checkpoint_000000"]
+    assert [r["training_iteration"] for r in read_results(trial)] == [1, 2]
+    assert (trial / "progress.csv").exists() and list(trial.glob("events.out.tfevents.*"))
+    assert json.loads((trial / "params.json").read_text())["num_env_runners"] == 0
+
+
+def test_grid_search_makes_one_trial_per_point(tmp_path, ray_temp_dir):
+    run = run_train(
+        "-f", "config/vmas-navigation-grid.yaml", "--stop", "{training_iteration: 1}", "--local-dir", str(tmp_path),
+        temp_dir=ray_temp_dir,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    trials = trial_dirs(tmp_path / "vmas-navigation-grid")
+    points = {(p["lr"], p["env_config"]["n_agents"]) for p in (json.loads((t / "params.json").read_text()) for t in trials)}
+    assert points == {(0.0003, 2), (0.0003, 4), (0.001, 2), (0.001, 4)}
+    for trial in trials:
+        n_agents = json.loads((trial / "params.json").read_text())["env_config"]["n_agents"]
+        (result,) = read_results(trial)
+        assert result["info"]["num_agent_steps_sampled"] == n_agents * result["num_env_steps_sampled_lifetime"]
+
+
+def test_balance_config_trains(tmp_path, ray_temp_dir):
+    run = run_train(
+        "-f", "config/vmas-balance-ppo.yaml", "--stop", "{training_iteration: 1}", "--local-dir", str(tmp_path),
+        temp_dir=ray_temp_dir,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = trial_dirs(tmp_path / "vmas-balance-ppo")
+    (result,) = read_results(trial)
+    assert result["num_env_steps_sampled_lifetime"] > 0
+
+
+def test_per_agent_policies_and_wandb_offline(tmp_path, ray_temp_dir):
+    config = write_yaml(tmp_path / "exp.yaml", {"per-agent": tiny_experiment(
+        stop={"training_iteration": 1}, config={"multiagent": {"policies": "per_agent"}},
+        wandb={"project": "marl-test", "mode": "offline"},
+    )})
+    run = run_train("-f", str(config), "--local-dir", str(tmp_path / "results"), temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = trial_dirs(tmp_path / "results" / "per-agent")
+    (result,) = read_results(trial)
+    assert set(result["env_runners"]["policy_reward_mean"]) == {"agent_0", "agent_1"}
+    runs = list(trial.rglob("offline-run-*"))
+    assert runs, "no offline W&B run in the trial folder"
+    assert list(runs[0].glob("*.wandb")), "the offline W&B run has no data file"

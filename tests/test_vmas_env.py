@@ -1,0 +1,115 @@
+"""The VMAS wrappers: RLlib's env checker, per-agent spaces, seeding, and the batched BaseEnv."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+from envs.vmas_env import VmasEnv, VmasVectorEnv, make_env
+from marlkit.errors import ConfigError
+
+
+def rollout(env: VmasEnv, seed: int, steps: int) -> list:
+    observations, _ = env.reset(seed=seed)
+    trace = [observations]
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        actions = {aid: rng.uniform(-1, 1, 2).astype(np.float32) for aid in env.possible_agents}
+        observations, rewards, *_ = env.step(actions)
+        trace.append((observations, rewards))
+    return trace
+
+
+def test_passes_rllib_env_checker():
+    env = VmasEnv({"scenario": "navigation", "n_agents": 3, "max_steps": 20})
+    check_multiagent_environments(env)
+    env.close()
+
+
+def test_per_agent_spaces_and_step_outputs():
+    env = VmasEnv({"scenario": "navigation", "n_agents": 3, "max_steps": 2})
+    assert env.possible_agents == ["agent_0", "agent_1", "agent_2"]
+    assert all(space == gym.spaces.Box(-1, 1, (2,), np.float32) for space in env.action_spaces.values())
+    observations, infos = env.reset(seed=1)
+    assert {aid: obs.shape for aid, obs in observations.items()} == {aid: (18,) for aid in env.possible_agents}
+    assert all(env.observation_spaces[aid].contains(obs) for aid, obs in observations.items())
+    zero = {aid: np.zeros(2, np.float32) for aid in env.possible_agents}
+    _, rewards, terminated, truncated, infos = env.step(zero)
+    assert set(rewards) == set(env.possible_agents) and all(isinstance(r, float) for r in rewards.values())
+    assert truncated["__all__"] is False and terminated["__all__"] is False
+    _, _, terminated, truncated, _ = env.step(zero)
+    assert truncated["__all__"] is True and terminated["__all__"] is False  # max_steps truncates
+    assert "pos_rew" in infos["agent_0"]
+
+
+def test_discrete_actions():
+    env = VmasEnv({"scenario": "balance", "continuous_actions": False})
+    assert all(isinstance(space, gym.spaces.Discrete) for space in env.action_spaces.values())
+    env.reset(seed=0)
+    _, rewards, *_ = env.step({aid: 1 for aid in env.possible_agents})
+    assert len(rewards) == len(env.possible_agents)
+
+
+def test_same_seed_same_episode_other_seed_other_episode():
+    first = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
+    again = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
+    other = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=8, steps=5)
+    assert all(np.array_equal(first[0][a], again[0][a]) for a in first[0])
+    assert all(np.array_equal(first[-1][0][a], again[-1][0][a]) and first[-1][1] == again[-1][1] for a in first[0])
+    assert not np.array_equal(first[0]["agent_0"], other[0]["agent_0"])
+
+
+def test_render_gives_an_rgb_frame():
+    env = VmasEnv({"scenario": "navigation", "n_agents": 2})
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.max() > 0
+    env.close()
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="env_config.scenario is required"):
+        VmasEnv({})
+    with pytest.raises(ConfigError, match="has keys the scenario does not use: \\['n_agnts'\\]"):
+        VmasEnv({"scenario": "navigation", "n_agnts": 2})
+    with pytest.raises(ConfigError, match="num_envs must be a whole number >= 1"):
+        make_env({"scenario": "navigation", "num_envs": 0})
+
+
+def test_make_env_batches_only_when_asked():
+    assert isinstance(make_env({"scenario": "navigation"}), VmasEnv)
+    assert isinstance(make_env({"scenario": "navigation", "num_envs": 3}), VmasVectorEnv)
+
+
+def test_vector_env_steps_all_sub_envs_and_resets_one():
+    env = VmasVectorEnv({"scenario": "navigation", "n_agents": 2, "num_envs": 3, "max_steps": 2})
+    env.reset(seed=3)
+    observations, rewards, terminated, truncated, infos, off_policy = env.poll()
+    assert sorted(observations) == [0, 1, 2] and off_policy == {}
+    assert all(sorted(obs) == ["agent_0", "agent_1"] and obs["agent_0"].shape == (env.observation_spaces["agent_0"].shape) for obs in observations.values())
+    assert env.poll()[0] == {}, "a second poll without actions has nothing new"
+    actions = {i: {aid: np.zeros(2, np.float32) for aid in env.possible_agents} for i in range(3)}
+    for step in range(2):
+        env.send_actions(actions)
+        observations, rewards, terminated, truncated, _, _ = env.poll()
+        assert sorted(rewards) == [0, 1, 2]
+        assert all(flags["__all__"] is (step == 1) for flags in truncated.values())
+        assert all(flags["__all__"] is False for flags in terminated.values())
+    reset_obs, reset_infos = env.try_reset(1)
+    assert list(reset_obs) == [1] and sorted(reset_obs[1]) == ["agent_0", "agent_1"]
+    with pytest.raises(ValueError, match="no actions for sub-envs \\[2\\]"):
+        env.send_actions({0: actions[0], 1: actions[1]})
+
+
+def test_vector_env_seeding_is_reproducible():
+    def first_observations(seed):
+        env = VmasVectorEnv({"scenario": "navigation", "n_agents": 2, "num_envs": 4})
+        env.reset(seed=seed)
+        return np.stack([obs["agent_0"] for obs in env.poll()[0].values()])
+
+    assert np.array_equal(first_observations(5), first_observations(5))
+    assert not np.array_equal(first_observations(5), first_observations(6))
+    sub_envs = first_observations(5)
+    assert not np.array_equal(sub_envs[0], sub_envs[1]), "sub-envs must not be copies of each other"
