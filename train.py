@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         num_nodes=args.ray_num_nodes, object_store_memory=args.ray_object_store_memory, temp_dir=args.temp_dir,
     ))
     for experiment in experiments:
-        launch.check_resources(experiment, resources)
+        launch.check_resources(experiment, resources, args.local_mode)
     launch.register_components(experiments)
 
     ok = True

@@ -92,10 +92,10 @@ def _alive_nodes() -> list:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_resources(experiment: Experiment, resources: dict) -> None:
+def check_resources(experiment: Experiment, resources: dict, local_mode: bool) -> None:
     """Fails fast where a trial could never be placed (it would otherwise stay PENDING forever)."""
     for variant in config_variants(experiment.config):
-        runners = variant.get("num_env_runners", 0) or 0
+        runners = 0 if local_mode else variant.get("num_env_runners", 0) or 0
         gpus = (variant.get("num_gpus", 0) or 0) + runners * (variant.get("num_gpus_per_env_runner", 0) or 0)
         cpus = (variant.get("num_cpus_for_main_process", 1) or 0) + runners * (variant.get("num_cpus_per_env_runner", 1) or 0)
         if gpus > resources.get("GPU", 0):
