@@ -29,11 +29,15 @@ class EnvStepsPerSecond(RLlibCallback):
         result["env_steps_per_s"] = steps / elapsed if elapsed > 0 else 0.0
 
 
-class RestoreCheckpoint:
-    """`callbacks_on_algorithm_init` hook that loads a checkpoint into a new algorithm (train.py --restore)."""
+class RestoreCheckpoint(RLlibCallback):
+    """Loads `checkpoint` into every new algorithm (train.py --restore); `restore_callback` sets the path."""
 
-    def __init__(self, checkpoint: str):
-        self.checkpoint = checkpoint
+    checkpoint: str = ""
 
-    def __call__(self, *, algorithm, **kwargs) -> None:
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
         algorithm.restore(self.checkpoint)
+
+
+def restore_callback(checkpoint: str) -> type:
+    """A RestoreCheckpoint subclass bound to one checkpoint (RLlib's old stack takes callback classes only)."""
+    return type("RestoreCheckpointFrom", (RestoreCheckpoint,), {"checkpoint": checkpoint})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -20,6 +21,7 @@ from ray import tune
 from ray.rllib.algorithms.callbacks import make_multi_callbacks
 from ray.rllib.utils.checkpoints import get_checkpoint_info
 from ray.rllib.utils.serialization import deserialize_type
+from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.registry import register_env
 from ray.tune.search.variant_generator import format_vars, generate_variants
@@ -27,7 +29,7 @@ from ray.tune.utils import flatten_dict
 
 from envs import ENVS
 from marlkit import models
-from marlkit.callbacks import EnvStepsPerSecond, RestoreCheckpoint
+from marlkit.callbacks import EnvStepsPerSecond, restore_callback
 from marlkit.errors import ConfigError
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -151,7 +153,8 @@ class MultiAgentResolver:
         self.layout = experiment.policy_layout
 
     def __call__(self, spec) -> dict:
-        env = self.create_env(dict(spec.config.get("env_config") or {}))
+        config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
+        env = self.create_env(dict(config.get("env_config") or {}))
         try:
             return self.layout.rllib_multiagent(env)
         finally:
@@ -160,28 +163,39 @@ class MultiAgentResolver:
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     config = dict(experiment.config)
+    callbacks = [EnvStepsPerSecond]
+    if restore:
+        callbacks.append(restore_callback(restore))
     user_callbacks = config.pop("callbacks", None)
-    if user_callbacks is None:
-        config["callbacks"] = EnvStepsPerSecond
-    else:
-        if isinstance(user_callbacks, str):
-            user_callbacks = deserialize_type(user_callbacks, error=True)
-        config["callbacks"] = make_multi_callbacks([EnvStepsPerSecond, user_callbacks])
+    if user_callbacks is not None:
+        callbacks.append(deserialize_type(user_callbacks, error=True) if isinstance(user_callbacks, str) else user_callbacks)
+    config["callbacks"] = callbacks[0] if len(callbacks) == 1 else make_multi_callbacks(callbacks)
     if experiment.policy_layout is not None:
         config["multiagent"] = tune.sample_from(MultiAgentResolver(experiment))
-    if restore:
-        config["callbacks_on_algorithm_init"] = RestoreCheckpoint(restore)
     return config
+
+
+class TrialFolderWandbCallback(WandbLoggerCallback):
+    """Ray's W&B callback, writing each trial's W&B run straight into the trial's results folder.
+
+    Ray's own callback writes into the Ray session's staging copy of the trial folder, which Tune copies to the
+    results folder when the experiment ends, possibly before W&B flushed the run: the copy can miss the run data.
+    """
+
+    def log_trial_start(self, trial) -> None:
+        self.kwargs["dir"] = trial.path
+        super().log_trial_start(trial)
 
 
 def logger_callbacks(experiment: Experiment) -> list:
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
     if experiment.wandb is not None:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
         settings = dict(experiment.wandb)
         settings.setdefault("project", experiment.name)
-        callbacks.append(WandbLoggerCallback(**settings))
+        no_key = not (settings.get("api_key") or settings.get("api_key_file") or os.environ.get("WANDB_API_KEY"))
+        if settings.get("mode") in ("offline", "disabled") and no_key:
+            settings["api_key"] = "offline"  # Ray's callback insists on a key even when nothing is uploaded
+        callbacks.append(TrialFolderWandbCallback(**settings))
     return callbacks
 
 
@@ -216,14 +230,17 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
                 verbose=1,
             ),
         )
+    handler_before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
+    # Tune swaps in its own SIGINT handler for the run and puts ours back only when a Ctrl-C (or SIGUSR1) stopped
+    # it early; the trials then look TERMINATED although they did not reach their stop criteria.
+    interrupted = signal.getsignal(signal.SIGINT) is handler_before and not os.getenv("TUNE_DISABLE_SIGINT_HANDLER")
     for result in results:
         if result.error is not None:
             print(f"trial {result.path} failed: {type(result.error).__name__}: {str(result.error).splitlines()[0]}")
-    unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished:
-        print(f"{experiment.name}: {unfinished} trial(s) did not finish; continue with --resume")
-    return not results.errors and not unfinished
+    if interrupted:
+        print(f"{experiment.name}: interrupted; continue with: train.py -f <this file> --resume --local-dir {storage}")
+    return not results.errors and not interrupted
 
 
 def check_resumable(experiment: Experiment, storage: Path) -> None:
@@ -239,7 +256,7 @@ class LocalTrial:
     def __init__(self, trial_id: str, config: dict, local_path: Path, evaluated_params: dict, experiment_dir_name: str):
         self.trial_id = trial_id
         self.config = config
-        self.local_path = str(local_path)
+        self.local_path = self.path = str(local_path)
         self.evaluated_params = evaluated_params
         self.experiment_dir_name = experiment_dir_name
         self.checkpoint = None
@@ -282,6 +299,10 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
     param_space = trial_param_space(experiment, restore)
     samples = [v for _ in range(experiment.num_samples) for v in generate_variants({"config": param_space})]
     run_id = uuid.uuid4().hex[:5]
+    callbacks = logger_callbacks(experiment)
+    for callback in callbacks:
+        callback.setup()
+    trials = []
     for index, (resolved_vars, spec) in enumerate(samples):
         config = dict(spec["config"], num_env_runners=0, evaluation_num_env_runners=0)
         trial_id = f"{run_id}_{index:05d}"
@@ -291,14 +312,16 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
         name = f"{experiment.run}_{experiment.env}_{trial_id}_{index}{'_' + tag if tag else ''}_{stamp}"
         trial = LocalTrial(trial_id, config, storage / experiment.name / name, grid_vars, experiment.name)
         trial.init_local_path()
-        _train_in_process(experiment, trial)
+        trials.append(trial)
+        _train_in_process(experiment, trial, callbacks)
+    for callback in callbacks:
+        callback.on_experiment_end(trials=trials)
     return True
 
 
-def _train_in_process(experiment: Experiment, trial: LocalTrial) -> None:
+def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list) -> None:
     algo_config = algorithm_class(experiment.run).get_default_config().update_from_dict(trial.config)
     algorithm = algo_config.build_algo()
-    callbacks = logger_callbacks(experiment)
     for callback in callbacks:
         callback.log_trial_start(trial)
     print(f"--local-mode: trial {trial} (in this process, pid {os.getpid()})", flush=True)

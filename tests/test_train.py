@@ -140,14 +140,13 @@ def test_balance_config_trains(tmp_path, ray_temp_dir):
 
 def test_per_agent_policies_and_wandb_offline(tmp_path, ray_temp_dir):
     config = write_yaml(tmp_path / "exp.yaml", {"per-agent": tiny_experiment(
-        stop={"training_iteration": 1}, config={"multiagent": {"policies": "per_agent"}},
+        config={"multiagent": {"policies": "per_agent"}},
         wandb={"project": "marl-test", "mode": "offline"},
     )})
     run = run_train("-f", str(config), "--local-dir", str(tmp_path / "results"), temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
     (trial,) = trial_dirs(tmp_path / "results" / "per-agent")
-    (result,) = read_results(trial)
-    assert set(result["env_runners"]["policy_reward_mean"]) == {"agent_0", "agent_1"}
+    assert set(read_results(trial)[-1]["env_runners"]["policy_reward_mean"]) == {"agent_0", "agent_1"}
     runs = list(trial.rglob("offline-run-*"))
     assert runs, "no offline W&B run in the trial folder"
     assert list(runs[0].glob("*.wandb")), "the offline W&B run has no data file"
