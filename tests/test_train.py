@@ -6,7 +6,9 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,3 +152,34 @@ def test_per_agent_policies_and_wandb_offline(tmp_path, ray_temp_dir):
     runs = list(trial.rglob("offline-run-*"))
     assert runs, "no offline W&B run in the trial folder"
     assert list(runs[0].glob("*.wandb")), "the offline W&B run has no data file"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_runs_on_an_existing_cluster_given_its_address(tmp_path, ray_temp_dir):
+    port = free_port()
+    env = dict(subprocess_env(), RAY_AUTH_MODE="token")
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+         f"--temp-dir={ray_temp_dir}", "--include-dashboard=false"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        config = write_yaml(tmp_path / "exp.yaml", {"remote": tiny_experiment(stop={"training_iteration": 1})})
+        run = subprocess.run(
+            train_command("-f", str(config), "--local-dir", str(tmp_path / "results"),
+                          "--ray-address", f"127.0.0.1:{port}", "--ray-num-nodes", "1"),
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f":{port}: 1 node(s), 2 CPUs, 0 GPUs" in run.stdout  # it joined the cluster instead of starting one
+        (trial,) = trial_dirs(tmp_path / "results" / "remote")
+        assert read_results(trial)[-1]["training_iteration"] == 1
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
