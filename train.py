@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     experiments = spec.load_experiments(args.config_file)
     for experiment in experiments:
-        experiment.stop.update(spec._check_stop(experiment.name, stop_override))
+        experiment.stop.update(spec.check_stop(experiment.name, stop_override))
         if args.checkpoint_freq is not None:
             experiment.checkpoint_freq = args.checkpoint_freq
         if args.checkpoint_at_end:

@@ -30,7 +30,7 @@ from ray.tune.utils import flatten_dict
 from envs import ENVS
 from marlkit import models
 from marlkit.callbacks import EnvStepsPerSecond, restore_callback
-from marlkit.errors import ConfigError
+from marlkit.errors import ConfigError, closest
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
 RETURN_METRIC = "env_runners/episode_return_mean"
@@ -268,11 +268,15 @@ class LocalTrial:
         return Path(self.local_path).name
 
 
-def _stop_reached(stop: dict, result: dict) -> bool:
-    flat = flatten_dict(result, delimiter="/")
+def _stop_reached(experiment: Experiment, result: dict) -> bool:
+    """Tune's rule: any stop criterion reached (or the algorithm says done); an unknown metric is an error."""
     if result.get("done"):
         return True
-    return any(key in flat and flat[key] >= threshold for key, threshold in stop.items())
+    flat = flatten_dict(result, delimiter="/")
+    for key in experiment.stop:
+        if key not in flat:
+            raise ConfigError(f"{experiment.name}.stop.{key} is not a result metric{closest(key, flat)}")
+    return any(flat[key] >= threshold for key, threshold in experiment.stop.items())
 
 
 def save_checkpoint(algorithm, trial_dir: Path, index: int, keep: int | None) -> Path:
@@ -292,7 +296,7 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
     """Runs every trial of the experiment one after another in this process, for pdb and breakpoints.
 
     No remote env runners: envs, models and callbacks all run here. Results and checkpoints land where Tune
-    would put them. Schedulers need Tune and are ignored here.
+    would put them. Schedulers need Tune and are ignored here; keep_checkpoints_num keeps the newest.
     """
     if experiment.scheduler:
         print(f"--local-mode: {experiment.name}.scheduler is ignored (trials run one after another)")
@@ -336,7 +340,7 @@ def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list
                 callback.log_trial_result(result["training_iteration"], trial, result)
             flat = flatten_dict(result, delimiter="/")
             print("  " + "  ".join(f"{label}={flat.get(key, float('nan')):.6g}" for key, label in PROGRESS_COLUMNS.items()), flush=True)
-            done = _stop_reached(experiment.stop, result)
+            done = _stop_reached(experiment, result)
             if experiment.checkpoint_freq and result["training_iteration"] % experiment.checkpoint_freq == 0:
                 save_checkpoint(algorithm, trial_dir, saved, experiment.keep_checkpoints_num)
                 saved += 1

@@ -226,7 +226,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         run=run,
         env=env,
         config=config,
-        stop=_check_stop(name, body.get("stop") or {}),
+        stop=check_stop(name, body.get("stop") or {}),
         policy_layout=layout,
         checkpoint_freq=_non_negative_int(name, "checkpoint_freq", body.get("checkpoint_freq", 0)),
         checkpoint_at_end=bool(body.get("checkpoint_at_end", False)),
@@ -375,7 +375,8 @@ def custom_model_names(config: dict) -> set[str]:
     return names
 
 
-def _check_stop(name: str, stop) -> dict:
+def check_stop(name: str, stop) -> dict:
+    """Validates stopping criteria (metric -> number), translating old metric names."""
     if not isinstance(stop, dict):
         raise ConfigError(f"{name}.stop must map result metrics to thresholds, e.g. {{training_iteration: 100}}")
     checked = {}

@@ -93,3 +93,10 @@ def test_gpus_the_cluster_does_not_have_fail_fast(tmp_path, ray_temp_dir):
     path = write_yaml(tmp_path / "gpu.yaml", experiment_with(config={"num_gpus": 1}))
     run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, timeout=120)
     assert_one_line_error(run, "needs 1 GPU(s)", "has 0")
+
+
+def test_local_mode_stop_metric_that_results_do_not_have(tmp_path, ray_temp_dir):
+    path = write_yaml(tmp_path / "exp.yaml", experiment_with(stop={"env_runners/episode_retrun_mean": 1}))
+    run = run_train("-f", str(path), "--local-mode", "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
+    assert_one_line_error(run, "bad.stop.env_runners/episode_retrun_mean is not a result metric",
+                          "did you mean 'env_runners/episode_return_mean'")
