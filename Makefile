@@ -8,9 +8,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: setup train test
+.PHONY: setup xvfb train test
 
-setup: $(STAMP)
+setup: $(STAMP) xvfb
+
+# Xvfb gives renderers a virtual display on headless machines (videos; Unity games). Installed where we are root.
+xvfb:
+	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get install -y -qq xvfb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq xvfb >/dev/null; }; }; } \
+		|| echo "note: Xvfb is not installed and cannot be installed here (not root); recording needs EGL or a display"
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes.util
 import warnings
 from typing import Any
 
@@ -149,6 +150,11 @@ class _VmasWorld:
     @staticmethod
     def _numpy(per_agent: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {aid: value.detach().cpu().numpy() for aid, value in per_agent.items()}
+
+    @staticmethod
+    def render_needs_display() -> bool:
+        """VMAS renders off-screen through EGL where the EGL library exists; otherwise pyglet needs an X display."""
+        return ctypes.util.find_library("EGL") is None
 
     def render(self, env_index: int = 0) -> np.ndarray:
         """The current frame of one sub-env as an RGB array (H, W, 3), uint8."""

@@ -135,10 +135,15 @@ def check_writable(folder: str | Path) -> Path:
     return folder
 
 
-def register_components(experiments: list[Experiment]) -> None:
-    """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
+def register_envs() -> None:
+    """Registers every env creator of `envs.ENVS` with Ray, for env runners on any node."""
     for name, entry in ENVS.items():
         register_env(name, entry.create)
+
+
+def register_components(experiments: list[Experiment]) -> None:
+    """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
+    register_envs()
     models.register_models(set().union(*(custom_model_names(e.config) for e in experiments)))
 
 

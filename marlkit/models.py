@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 
-import cloudpickle
+import ray.cloudpickle as cloudpickle  # the pickler Ray uses for its registry
 from ray.rllib.models import ModelCatalog
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
 from marlkit.errors import ConfigError, closest
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+# MARLKIT_MODEL_DIR points the registry at another folder of model files (default: model/ of this checkout).
+MODEL_DIR = Path(os.environ.get("MARLKIT_MODEL_DIR") or Path(__file__).resolve().parent.parent / "model")
 CLASS_NAME = "CustomModel"
 # Arguments RLlib passes to every TorchModelV2 itself; the rest come from `custom_model_config`.
 RLLIB_MODEL_ARGS = ("self", "obs_space", "action_space", "num_outputs", "model_config", "name")

@@ -54,13 +54,21 @@ def subprocess_env() -> dict:
     return env
 
 
-def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str, temp_dir: Path | None = None, timeout: int = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs train.py or rollout.py as a user would; prints the output's tail for failing tests."""
+    command = [sys.executable, str(REPO / script), *args]
+    if temp_dir is not None:
+        command += ["--temp-dir", str(temp_dir)]
     result = subprocess.run(
-        train_command(*args, temp_dir=temp_dir), cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-        timeout=timeout,
+        command, cwd=REPO, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
     print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
     return result
+
+
+def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_script("train.py", *args, temp_dir=temp_dir, timeout=timeout)
 
 
 def write_yaml(path: Path, document: dict) -> Path:
