@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
@@ -41,3 +42,36 @@ class RestoreCheckpoint(RLlibCallback):
 def restore_callback(checkpoint: str) -> type:
     """A RestoreCheckpoint subclass bound to one checkpoint (RLlib's old stack takes callback classes only)."""
     return type("RestoreCheckpointFrom", (RestoreCheckpoint,), {"checkpoint": checkpoint})
+
+
+class EvaluationVideos(RLlibCallback):
+    """Records `episodes` videos after every evaluation into `<trial>/videos/iteration_<N>/` (YAML:
+    `evaluation_config: {record_video: true}` or a number of episodes); `evaluation_video_callback` sets it up.
+
+    The episodes run with the same machinery as rollout.py, on the trainable's own env runner and policies, with the
+    evaluation settings' env_config and exploration.
+    """
+
+    episodes: int = 1
+
+    def on_evaluate_end(self, *, algorithm, **kwargs) -> None:
+        from marlkit.rollout import RolloutSettings, run_episodes
+
+        evaluation = algorithm.evaluation_config
+        iteration = algorithm.iteration + 1  # evaluation runs inside the step that will report this iteration
+        folder = trial_folder(algorithm) / "videos" / f"iteration_{iteration:06d}"
+        settings = RolloutSettings(
+            env=evaluation.env, env_config=dict(evaluation.env_config), episodes=self.episodes,
+            explore=bool(evaluation.explore), video_dir=str(folder),
+        )
+        run_episodes(algorithm.env_runner, settings, list(range(self.episodes)))
+
+
+def evaluation_video_callback(episodes: int) -> type:
+    return type("EvaluationVideosOf", (EvaluationVideos,), {"episodes": episodes})
+
+
+def trial_folder(algorithm) -> Path:
+    """The trial's folder in the results directory (Tune's storage), or the algorithm's log folder outside Tune."""
+    storage = getattr(algorithm, "_storage", None)
+    return Path(storage.trial_fs_path if storage else algorithm.logdir)

@@ -29,7 +29,7 @@ from ray.tune.utils import flatten_dict
 
 from envs import ENVS
 from marlkit import models
-from marlkit.callbacks import EnvStepsPerSecond, restore_callback
+from marlkit.callbacks import EnvStepsPerSecond, evaluation_video_callback, restore_callback
 from marlkit.errors import ConfigError, closest
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -171,6 +171,8 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     callbacks = [EnvStepsPerSecond]
     if restore:
         callbacks.append(restore_callback(restore))
+    if experiment.evaluation_videos:
+        callbacks.append(evaluation_video_callback(experiment.evaluation_videos))
     user_callbacks = config.pop("callbacks", None)
     if user_callbacks is not None:
         callbacks.append(deserialize_type(user_callbacks, error=True) if isinstance(user_callbacks, str) else user_callbacks)
@@ -331,6 +333,8 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
 def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list) -> None:
     algo_config = algorithm_class(experiment.run).get_default_config().update_from_dict(trial.config)
     algorithm = algo_config.build_algo()
+    # Outside Tune an algorithm logs to a temporary folder; point it at the trial folder (evaluation videos).
+    algorithm._logdir = trial.path
     for callback in callbacks:
         callback.log_trial_start(trial)
     print(f"--local-mode: trial {trial} (in this process, pid {os.getpid()})", flush=True)

@@ -138,6 +138,7 @@ class Experiment:
     wandb: dict | None = None
     local_dir: str | None = None
     restore: str | None = None
+    evaluation_videos: int = 0  # videos recorded after each evaluation (evaluation_config.record_video)
     notes: tuple[str, ...] = ()  # translations applied, shown to the user
 
     def build_scheduler(self):
@@ -212,6 +213,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     if not isinstance(config, dict):
         raise ConfigError(f"{name}.config must be a mapping of RLlib settings")
     config = copy.deepcopy(config)
+    evaluation_videos = _pop_record_video(name, config)
     run = _check_run(name, body.get("run"))
     env = body.get("env", config.pop("env", None))
     env = _check_env(name, env)
@@ -238,6 +240,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         wandb=_check_wandb(name, body.get("wandb")),
         local_dir=body.get("local_dir"),
         restore=body.get("restore"),
+        evaluation_videos=evaluation_videos,
         notes=tuple(notes),
     )
     experiment.build_scheduler()  # catches bad distributions now, not after Ray started
@@ -247,6 +250,20 @@ def parse_experiment(name: str, body: dict) -> Experiment:
 def algorithm_class(run: str) -> type:
     """The RLlib Algorithm class of a `run` name."""
     return ALGORITHMS[run]()[0]
+
+
+def _pop_record_video(name: str, config: dict) -> int:
+    """Takes our `evaluation_config.record_video` (true or a number of episodes) out of the RLlib settings."""
+    evaluation = config.get("evaluation_config")
+    if not isinstance(evaluation, dict) or "record_video" not in evaluation:
+        return 0
+    value = evaluation.pop("record_video")
+    episodes = int(value) if isinstance(value, (bool, int)) and value >= 0 else -1
+    if episodes < 0:
+        raise ConfigError(f"{name}.config.evaluation_config.record_video must be true/false or a number of episodes")
+    if episodes and not config.get("evaluation_interval"):
+        raise ConfigError(f"{name}.config.evaluation_config.record_video needs evaluation_interval (e.g. 10)")
+    return episodes
 
 
 def _check_run(name: str, run) -> str:

@@ -188,3 +188,21 @@ def test_virtual_display_is_started_and_stopped(monkeypatch):
     assert "DISPLAY" not in os.environ
     with virtual_display(needed=False) as nothing:
         assert nothing is None
+
+
+@pytest.mark.parametrize("mode", ["tune", "local"])
+def test_evaluation_videos_during_training(tmp_path, ray_temp_dir, mode):
+    experiment = tiny_experiment(stop={"training_iteration": 2}, config={
+        "evaluation_interval": 2, "evaluation_duration": 1,
+        "evaluation_config": {"record_video": True, "explore": False},
+    })
+    config = write_yaml(tmp_path / "exp.yaml", {"eval-video": experiment})
+    flags = ["--local-mode"] if mode == "local" else []
+    run = run_script("train.py", "-f", str(config), "--local-dir", str(tmp_path / "results"), *flags,
+                     temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (folder,) = trial_dirs(tmp_path / "results" / "eval-video")
+    videos = list((folder / "videos").rglob("*.mp4"))
+    assert [v.relative_to(folder).as_posix() for v in videos] == ["videos/iteration_000002/episode_000000.mp4"]
+    capture = cv2.VideoCapture(str(videos[0]))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == MAX_STEPS
