@@ -9,9 +9,8 @@ import argparse
 import json
 import os
 
-import yaml
-
-from marlkit.errors import ConfigError, run_cli
+from marlkit.cli import parse_mapping, run_cli
+from marlkit.errors import ConfigError
 
 
 def parse_args(argv):
@@ -47,12 +46,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {args.num_workers}")
-    try:
-        overrides = yaml.safe_load(args.config)
-    except yaml.YAMLError:
-        overrides = None
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"--config must be a mapping such as '{{env_config: {{n_agents: 4}}}}', got {args.config!r}")
+    overrides = parse_mapping("--config", args.config, "{env_config: {n_agents: 4}}")
 
     from marlkit import checkpoints, launch
     from marlkit.rollout import RolloutSettings, rollout, summary, write_rollout

@@ -8,9 +8,8 @@
 import argparse
 import os
 
-import yaml
-
-from marlkit.errors import ConfigError, run_cli
+from marlkit.cli import parse_mapping, run_cli
+from marlkit.errors import ConfigError
 
 
 def parse_args(argv):
@@ -44,14 +43,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_override = {}
-    if args.stop:
-        try:
-            stop_override = yaml.safe_load(args.stop)
-        except yaml.YAMLError:
-            stop_override = None
-        if not isinstance(stop_override, dict):
-            raise ConfigError(f"--stop must be a mapping such as '{{training_iteration: 5}}', got {args.stop!r}")
+    stop_override = parse_mapping("--stop", args.stop, "{training_iteration: 5}") if args.stop else {}
 
     # Tune's classic progress reporter shows our columns (env steps/s); the newer one ignores them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
