@@ -7,11 +7,16 @@ The rollout file is a pickle of a list of episodes; each episode is a list of st
 Episodes run on an RLlib env runner (the algorithm's local one, or each remote one for a share of the episodes), with
 that runner's policies, preprocessors and observation filters, so actions are exactly what training would compute.
 
-Example (after training the default experiment):
-    >>> settings = RolloutSettings(env="vmas", env_config={"scenario": "navigation", "n_agents": 3}, episodes=1)
-    >>> episodes = run_episodes(algorithm.env_runner, settings, [0])
-    >>> len(episodes[0].steps)
-    100
+Example (after `make train`; rollout.py does the same):
+    >>> from marlkit import checkpoints, launch
+    >>> checkpoint = checkpoints.resolve_checkpoint("results/vmas-navigation-ppo/PPO_vmas_84d79_00000_0_...")
+    >>> state = checkpoints.load_algorithm_state(checkpoint)
+    >>> launch.start_ray(launch.RayOptions())
+    >>> algorithm = checkpoints.restore_for_evaluation(checkpoint, state, None, {}, num_workers=0, num_gpus=0)
+    >>> settings = RolloutSettings(env="vmas", env_config=algorithm.config.env_config, episodes=2, seed=0)
+    >>> episodes = rollout(algorithm, settings)
+    >>> [len(e.steps) for e in episodes], write_rollout("rollout.pkl", episodes)
+    ([100, 100], PosixPath('rollout.pkl'))
 """
 
 from __future__ import annotations
