@@ -11,7 +11,7 @@ To add an environment, add one entry here.
 from dataclasses import dataclass
 from typing import Callable
 
-from envs import vmas_env
+from envs import vmas_env, vmas_runner
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,10 @@ class EnvEntry:
     create: Callable[[dict], object]
     check_config: Callable[[dict], None]
     batched: bool = False
+    batched_runner: type | None = None  # RLlib env runner class sampling all of a runner's sub-envs as arrays
 
 
 ENVS = {
-    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True),
+    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True,
+                     batched_runner=vmas_runner.BatchedVmasRunner),
 }

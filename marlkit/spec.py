@@ -221,7 +221,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config["env"] = env
     config.update(OLD_STACK_ONLY)
     if env in ENVS and ENVS[env].batched:
-        _sync_batched_num_envs(name, config)
+        _sync_batched_num_envs(name, config, notes)
     layout = _check_env_and_models(name, env, config)
     experiment = Experiment(
         name=name,
@@ -323,8 +323,9 @@ def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]
     return translated, notes
 
 
-def _sync_batched_num_envs(name: str, config: dict) -> None:
-    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that batch their sub-envs."""
+def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
+    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that batch their sub-envs, and picks
+    the env's batched env runner unless user callbacks need RLlib's stock sampler (its per-episode hooks)."""
     env_config = config.setdefault("env_config", {})
     if not isinstance(env_config, dict):
         return
@@ -338,6 +339,12 @@ def _sync_batched_num_envs(name: str, config: dict) -> None:
         )
     count = in_env or per_runner or 1
     env_config["num_envs"] = config["num_envs_per_env_runner"] = count
+    runner = ENVS[config["env"]].batched_runner
+    if count > 1 and runner is not None and "env_runner_cls" not in config:
+        if "callbacks" in config:
+            notes.append(f"{name}: user callbacks get RLlib's stock sampler (per-episode hooks); sampling is slower")
+        else:
+            config["env_runner_cls"] = runner
 
 
 def config_variants(config: dict) -> list[dict]:

@@ -1,0 +1,52 @@
+"""Samples one fragment with a real PPO algorithm's local BatchedVmasRunner; pickles (batch, metrics, env_config).
+
+Run as a script by test_vmas_runner.py, so Ray and torch start in a process of their own:
+    python tests/sample_fragment.py OUT.pkl TEMP_DIR
+"""
+
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import ray
+import yaml
+from ray.tune.search.variant_generator import generate_variants
+
+from conftest import tiny_experiment
+from envs.vmas_runner import BatchedVmasRunner
+from marlkit import launch, spec
+
+NUM_ENVS, MAX_STEPS, FRAGMENT, SEED = 3, 5, 12, 7
+GAMMA, LAMBDA = 0.9, 0.8
+
+
+def main(out: str, temp_dir: str) -> None:
+    experiment = tiny_experiment(config={
+        "num_envs_per_env_runner": NUM_ENVS, "rollout_fragment_length": FRAGMENT,
+        "train_batch_size": FRAGMENT * NUM_ENVS, "minibatch_size": FRAGMENT, "seed": SEED, "explore": True,
+        "gamma": GAMMA, "lambda": LAMBDA,
+    })
+    experiment["config"]["env_config"]["max_steps"] = MAX_STEPS
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "exp.yaml"
+        path.write_text(yaml.safe_dump({"runner": experiment}))
+        (loaded,) = spec.load_experiments(path)
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=temp_dir)
+    try:
+        launch.register_components([loaded])
+        ((_, variant),) = generate_variants({"config": launch.trial_param_space(loaded, None)})
+        algorithm = spec.algorithm_class("PPO").get_default_config().update_from_dict(variant["config"]).build_algo()
+        runner = algorithm.env_runner
+        assert isinstance(runner, BatchedVmasRunner), type(runner)
+        batch = runner.sample()
+        metrics = runner.get_metrics()
+        algorithm.stop()
+    finally:
+        ray.shutdown()
+    with open(out, "wb") as file:
+        pickle.dump((batch, metrics, loaded.config["env_config"]), file)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
