@@ -213,6 +213,7 @@ class VmasVectorEnv(_VmasWorld, BaseEnv):
         self._pending = None  # what the next poll() returns
         self._reset_seed = None
         self._needs_reset = True
+        self._reset_observations = None  # all sub-envs finished together: reset at once, handed out by try_reset
 
     @property
     def observation_space(self) -> gym.Space:
@@ -250,6 +251,8 @@ class VmasVectorEnv(_VmasWorld, BaseEnv):
             raise ValueError(f"VMAS steps all sub-envs together; no actions for sub-envs {missing}")
         actions = {aid: np.stack([action_dict[i][aid] for i in range(self.num_envs)]) for aid in self.possible_agents}
         observations, rewards, terminated, truncated, infos = self._step_world(actions)
+        # Episodes of a fixed length end together; one VMAS reset of all worlds costs what one reset_at does.
+        self._reset_observations = self._numpy(self._world.reset()) if (terminated | truncated).all() else None
         self._pending = (
             self._per_env(observations),
             {i: {aid: float(r[i]) for aid, r in rewards.items()} for i in range(self.num_envs)},
@@ -262,7 +265,9 @@ class VmasVectorEnv(_VmasWorld, BaseEnv):
         if env_id is None:
             observations = self._reset_world(seed)
             return self._per_env(observations), {i: {} for i in range(self.num_envs)}
-        observations = self._numpy(self._world.reset_at(env_id))
+        observations = self._reset_observations
+        if observations is None:
+            observations = self._numpy(self._world.reset_at(env_id))
         return {env_id: {aid: obs[env_id] for aid, obs in observations.items()}}, {env_id: {}}
 
     def stop(self) -> None:

@@ -7,7 +7,7 @@ sampling time). `BatchedVmasRunner` subclasses the old stack's `RolloutWorker` (
 replaces `sample()`: per step one forward pass per policy over all of its agents in all sub-envs, one VMAS call for
 all sub-envs, and the training batch built from preallocated tensors (observations, actions, log-probs, values,
 rewards, flags); GAE is computed over the whole (time, env, agent) array at the end of the fragment. Finished sub-envs
-are reset in place (VMAS `reset_at`); truncated episodes bootstrap from the value of their final observation, as
+are reset in place (one VMAS `reset` when all finished together, else `reset_at` per world); truncated episodes bootstrap from the value of their final observation, as
 RLlib's own postprocessing does.
 
 Limits (checked at start): feed-forward models only (no RNN state), no observation filter, Box or Discrete actions.
@@ -157,6 +157,11 @@ class BatchedVmasRunner(RolloutWorker):
         return batch
 
     def _reset_done(self, done: torch.Tensor, next_observations: torch.Tensor) -> torch.Tensor:
+        """Records and resets finished sub-envs: all at once in one VMAS call when all finished (episodes of a fixed
+        length end together; one `reset_at` per world costs as much as a whole step), else one by one."""
+        all_done = len(done) == self._num_envs
+        if all_done:
+            next_observations = self._stacked(self._vmas.reset())
         for env_index in done.tolist():
             self._finished.append(RolloutMetrics(
                 episode_length=int(self._episode_lengths[env_index]),
@@ -166,8 +171,8 @@ class BatchedVmasRunner(RolloutWorker):
                     for i, agent in enumerate(self._agents)
                 },
             ))
-            reset_observations = self._vmas.reset_at(env_index)
-            next_observations[env_index] = self._stacked(reset_observations)[env_index]
+            if not all_done:
+                next_observations[env_index] = self._stacked(self._vmas.reset_at(env_index))[env_index]
             self._episode_returns[env_index] = 0
             self._episode_lengths[env_index] = 0
             self._episode_ids[env_index] = self._next_episode_id
