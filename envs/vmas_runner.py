@@ -33,6 +33,7 @@ class BatchedVmasRunner(RolloutWorker):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._finished = []  # RolloutMetrics of episodes ended since the last get_metrics()
         self._vmas = getattr(self.env, "_world", None) if self.env is not None else None
         if self._vmas is None:  # the local runner of a Tune trial has no env when remote runners sample
             return
@@ -53,7 +54,6 @@ class BatchedVmasRunner(RolloutWorker):
         self._episode_lengths = torch.zeros(self._num_envs, dtype=torch.long, device=self._device)
         self._episode_ids = torch.arange(self._num_envs, device=self._device) + self.worker_index * 10**9
         self._next_episode_id = int(self._episode_ids[-1]) + 1
-        self._finished = []
         self._reset_seed = getattr(self.env, "_reset_seed", None)
 
     def _stacked(self, observations: dict) -> torch.Tensor:
