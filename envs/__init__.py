@@ -21,6 +21,10 @@ class EnvEntry:
     batched: bool = False
     batched_runner: type | None = None  # RLlib env runner class sampling all of a runner's sub-envs as arrays
 
+    def single_env_config(self, env_config: dict) -> dict:
+        """`env_config` for one world at a time (stepping and rendering single episodes: rollouts, videos)."""
+        return {**env_config, "num_envs": 1} if self.batched else dict(env_config)
+
 
 ENVS = {
     "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True,

@@ -65,12 +65,18 @@ class BatchedVmasRunner(RolloutWorker):
             self._vmas.seed(self._reset_seed)
         self._observations = self._stacked(self._vmas.reset())
 
-    def _policy_pass(self, policy, observations: torch.Tensor, explore: bool):
-        """Actions, log-probs, values and distribution inputs for a (rows, obs_dim) observation array."""
+    @staticmethod
+    def _forward(policy, observations: torch.Tensor):
+        """Distribution inputs and state values of the policy's model for (rows, ...) observations (no grad)."""
         rows = observations.to(policy.device).reshape(len(observations), -1)
         with torch.no_grad():
             dist_inputs, _ = policy.model(SampleBatch({SampleBatch.OBS: rows}, _is_training=False), [], None)
-            values = policy.model.value_function()
+            return dist_inputs, policy.model.value_function()
+
+    def _policy_pass(self, policy, observations: torch.Tensor, explore: bool):
+        """Actions, log-probs, values and distribution inputs for a (rows, obs_dim) observation array."""
+        dist_inputs, values = self._forward(policy, observations)
+        with torch.no_grad():
             distribution = policy.dist_class(dist_inputs, policy.model)
             actions = distribution.sample() if explore else distribution.deterministic_sample()
             logp = distribution.logp(actions)
@@ -93,10 +99,8 @@ class BatchedVmasRunner(RolloutWorker):
         values = torch.zeros(observations.shape[:2], device=self._device)
         for policy_id, agents in self._groups.items():
             policy = self.policy_map[policy_id]
-            rows = observations[:, agents].reshape(-1, observations.shape[-1]).to(policy.device)
-            with torch.no_grad():
-                policy.model(SampleBatch({SampleBatch.OBS: rows}, _is_training=False), [], None)
-                values[:, agents] = policy.model.value_function().to(self._device).reshape(len(observations), len(agents))
+            _, group_values = self._forward(policy, observations[:, agents].reshape(-1, observations.shape[-1]))
+            values[:, agents] = group_values.to(self._device).reshape(len(observations), len(agents))
         return values
 
     def sample(self, **kwargs):

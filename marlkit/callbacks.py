@@ -31,7 +31,7 @@ class EnvStepsPerSecond(RLlibCallback):
 
 
 class RestoreCheckpoint(RLlibCallback):
-    """Loads `checkpoint` into every new algorithm (train.py --restore); `restore_callback` sets the path."""
+    """Loads `checkpoint` into every new algorithm (train.py --restore); set it with `bound_callback`."""
 
     checkpoint: str = ""
 
@@ -39,14 +39,15 @@ class RestoreCheckpoint(RLlibCallback):
         algorithm.restore(self.checkpoint)
 
 
-def restore_callback(checkpoint: str) -> type:
-    """A RestoreCheckpoint subclass bound to one checkpoint (RLlib's old stack takes callback classes only)."""
-    return type("RestoreCheckpointFrom", (RestoreCheckpoint,), {"checkpoint": checkpoint})
+def bound_callback(callback_class: type, **settings) -> type:
+    """A subclass of `callback_class` with `settings` as class attributes: RLlib's old stack takes callback classes,
+    not instances, so per-run settings (a checkpoint path, a number of episodes) travel this way."""
+    return type(f"{callback_class.__name__}Bound", (callback_class,), settings)
 
 
 class EvaluationVideos(RLlibCallback):
     """Records `episodes` videos after every evaluation into `<trial>/videos/iteration_<N>/` (YAML:
-    `evaluation_config: {record_video: true}` or a number of episodes); `evaluation_video_callback` sets it up.
+    `evaluation_config: {record_video: true}` or a number of episodes); set `episodes` with `bound_callback`.
 
     The episodes run with the same machinery as rollout.py, on the trainable's own env runner and policies, with the
     evaluation settings' env_config and exploration.
@@ -65,10 +66,6 @@ class EvaluationVideos(RLlibCallback):
             explore=bool(evaluation.explore), video_dir=str(folder),
         )
         run_episodes(algorithm.env_runner, settings, list(range(self.episodes)))
-
-
-def evaluation_video_callback(episodes: int) -> type:
-    return type("EvaluationVideosOf", (EvaluationVideos,), {"episodes": episodes})
 
 
 def trial_folder(algorithm) -> Path:

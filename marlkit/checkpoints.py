@@ -71,12 +71,10 @@ def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overr
     env = env or config.env
     if env not in ENVS:
         raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)}")
-    env_config = {**config.env_config, **overrides.pop("env_config", {})}
+    env_config = ENVS[env].single_env_config({**config.env_config, **overrides.pop("env_config", {})})
     if overrides:
         translated, _ = spec.translate_config("--config", state["algorithm_class"].__name__, overrides)
         config.update_from_dict(translated)
-    if ENVS[env].batched:
-        env_config["num_envs"] = 1
     ENVS[env].check_config(env_config)
     config.environment(env=env, env_config=env_config)
     config.env_runners(num_env_runners=num_workers, num_envs_per_env_runner=1)

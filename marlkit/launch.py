@@ -29,7 +29,7 @@ from ray.tune.utils import flatten_dict
 
 from envs import ENVS
 from marlkit import models
-from marlkit.callbacks import EnvStepsPerSecond, evaluation_video_callback, restore_callback
+from marlkit.callbacks import EnvStepsPerSecond, EvaluationVideos, RestoreCheckpoint, bound_callback
 from marlkit.errors import ConfigError, closest
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -154,12 +154,12 @@ class MultiAgentResolver:
     """
 
     def __init__(self, experiment: Experiment):
-        self.create_env = ENVS[experiment.env].create
+        self.entry = ENVS[experiment.env]
         self.layout = experiment.policy_layout
 
     def __call__(self, spec) -> dict:
         config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
-        env = self.create_env(dict(config.get("env_config") or {}))
+        env = self.entry.create(self.entry.single_env_config(config.get("env_config") or {}))
         try:
             return self.layout.rllib_multiagent(env)
         finally:
@@ -170,9 +170,9 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     config = dict(experiment.config)
     callbacks = [EnvStepsPerSecond]
     if restore:
-        callbacks.append(restore_callback(restore))
+        callbacks.append(bound_callback(RestoreCheckpoint, checkpoint=restore))
     if experiment.evaluation_videos:
-        callbacks.append(evaluation_video_callback(experiment.evaluation_videos))
+        callbacks.append(bound_callback(EvaluationVideos, episodes=experiment.evaluation_videos))
     user_callbacks = config.pop("callbacks", None)
     if user_callbacks is not None:
         callbacks.append(deserialize_type(user_callbacks, error=True) if isinstance(user_callbacks, str) else user_callbacks)

@@ -74,10 +74,7 @@ class EpisodeRecord:
 def make_env(settings: RolloutSettings):
     """One (non-batched) instance of the env, for stepping and rendering a single episode at a time."""
     entry = ENVS[settings.env]
-    env_config = dict(settings.env_config)
-    if entry.batched:
-        env_config["num_envs"] = 1
-    return entry.create(env_config)
+    return entry.create(entry.single_env_config(settings.env_config))
 
 
 def check_render(env) -> None:

@@ -364,7 +364,7 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
         env_config = variant.get("env_config") or {}
         try:
             entry.check_config(env_config)
-            probe = entry.create(env_config)
+            probe = entry.create(entry.single_env_config(env_config))  # only its agents and spaces are read
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
         try:
