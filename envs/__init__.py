@@ -20,13 +20,21 @@ class EnvEntry:
     check_config: Callable[[dict], None]
     batched: bool = False
     batched_runner: type | None = None  # RLlib env runner class sampling all of a runner's sub-envs as arrays
+    torch_device: bool = False  # env_config.device picks the torch device the env simulates on
 
     def single_env_config(self, env_config: dict) -> dict:
-        """`env_config` for one world at a time (stepping and rendering single episodes: rollouts, videos)."""
-        return {**env_config, "num_envs": 1} if self.batched else dict(env_config)
+        """`env_config` for one world at a time (single episodes in rollouts and videos, space probes).
+
+        One world runs on the CPU: a GPU only pays off for many worlds per call, and probes run on the driver,
+        which may have no GPU.
+        """
+        config = {**env_config, "num_envs": 1} if self.batched else dict(env_config)
+        if self.torch_device:
+            config["device"] = "cpu"
+        return config
 
 
 ENVS = {
     "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True,
-                     batched_runner=vmas_runner.BatchedVmasRunner),
+                     batched_runner=vmas_runner.BatchedVmasRunner, torch_device=True),
 }

@@ -5,7 +5,9 @@
     scenario            VMAS scenario name (required), e.g. navigation, balance, transport, simple_spread.
     continuous_actions  Box actions (default true) or Discrete actions (false).
     max_steps           episode length; reaching it truncates the episode (default 100).
-    device              torch device of the simulator, "cpu" (default) or "cuda[:N]".
+    device              torch device of the simulator, "cpu" or "cuda[:N]". Default: "cuda" when the process that
+                        samples has a GPU (num_gpus_per_env_runner > 0, or num_gpus > 0 with num_env_runners 0),
+                        else "cpu". The batched env runner keeps the policy's forward pass on the policy's device.
     num_envs            worlds simulated together in one batched VMAS call (default 1). With num_envs > 1 the
                         env is an RLlib `BaseEnv` of that many sub-envs. It is kept equal to RLlib's
                         num_envs_per_env_runner (set either one), so RLlib's batch accounting stays right.
@@ -97,6 +99,11 @@ class _VmasWorld:
         scenario_kwargs = {k: v for k, v in config.items() if k not in WRAPPER_KEYS}
         self._seed = config.get("seed")
         self._device = config.get("device", "cpu")
+        if str(self._device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"env_config.device is '{self._device}' but this process sees no CUDA GPU; set device: cpu, or give "
+                "the sampling process a GPU (num_gpus_per_env_runner, or num_gpus with num_env_runners: 0)"
+            )
         with warnings.catch_warnings():
             # VMAS only warns about scenario kwargs it did not use; a typo must not pass silently.
             warnings.filterwarnings("error", message="Scenario kwargs")

@@ -330,9 +330,19 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
     return True
 
 
+def first_trial_config(experiment: Experiment) -> dict:
+    """The resolved RLlib config of the experiment's first trial (its first grid point), as Tune would pass it."""
+    ((_, variant), *_) = generate_variants({"config": trial_param_space(experiment, None)})
+    return variant["config"]
+
+
+def build_algorithm(run: str, config: dict):
+    """An RLlib Algorithm of `run` for one resolved trial config, built in this process (no Tune)."""
+    return algorithm_class(run).get_default_config().update_from_dict(config).build_algo()
+
+
 def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list) -> None:
-    algo_config = algorithm_class(experiment.run).get_default_config().update_from_dict(trial.config)
-    algorithm = algo_config.build_algo()
+    algorithm = build_algorithm(experiment.run, trial.config)
     # Outside Tune an algorithm logs to a temporary folder; point it at the trial folder (evaluation videos).
     algorithm._logdir = trial.path
     for callback in callbacks:

@@ -222,6 +222,8 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config.update(OLD_STACK_ONLY)
     if env in ENVS and ENVS[env].batched:
         _sync_batched_num_envs(name, config, notes)
+    if env in ENVS and ENVS[env].torch_device:
+        _default_env_device(config)
     layout = _check_env_and_models(name, env, config)
     experiment = Experiment(
         name=name,
@@ -345,6 +347,18 @@ def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
             notes.append(f"{name}: user callbacks get RLlib's stock sampler (per-episode hooks); sampling is slower")
         else:
             config["env_runner_cls"] = runner
+
+
+def _default_env_device(config: dict) -> None:
+    """env_config.device defaults to "cuda" where the process that samples has a GPU: the env runners with
+    num_gpus_per_env_runner > 0, or the trial's own process (num_env_runners 0) with num_gpus > 0; else "cpu"."""
+    env_config = config.get("env_config")
+    if not isinstance(env_config, dict) or "device" in env_config:
+        return
+    runners = config.get("num_env_runners", 0)
+    gpus = config.get("num_gpus_per_env_runner", 0) if runners else config.get("num_gpus", 0)
+    if isinstance(gpus, (int, float)) and gpus > 0 and not isinstance(runners, dict):  # a grid keeps "cpu"
+        env_config["device"] = "cuda"
 
 
 def config_variants(config: dict) -> list[dict]:

@@ -6,12 +6,8 @@ Run as a script by test_vmas_runner.py, so Ray and torch start in a process of t
 
 import pickle
 import sys
-import tempfile
-from pathlib import Path
 
 import ray
-import yaml
-from ray.tune.search.variant_generator import generate_variants
 
 from conftest import tiny_experiment
 from envs.vmas_runner import BatchedVmasRunner
@@ -28,15 +24,11 @@ def main(out: str, temp_dir: str) -> None:
         "gamma": GAMMA, "lambda": LAMBDA,
     })
     experiment["config"]["env_config"]["max_steps"] = MAX_STEPS
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "exp.yaml"
-        path.write_text(yaml.safe_dump({"runner": experiment}))
-        (loaded,) = spec.load_experiments(path)
+    loaded = spec.parse_experiment("runner", experiment)
     ray.init(num_cpus=1, include_dashboard=False, _temp_dir=temp_dir)
     try:
         launch.register_components([loaded])
-        ((_, variant),) = generate_variants({"config": launch.trial_param_space(loaded, None)})
-        algorithm = spec.algorithm_class("PPO").get_default_config().update_from_dict(variant["config"]).build_algo()
+        algorithm = launch.build_algorithm("PPO", launch.first_trial_config(loaded))
         runner = algorithm.env_runner
         assert isinstance(runner, BatchedVmasRunner), type(runner)
         batch = runner.sample()

@@ -69,6 +69,20 @@ def test_batched_env_keeps_num_envs_in_step(tmp_path):
         load_one(tmp_path, experiment)
 
 
+@pytest.mark.parametrize("gpu_settings, device", [
+    ({}, None),
+    ({"num_env_runners": 2, "num_gpus_per_env_runner": 0.5}, "cuda"),
+    ({"num_env_runners": 2, "num_gpus": 1}, None),  # the learner's GPU; env runners sample on CPU
+    ({"num_env_runners": 0, "num_gpus": 1}, "cuda"),  # the trial's process samples and learns
+    ({"num_env_runners": 2, "num_gpus_per_env_runner": 1, "env_config": {"device": "cpu"}}, "cpu"),
+])
+def test_env_device_follows_the_sampling_process_gpus(tmp_path, gpu_settings, device):
+    experiment = tiny_experiment()
+    env_config = {**experiment["config"]["env_config"], **gpu_settings.pop("env_config", {})}
+    experiment["config"].update(gpu_settings, env_config=env_config)
+    assert load_one(tmp_path, experiment).config["env_config"].get("device") == device
+
+
 def test_grid_search_points_are_each_validated(tmp_path):
     experiment = tiny_experiment()
     experiment["config"]["env_config"]["scenario"] = {"grid_search": ["navigation", "balanse"]}

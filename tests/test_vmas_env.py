@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from envs.vmas_env import VmasEnv, VmasVectorEnv, make_env
@@ -76,6 +77,13 @@ def test_config_errors():
         VmasEnv({"scenario": "navigation", "n_agnts": 2})
     with pytest.raises(ConfigError, match="num_envs must be a whole number >= 1"):
         make_env({"scenario": "navigation", "num_envs": 0})
+
+
+def test_cuda_device_without_a_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU; the error is for machines without one")
+    with pytest.raises(ConfigError, match="env_config.device is 'cuda' but this process sees no CUDA GPU"):
+        make_env({"scenario": "navigation", "num_envs": 4, "device": "cuda"})
 
 
 def test_make_env_batches_only_when_asked():

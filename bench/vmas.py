@@ -1,0 +1,364 @@
+"""VMAS navigation throughput and learning, side by side in one run on one machine.
+
+Measures, at `--num-envs` worlds (default 600), 3 agents:
+  a. raw VMAS stepping with random actions (the ceiling),
+  b. this project's sampling: its batched env runner with the PPO policy forward, no learning,
+  c. a hand-written MultiAgentEnv with one VMAS simulator per sub-env on stock RLlib 2.60 (new API stack), the
+     wrapper a user would write, sampled by RLlib's own MultiAgentEnvRunner,
+  d. end-to-end PPO: this project (the same Algorithm a `train.py` trial runs) and BenchMARL's MAPPO, with the same
+     hyperparameters (frames per batch, epochs, minibatch size, MLP sizes and activation, learning rate, gamma,
+     GAE lambda, clip, gradient-norm clip, number of envs) for the same number of frames,
+  e. the mean per-agent episode return of each at equal frames (episodes of the last batch), over `--seeds` seeds.
+
+A frame is one step of one world (all agents), counted the same way for all. Training time is the sum of
+training iterations (sampling + learning), without process start and model/env construction, for both.
+Prints a table and, as the last line, one JSON object with the figures.
+
+Usage:
+    python bench/vmas.py                                  # defaults below, ~15 min on 2 CPU cores
+    python bench/vmas.py --num-envs 6 --frames-per-batch 600 --train-frames 1200 --minibatch-size 200 \\
+        --sample-iters 1 --naive-steps 1 --seeds 1         # a tiny run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Run as `python bench/vmas.py`, this folder would come first on sys.path and this file would shadow the `vmas`
+# package: put the repository root there instead (for marlkit and envs).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+# VMAS navigation as BenchMARL's task file `vmas/navigation.yaml` sets it; both frameworks get exactly this.
+TASK = {
+    "n_agents": 3, "max_steps": 100, "collisions": True, "agents_with_same_goal": 1, "split_goals": False,
+    "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35, "agent_radius": 0.1,
+}
+GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP = 0.99, 0.9, 0.2, 5.0
+JSON_KEYS = ("raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
+             "ours_return", "benchmarl_return")
+
+
+@dataclass
+class TrainRun:
+    seed: int
+    frames: int
+    seconds: float
+    mean_return: float  # mean per-agent episode return of the episodes that ended in the last batch
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-envs", type=int, default=600, help="VMAS worlds stepped together (all measurements)")
+    parser.add_argument("--sample-iters", type=int, default=5,
+                        help="timed sampling fragments for (a) and (b), each max_steps steps of every world")
+    parser.add_argument("--naive-steps", type=int, default=2,
+                        help="timed vector steps of the naive wrapper (each steps --num-envs simulators one by one)")
+    parser.add_argument("--frames-per-batch", type=int, default=60_000, help="frames per training iteration")
+    parser.add_argument("--train-frames", type=int, default=600_000, help="frames each training run collects")
+    parser.add_argument("--epochs", type=int, default=4, help="passes over each batch")
+    parser.add_argument("--minibatch-size", type=int, default=6_000, help="frames per gradient step")
+    parser.add_argument("--hiddens", default="256,256", help="MLP hidden sizes of policy and critic")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per framework (seeds 0..N-1)")
+    parser.add_argument("--benchmarl-algorithms", default="mappo,ippo",
+                        help="BenchMARL reference runs, comma-separated: mappo (centralised critic: one critic pass "
+                             "per world) and/or ippo (a critic pass per agent, as this project's PPO)")
+    parser.add_argument("--skip-training", action="store_true", help="only the sampling measurements (a-c)")
+    parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
+    args = parser.parse_args(argv)
+    args.hiddens = [int(size) for size in args.hiddens.split(",")]
+    args.benchmarl_algorithms = args.benchmarl_algorithms.split(",")
+    if set(args.benchmarl_algorithms) - {"mappo", "ippo"}:
+        parser.error(f"--benchmarl-algorithms: choose from mappo, ippo (got {','.join(args.benchmarl_algorithms)})")
+    if args.frames_per_batch % args.num_envs:
+        parser.error(f"--frames-per-batch {args.frames_per_batch} must be a multiple of --num-envs {args.num_envs}")
+    if args.train_frames % args.frames_per_batch:
+        parser.error("--train-frames must be a multiple of --frames-per-batch (both frameworks stop at batch ends)")
+    if args.frames_per_batch % args.minibatch_size:
+        parser.error("--frames-per-batch must be a multiple of --minibatch-size")
+    if args.minibatch_size * TASK["n_agents"] > args.frames_per_batch:
+        parser.error(f"--minibatch-size x {TASK['n_agents']} agents must be <= --frames-per-batch (RLlib's check on "
+                     "its minibatch rows, one per agent and frame)")
+    return args
+
+
+def raw_vmas_fps(args) -> float:
+    """(a) One VMAS simulator, random actions, finished worlds reset as they end."""
+    import vmas
+
+    env = vmas.make_env("navigation", num_envs=args.num_envs, continuous_actions=True, seed=0,
+                        terminated_truncated=True, **TASK)
+    env.reset()
+    steps = args.sample_iters * TASK["max_steps"]
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step([env.get_random_action(agent) for agent in env.agents])
+        done = terminated | truncated
+        if done.all():
+            env.reset()
+        else:
+            for index in done.nonzero().flatten().tolist():
+                env.reset_at(index)
+    return steps * args.num_envs / (time.perf_counter() - start)
+
+
+def ours_experiment(args, seed: int):
+    """This project's experiment for the benchmark task, as a YAML file would declare it."""
+    from marlkit import spec
+
+    return spec.parse_experiment("bench-vmas-navigation", {
+        "run": "PPO",
+        "env": "vmas",
+        "config": {
+            "env_config": {"scenario": "navigation", "continuous_actions": True, **TASK},
+            "num_env_runners": 0,  # sample in the training process, as BenchMARL's collector does
+            "num_envs_per_env_runner": args.num_envs,
+            "rollout_fragment_length": args.frames_per_batch // args.num_envs,
+            "train_batch_size": args.frames_per_batch,
+            # RLlib's minibatches count rows of the policy's batch, one per agent and frame; BenchMARL's count frames.
+            "minibatch_size": args.minibatch_size * TASK["n_agents"],
+            "num_epochs": args.epochs,
+            "lr": args.lr,
+            "gamma": GAMMA,
+            "lambda": GAE_LAMBDA,
+            "clip_param": CLIP,
+            "grad_clip": GRAD_NORM_CLIP,
+            "vf_loss_coeff": 1.0,
+            "vf_clip_param": float("inf"),  # TorchRL's ClipPPOLoss does not clip the value loss
+            "entropy_coeff": 0.0,
+            "use_kl_loss": False,
+            "kl_coeff": 0.0,
+            "seed": seed,
+            "metrics_num_episodes_for_smoothing": args.num_envs,  # all episodes of a batch, like BenchMARL's figure
+            "multiagent": {"policies": "shared"},
+            "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": args.hiddens, "activation": "tanh"}},
+        },
+    })
+
+
+def build_ours(args, seed: int):
+    from marlkit import launch
+
+    experiment = ours_experiment(args, seed)
+    launch.register_components([experiment])
+    return launch.build_algorithm(experiment.run, launch.first_trial_config(experiment))
+
+
+def ours_sample_fps(args) -> float:
+    """(b) The batched env runner of a PPO algorithm: policy forward, VMAS step, batch and GAE; no learning."""
+    algorithm = build_ours(args, seed=0)
+    try:
+        runner = algorithm.env_runner
+        runner.sample()  # warm-up: first reset, lazy allocations
+        start = time.perf_counter()
+        frames = sum(runner.sample().env_steps() for _ in range(args.sample_iters))
+        return frames / (time.perf_counter() - start)
+    finally:
+        algorithm.stop()
+
+
+def naive_env_class():
+    """A user's MultiAgentEnv: one VMAS simulator (num_envs=1) per RLlib sub-env, numpy dicts in and out."""
+    import gymnasium as gym
+    import vmas
+    from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+    class NaiveVmasEnv(MultiAgentEnv):
+        def __init__(self, config=None):
+            super().__init__()
+            self.env = vmas.make_env("navigation", num_envs=1, continuous_actions=True, dict_spaces=True,
+                                     terminated_truncated=True, **TASK)
+            self.agents = self.possible_agents = [agent.name for agent in self.env.agents]
+            self.observation_spaces = {
+                aid: gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
+                for aid, space in self.env.observation_space.spaces.items()
+            }
+            self.action_spaces = {
+                aid: gym.spaces.Box(space.low, space.high, space.shape, np.float32)
+                for aid, space in self.env.action_space.spaces.items()
+            }
+
+        def reset(self, *, seed=None, options=None):
+            if seed is not None:
+                self.env.seed(seed)
+            obs = self.env.reset()
+            return {aid: value[0].numpy() for aid, value in obs.items()}, {}
+
+        def step(self, action_dict):
+            actions = {aid: torch.as_tensor(action).reshape(1, -1) for aid, action in action_dict.items()}
+            obs, rewards, terminated, truncated, _ = self.env.step(actions)
+            obs = {aid: value[0].numpy() for aid, value in obs.items()}
+            rewards = {aid: float(value[0]) for aid, value in rewards.items()}
+            terminateds = {"__all__": bool(terminated[0])}
+            truncateds = {"__all__": bool(truncated[0])}
+            return obs, rewards, terminateds, truncateds, {}
+
+    return NaiveVmasEnv
+
+
+def naive_rllib_sample_fps(args) -> float:
+    """(c) RLlib 2.60's default stack sampling the naive wrapper: one env runner, --num-envs sub-envs."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    config = (
+        PPOConfig()
+        .environment(naive_env_class())
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=args.num_envs)
+        .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, episode, **kwargs: "shared")
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=args.hiddens, fcnet_activation="tanh"))
+    )
+    runner = MultiAgentEnvRunner(config=config)
+    try:
+        runner.sample(num_timesteps=args.num_envs)  # warm-up: resets every sub-env
+        start = time.perf_counter()
+        episodes = runner.sample(num_timesteps=args.naive_steps * args.num_envs)
+        seconds = time.perf_counter() - start
+        return sum(episode.env_steps() for episode in episodes) / seconds
+    finally:
+        runner.stop()
+
+
+def ours_train(args, seed: int) -> TrainRun:
+    """(d, e) This project's PPO: `algorithm.train()` until --train-frames, as a Tune trial calls it."""
+    algorithm = build_ours(args, seed)
+    try:
+        seconds, frames, result = 0.0, 0, {}
+        while frames < args.train_frames:
+            start = time.perf_counter()
+            result = algorithm.train()
+            seconds += time.perf_counter() - start
+            frames = result["num_env_steps_sampled_lifetime"]
+        mean_return = result["env_runners"]["policy_reward_mean"].get("shared", math.nan)
+        return report("marlkit", TrainRun(seed, frames, seconds, mean_return))
+    finally:
+        algorithm.stop()
+
+
+def benchmarl_train(args, algorithm_name: str, seed: int, folder: Path) -> TrainRun:
+    """(d, e) BenchMARL's MAPPO or IPPO on the same task with the same hyperparameters."""
+    from benchmarl.algorithms import IppoConfig, MappoConfig
+    from benchmarl.environments import VmasTask
+    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.models.mlp import MlpConfig
+
+    config = ExperimentConfig.get_from_yaml()
+    config.sampling_device = config.train_device = config.buffer_device = "cpu"
+    config.share_policy_params = True
+    config.prefer_continuous_actions = True
+    config.gamma, config.lr = GAMMA, args.lr
+    config.clip_grad_norm, config.clip_grad_val = True, GRAD_NORM_CLIP
+    config.max_n_frames = args.train_frames
+    config.on_policy_collected_frames_per_batch = args.frames_per_batch
+    config.on_policy_n_envs_per_worker = args.num_envs
+    config.on_policy_n_minibatch_iters = args.epochs
+    config.on_policy_minibatch_size = args.minibatch_size
+    config.evaluation, config.render, config.loggers, config.create_json = False, False, [], False
+    config.checkpoint_interval, config.checkpoint_at_end = 0, False
+    config.save_folder = str(folder)
+    algorithm = {"mappo": MappoConfig, "ippo": IppoConfig}[algorithm_name].get_from_yaml()
+    algorithm.lmbda, algorithm.clip_epsilon, algorithm.entropy_coef, algorithm.critic_coef = GAE_LAMBDA, CLIP, 0.0, 1.0
+    task = VmasTask.NAVIGATION.get_from_yaml()
+    task.config.update(TASK)
+    model = MlpConfig(num_cells=args.hiddens, activation_class=torch.nn.Tanh, layer_class=torch.nn.Linear)
+    experiment = Experiment(task=task, algorithm_config=algorithm, model_config=model, critic_model_config=model,
+                            seed=seed, config=config)
+    experiment.run()
+    return report(f"BenchMARL {algorithm_name.upper()}", TrainRun(seed, experiment.total_frames, experiment.total_time, experiment.mean_return))
+
+
+def report(framework: str, run: TrainRun) -> TrainRun:
+    print(f"{framework} seed {run.seed}: {run.frames:,} frames in {run.seconds:.1f} s ({run.fps:,.0f} frames/s), "
+          f"mean per-agent return {run.mean_return:.3f}", flush=True)
+    return run
+
+
+def summarize(runs: list[TrainRun]) -> tuple[float, float, float]:
+    """Median frames/s, mean return and its standard deviation over seeds."""
+    returns = [run.mean_return for run in runs]
+    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
+    return statistics.median(run.fps for run in runs), statistics.mean(returns), spread
+
+
+def benchmarl_key(algorithm: str) -> str:
+    """JSON key prefix: `benchmarl` is MAPPO (the issue's reference), other algorithms get their own keys."""
+    return "benchmarl" if algorithm == "mappo" else f"benchmarl_{algorithm}"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import ray
+
+    print(f"VMAS navigation, {TASK['n_agents']} agents, {args.num_envs} envs; torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    figures = {}
+
+    def measure(key: str, function) -> None:
+        figures[key] = function(args)
+        print(f"{key}: {figures[key]:,.0f}", flush=True)
+
+    rows = []
+
+    def add_training_rows(key: str, label: str, runs: list[TrainRun]) -> None:
+        fps, mean_return, spread = summarize(runs)
+        figures[f"{key}_train_fps"], figures[f"{key}_return"] = fps, mean_return
+        per_seed = ", ".join(f"{run.mean_return:.3f}" for run in runs)
+        rows.append((label, fps, f"{mean_return:.3f} ± {spread:.3f} (seeds: {per_seed})"))
+
+    measure("raw_vmas_fps", raw_vmas_fps)
+    ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
+    try:
+        measure("ours_sample_fps", ours_sample_fps)
+        measure("naive_rllib_sample_fps", naive_rllib_sample_fps)
+        rows += [
+            ("a. raw VMAS, random actions", figures["raw_vmas_fps"], ""),
+            ("b. marlkit batched runner (sampling)", figures["ours_sample_fps"], ""),
+            ("c. naive MultiAgentEnv, stock RLlib (sampling)", figures["naive_rllib_sample_fps"], ""),
+        ]
+        if not args.skip_training:
+            add_training_rows("ours", "d. marlkit PPO (train)", [ours_train(args, seed) for seed in range(args.seeds)])
+    finally:
+        ray.shutdown()
+    if not args.skip_training:
+        for algorithm in args.benchmarl_algorithms:
+            with tempfile.TemporaryDirectory(prefix="bench-benchmarl-") as folder:
+                runs = [benchmarl_train(args, algorithm, seed, Path(folder)) for seed in range(args.seeds)]
+            add_training_rows(benchmarl_key(algorithm), f"d. BenchMARL {algorithm.upper()} (train)", runs)
+    frames = f"after {args.train_frames:,} frames" if not args.skip_training else ""
+    print(f"\n{'measurement':<50}{'frames/s':>12}   mean per-agent return {frames}")
+    for label, fps, note in rows:
+        print(f"{label:<50}{fps:>12,.0f}   {note}")
+    ratios = {
+        "ours_sample / raw": figures["ours_sample_fps"] / figures["raw_vmas_fps"],
+        "ours_sample / naive": figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"],
+    }
+    for algorithm in args.benchmarl_algorithms if not args.skip_training else ():
+        key = benchmarl_key(algorithm)
+        ratios[f"ours_train / {key}_train"] = figures["ours_train_fps"] / figures[f"{key}_train_fps"]
+    print("ratios: " + ", ".join(f"{name} = {value:.2f}" for name, value in ratios.items()))
+    figures = {key: figures.get(key) for key in (*JSON_KEYS, *figures)}
+    # null where a figure was not measured, or where no episode ended within the training frames (returns)
+    print(json.dumps({key: None if value is None or math.isnan(value) else round(value, 4)
+                      for key, value in figures.items()}))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
