@@ -8,9 +8,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
+NATIVE := envs/bucket_brigade/native
+NATIVE_LIB := $(NATIVE)/target/release/libbucket_brigade_core.so
+
 .PHONY: setup xvfb train test
 
-setup: $(STAMP) xvfb
+setup: $(STAMP) xvfb $(NATIVE_LIB)
+
+# The Bucket Brigade core: a dependency-free Rust crate (crates.io is not needed), loaded with ctypes.
+$(NATIVE_LIB): $(NATIVE)/Cargo.toml $(wildcard $(NATIVE)/src/*.rs)
+	cargo build --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
 
 # Xvfb gives renderers a virtual display on headless machines (videos; Unity games). Installed where we are root.
 xvfb:
@@ -29,4 +36,5 @@ train: setup
 	$(PY) train.py -f config/vmas-navigation-ppo.yaml --checkpoint-freq 10 --checkpoint-at-end --local-dir results
 
 test: setup
+	cargo test --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
 	$(PY) -m pytest tests

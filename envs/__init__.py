@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from envs import vmas_env, vmas_runner
+from envs.bucket_brigade import rllib_env as bucket_brigade_env
 
 
 @dataclass(frozen=True)
@@ -37,4 +38,6 @@ class EnvEntry:
 ENVS = {
     "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True,
                      batched_runner=vmas_runner.BatchedVmasRunner, torch_device=True),
+    "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv,
+                               check_config=bucket_brigade_env.check_config),
 }

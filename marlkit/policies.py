@@ -8,6 +8,7 @@ In an experiment's `config`:
       # policies:               # named policies; each lists agent-id glob patterns, first match wins
       #   blue: {agents: ["blue_*"]}
       #   red: {agents: "red_*", config: {lr: 0.0001}}   # `config`: per-policy RLlib overrides
+      #   rival: {agents: "agent_3", heuristic: firefighter}  # a scripted policy the env offers; never trained
       policies_to_train: [blue] # optional; default: all
       count_steps_by: env_steps # optional RLlib setting
 
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 
 from ray.rllib.policy.policy import PolicySpec
 
-from marlkit.errors import ConfigError
+from marlkit.errors import ConfigError, closest
 
 LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by")
-NAMED_POLICY_KEYS = ("agents", "config")
+NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class PolicyLayout:
     mode: str  # "shared", "per_agent" or "named"
     patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # named: policy id -> agent patterns
     policy_configs: dict[str, dict] = field(default_factory=dict)
+    heuristics: dict[str, str] = field(default_factory=dict)  # named: policy id -> scripted policy of the env
     policies_to_train: tuple[str, ...] | None = None
     count_steps_by: str | None = None
 
@@ -64,7 +66,7 @@ class PolicyLayout:
             raise ConfigError(
                 "config.multiagent.policies must be 'shared', 'per_agent' or a mapping of policy id -> {agents: [...]}"
             )
-        patterns, configs = {}, {}
+        patterns, configs, scripted = {}, {}, {}
         for pid, entry in policies.items():
             if not isinstance(entry, dict) or "agents" not in entry:
                 raise ConfigError(f"config.multiagent.policies.{pid} needs `agents`: a glob pattern or a list of them")
@@ -76,10 +78,16 @@ class PolicyLayout:
             agents = entry["agents"]
             patterns[str(pid)] = (agents,) if isinstance(agents, str) else tuple(str(a) for a in agents)
             configs[str(pid)] = dict(entry.get("config") or {})
-        layout = cls(mode="named", patterns=patterns, policy_configs=configs, **common)
+            if "heuristic" in entry:
+                scripted[str(pid)] = str(entry["heuristic"])
+        layout = cls(mode="named", patterns=patterns, policy_configs=configs, heuristics=scripted, **common)
         for pid in layout.policies_to_train or ():
             if pid not in patterns:
                 raise ConfigError(f"config.multiagent.policies_to_train names '{pid}', which is not a declared policy")
+            if pid in scripted:
+                raise ConfigError(f"config.multiagent.policies_to_train names '{pid}', a heuristic policy (never trained)")
+        if scripted and len(scripted) == len(patterns):
+            raise ConfigError("config.multiagent.policies: every policy is a heuristic; declare at least one to train")
         return layout
 
     def policy_for(self, agent_id: str) -> str | None:
@@ -124,10 +132,21 @@ class PolicyLayout:
                     f"({specs[pid].observation_space}, {specs[pid].action_space}) vs {spaces}; give them separate policies"
                 )
             specs[pid] = PolicySpec(None, spaces[0], spaces[1], self.policy_configs.get(pid, {}))
+        for pid, name in self.heuristics.items():
+            offered = getattr(env, "heuristic_policies", {})
+            if name not in offered:
+                raise ConfigError(
+                    f"config.multiagent.policies.{pid}.heuristic: '{name}' is not a heuristic of this env"
+                    f"{closest(name, offered)}; available: {', '.join(offered) or 'none'}"
+                )
+            policy_class, config = offered[name]
+            specs[pid] = PolicySpec(policy_class, specs[pid].observation_space, specs[pid].action_space,
+                                    {**config, **self.policy_configs.get(pid, {})})
+        to_train = self.policies_to_train or [pid for pid in specs if pid not in self.heuristics]
         block = {
             "policies": specs,
             "policy_mapping_fn": PolicyMapping(self),
-            "policies_to_train": list(self.policies_to_train) if self.policies_to_train else None,
+            "policies_to_train": list(to_train) if (self.policies_to_train or self.heuristics) else None,
         }
         if self.count_steps_by:
             block["count_steps_by"] = self.count_steps_by

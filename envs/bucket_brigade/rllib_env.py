@@ -1,0 +1,147 @@
+"""Bucket Brigade in RLlib: `env: bucket_brigade` and scripted opponents as fixed (non-learning) policies.
+
+`env_config`:
+    scenario        a name of `SCENARIOS` (default "default"); unknown names list the available ones.
+    num_agents      agents per game (default 4), ids `agent_0` ... `agent_<N-1>`.
+    max_nights      nights before a game is truncated (default 100).
+    seed            seed of the game's random stream when RLlib resets without one.
+    any `Scenario` parameter, e.g. spread_before_burnout: true, prob_house_catches_fire: 0.05.
+
+Observations are the core's per-agent rows (see envs/bucket_brigade/__init__.py) with the large-valued entries
+scaled for neural networks: scenario features divided by `FEATURE_SCALES` and the night by max_nights. Houses,
+signals, locations, last actions and identity keep their raw values (the heuristics read them). Actions are
+`MultiDiscrete([houses, 2, 2])` = (house, mode, signal).
+
+Scripted opponents in an experiment YAML (see config/bucket-brigade-ppo.yaml):
+
+    multiagent:
+      policies:
+        learner: {agents: agent_0}
+        firefighter: {agents: agent_1, heuristic: firefighter}     # firefighter, free_rider, hero, coordinator,
+        others: {agents: ["agent_2", "agent_3"], heuristic: random} # liar, random
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.rllib.policy.policy import Policy
+from ray.rllib.policy.sample_batch import SampleBatch
+
+from envs.bucket_brigade import heuristics
+from envs.bucket_brigade.native import VecEnv
+from envs.bucket_brigade.scenarios import SCENARIOS, Scenario, obs_layout
+from marlkit.errors import ConfigError, closest
+
+WRAPPER_KEYS = ("scenario", "num_agents", "max_nights", "seed")
+SCENARIO_KEYS = tuple(name for name in Scenario.__dataclass_fields__)
+FEATURE_SCALES = np.array([1, 1, 100, 100, 1, 1, 20, 10, 100, 100, 100, 100], dtype=np.float32)
+
+
+def check_config(env_config: dict) -> None:
+    """Raises ConfigError for an env_config the game cannot run (checked before Ray starts)."""
+    build_scenario(env_config)
+    for key in ("num_agents", "max_nights"):
+        value = env_config.get(key, 4 if key == "num_agents" else 100)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"env_config.{key} must be a whole number >= 1, got {value!r}")
+
+
+def build_scenario(env_config: dict) -> Scenario:
+    name = env_config.get("scenario", "default")
+    if name not in SCENARIOS:
+        raise ConfigError(f"unknown Bucket Brigade scenario '{name}'{closest(str(name), SCENARIOS)}; "
+                          f"available: {', '.join(SCENARIOS)}")
+    options = {k: v for k, v in env_config.items() if k not in WRAPPER_KEYS and k != "num_envs"}
+    unknown = [key for key in options if key not in SCENARIO_KEYS]
+    if unknown:
+        raise ConfigError(f"env_config.{unknown[0]} is not a Bucket Brigade setting{closest(unknown[0], SCENARIO_KEYS)}; "
+                          f"known: {', '.join(WRAPPER_KEYS + SCENARIO_KEYS)}")
+    return SCENARIOS[name].with_options(**options)
+
+
+class BucketBrigadeEnv(MultiAgentEnv):
+    """One Bucket Brigade game (a one-game Rust `VecEnv`) as an RLlib multi-agent env."""
+
+    def __init__(self, env_config: dict | None = None):
+        super().__init__()
+        env_config = dict(env_config or {})
+        check_config(env_config)
+        self.scenario = build_scenario(env_config)
+        num_agents = env_config.get("num_agents", 4)
+        self.max_nights = env_config.get("max_nights", 100)
+        self._seed = env_config.get("seed")
+        self._game = VecEnv(self.scenario, 1, num_agents, seed=self._seed or 0, max_nights=self.max_nights)
+        self.num_houses = self.scenario.num_houses
+        self.agents = self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
+        space = gym.spaces.Box(0.0, np.inf, (self._game.obs_dim,), np.float32)
+        action_space = gym.spaces.MultiDiscrete([self.num_houses, 2, 2])
+        self.observation_spaces = {agent: space for agent in self.agents}
+        self.action_spaces = {agent: action_space for agent in self.agents}
+        layout = obs_layout(self.num_houses, num_agents)
+        self._scale = np.ones(self._game.obs_dim, dtype=np.float32)
+        self._scale[layout["scenario"]] = FEATURE_SCALES
+        self._scale[layout["night"]] = self.max_nights
+        self.heuristic_policies = {
+            name: (HeuristicPolicy, {"heuristic": name, "num_houses": self.num_houses, "num_agents": num_agents})
+            for name in heuristics.HEURISTICS
+        }
+
+    def _observations(self, obs: np.ndarray) -> dict:
+        scaled = obs[0] / self._scale
+        return {agent: scaled[index] for index, agent in enumerate(self.agents)}
+
+    def reset(self, *, seed=None, options=None):
+        if seed is None:
+            seed, self._seed = self._seed, None  # later resets continue the seeded stream
+        return self._observations(self._game.reset(seed)), {}
+
+    def step(self, action_dict):
+        try:
+            actions = np.stack([np.asarray(action_dict[agent]) for agent in self.agents])[None]
+        except KeyError as missing:
+            raise ValueError(f"no action for {missing.args[0]}: every agent acts every night") from None
+        obs, rewards, terminated, truncated = self._game.step(actions)
+        rewards = {agent: float(rewards[0, index]) for index, agent in enumerate(self.agents)}
+        return (self._observations(obs), rewards, {"__all__": bool(terminated[0])}, {"__all__": bool(truncated[0])},
+                {})
+
+    def close(self) -> None:
+        self._game.close()
+
+
+class HeuristicPolicy(Policy):
+    """A scripted Bucket Brigade agent as a fixed RLlib policy (old API stack); config: heuristic, num_houses,
+    num_agents. Never trained; its actions come from `heuristics.act` on the raw observation entries it reads."""
+
+    def __init__(self, observation_space, action_space, config):
+        super().__init__(observation_space, action_space, config)
+        self.heuristic = config["heuristic"]
+        self.num_houses, self.num_agents = config["num_houses"], config["num_agents"]
+        self.rng = np.random.default_rng(config.get("seed"))
+
+    def init_view_requirements(self):
+        super().init_view_requirements()
+        infos = self.view_requirements[SampleBatch.INFOS]
+        infos.used_for_training = infos.used_for_compute_actions = False
+
+    def compute_actions(self, obs_batch, state_batches=None, prev_action_batch=None, prev_reward_batch=None,
+                        **kwargs):
+        actions = heuristics.act(self.heuristic, np.asarray(obs_batch), self.num_houses, self.num_agents, self.rng)
+        return actions, [], {}
+
+    def learn_on_batch(self, samples):
+        return {}
+
+    def compute_log_likelihoods(self, actions, obs_batch, *args, **kwargs):
+        return np.zeros(len(obs_batch))
+
+    def get_weights(self):
+        return {}
+
+    def set_weights(self, weights) -> None:
+        pass
+
+    def _get_dummy_batch_from_view_requirements(self, batch_size: int = 1):
+        return SampleBatch({SampleBatch.OBS: self.observation_space.sample()[None]})
