@@ -8,8 +8,8 @@ Env steps are game-nights; agent steps are env steps x agents.
 
 Learning (--learning): for each of --scenarios, PPO trains `config/bucket-brigade-ppo.yaml`'s learner (agent_0,
 opponents random, random, firefighter) in this process until --cpu-minutes of CPU time, then its reward per night
-(over the last 100 training episodes, exploring) is compared with a uniform-random agent's in the same seat against
-the same opponents (2,000 games on the Rust core).
+(its most likely actions, in 2,000 games on the Rust core) is compared with a uniform-random agent's in the same
+seat against the same opponents in the same 2,000 games.
 
 Usage:
     python bench/bucket_brigade.py                         # throughput, ~30 s
@@ -84,27 +84,28 @@ def throughput(args) -> dict:
     return {name: steps_per_second(env, args.seconds, rng) for name, env in runs.items()}
 
 
-def random_seat_reward_per_night(scenario: str, games: int = 2000, max_nights: int = 100) -> float:
-    """Agent 0 playing uniformly at random against OPPONENTS: its total reward over total nights played."""
+def seat_reward_per_night(scenario: str, seat_policy, games: int = 2000, max_nights: int = 100) -> float:
+    """Agent 0 acting with `seat_policy(obs_rows, rng) -> actions` against OPPONENTS, one game per env (the first
+    episode of each of `games` games, same seed for every policy): its total reward over the nights played."""
     env = VecEnv(scenario, games, 1 + len(OPPONENTS), seed=12345, max_nights=max_nights)
     rng = np.random.default_rng(12345)
     obs = env.reset()
-    houses = env.num_houses
     finished = np.zeros(games, dtype=bool)
     total_reward, nights = 0.0, 0
     while not finished.all():
-        actions = np.stack([heuristics.act(name, obs[:, agent], houses, env.num_agents, rng)
-                            for agent, name in enumerate(("random",) + OPPONENTS)], axis=1)
-        obs, rewards, terminated, truncated = env.step(actions)
+        opponents = [heuristics.act(name, obs[:, agent], env.num_houses, env.num_agents, rng)
+                     for agent, name in enumerate(OPPONENTS, start=1)]
+        obs, rewards, terminated, truncated = env.step(np.stack([seat_policy(obs[:, 0], rng), *opponents], axis=1))
         playing = ~finished
         total_reward += float(rewards[playing, 0].sum())
         nights += int(playing.sum())
-        finished |= terminated | truncated  # count each game's first episode only
+        finished |= terminated | truncated
     return total_reward / nights
 
 
-def ppo_reward_per_night(scenario: str, cpu_minutes: float) -> tuple[float, float, int]:
-    """PPO as config/bucket-brigade-ppo.yaml, in this process, until the CPU budget: (reward/night, CPU s, steps)."""
+def train_ppo(scenario: str, cpu_minutes: float):
+    """PPO as config/bucket-brigade-ppo.yaml, in this process, until the CPU budget: (seat policy, CPU s, steps)."""
+    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
     from marlkit import launch, spec
 
     (experiment,) = spec.load_experiments(Path(__file__).resolve().parent.parent / "config" / "bucket-brigade-ppo.yaml")
@@ -112,15 +113,17 @@ def ppo_reward_per_night(scenario: str, cpu_minutes: float) -> tuple[float, floa
     launch.register_components([experiment])
     config = dict(launch.first_trial_config(experiment), num_env_runners=0)  # one process: its CPU time is all
     algorithm = launch.build_algorithm(experiment.run, config)
-    try:
-        start = time.process_time()
-        while time.process_time() - start < cpu_minutes * 60:
-            result = algorithm.train()
-        runners = result["env_runners"]
-        per_night = runners["policy_reward_mean"]["learner"] / runners["episode_len_mean"]
-        return per_night, time.process_time() - start, result["num_env_steps_sampled_lifetime"]
-    finally:
-        algorithm.stop()
+    start = time.process_time()
+    while time.process_time() - start < cpu_minutes * 60:
+        result = algorithm.train()
+    cpu_seconds = time.process_time() - start
+    policy = algorithm.get_policy("learner")
+    env = BucketBrigadeEnv(experiment.config["env_config"])
+
+    def seat_policy(obs_rows, rng):
+        return np.asarray(policy.compute_actions(env.scale_observations(obs_rows), explore=False)[0])
+
+    return algorithm, seat_policy, cpu_seconds, result["num_env_steps_sampled_lifetime"]
 
 
 def main(argv=None) -> dict:
@@ -145,8 +148,12 @@ def main(argv=None) -> dict:
         try:
             print(f"\n{'scenario':<20}{'PPO reward/night':>18}{'random reward/night':>21}{'CPU s':>8}{'env steps':>11}")
             for scenario in args.scenarios:
-                learned, cpu_seconds, steps = ppo_reward_per_night(scenario, args.cpu_minutes)
-                random_play = random_seat_reward_per_night(scenario)
+                algorithm, seat_policy, cpu_seconds, steps = train_ppo(scenario, args.cpu_minutes)
+                learned = seat_reward_per_night(scenario, seat_policy)
+                algorithm.stop()
+                houses = get_scenario(scenario).num_houses
+                random_play = seat_reward_per_night(
+                    scenario, lambda obs, rng: heuristics.act("random", obs, houses, 1 + len(OPPONENTS), rng))
                 figures[f"ppo_reward_per_night_{scenario}"] = learned
                 figures[f"random_reward_per_night_{scenario}"] = random_play
                 print(f"{scenario:<20}{learned:>18.2f}{random_play:>21.2f}{cpu_seconds:>8.0f}{steps:>11,}", flush=True)

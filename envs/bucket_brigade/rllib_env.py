@@ -5,6 +5,8 @@
     num_agents      agents per game (default 4), ids `agent_0` ... `agent_<N-1>`.
     max_nights      nights before a game is truncated (default 100).
     seed            seed of the game's random stream when RLlib resets without one.
+    reward_scale    multiplies the rewards RLlib sees (default 1). The team term pays ~100 a night, so returns reach
+                    ~1,000; 0.01 keeps value targets near 1-10, where critics learn quickly. Metrics are scaled too.
     any `Scenario` parameter, e.g. spread_before_burnout: true, prob_house_catches_fire: 0.05.
 
 Observations are the core's per-agent rows (see envs/bucket_brigade/__init__.py) with the large-valued entries
@@ -34,7 +36,7 @@ from envs.bucket_brigade.native import VecEnv
 from envs.bucket_brigade.scenarios import SCENARIOS, Scenario, obs_layout
 from marlkit.errors import ConfigError, closest
 
-WRAPPER_KEYS = ("scenario", "num_agents", "max_nights", "seed")
+WRAPPER_KEYS = ("scenario", "num_agents", "max_nights", "seed", "reward_scale")
 SCENARIO_KEYS = tuple(name for name in Scenario.__dataclass_fields__)
 FEATURE_SCALES = np.array([1, 1, 100, 100, 1, 1, 20, 10, 100, 100, 100, 100], dtype=np.float32)
 
@@ -42,6 +44,9 @@ FEATURE_SCALES = np.array([1, 1, 100, 100, 1, 1, 20, 10, 100, 100, 100, 100], dt
 def check_config(env_config: dict) -> None:
     """Raises ConfigError for an env_config the game cannot run (checked before Ray starts)."""
     build_scenario(env_config)
+    scale = env_config.get("reward_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+        raise ConfigError(f"env_config.reward_scale must be a number > 0, got {scale!r}")
     for key in ("num_agents", "max_nights"):
         value = env_config.get(key, 4 if key == "num_agents" else 100)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -72,6 +77,7 @@ class BucketBrigadeEnv(MultiAgentEnv):
         num_agents = env_config.get("num_agents", 4)
         self.max_nights = env_config.get("max_nights", 100)
         self._seed = env_config.get("seed")
+        self.reward_scale = float(env_config.get("reward_scale", 1.0))
         self._game = VecEnv(self.scenario, 1, num_agents, seed=self._seed or 0, max_nights=self.max_nights)
         self.num_houses = self.scenario.num_houses
         self.agents = self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
@@ -88,8 +94,12 @@ class BucketBrigadeEnv(MultiAgentEnv):
             for name in heuristics.HEURISTICS
         }
 
+    def scale_observations(self, obs: np.ndarray) -> np.ndarray:
+        """The observations policies see, from the core's rows (..., obs_dim)."""
+        return obs / self._scale
+
     def _observations(self, obs: np.ndarray) -> dict:
-        scaled = obs[0] / self._scale
+        scaled = self.scale_observations(obs[0])
         return {agent: scaled[index] for index, agent in enumerate(self.agents)}
 
     def reset(self, *, seed=None, options=None):
@@ -103,7 +113,7 @@ class BucketBrigadeEnv(MultiAgentEnv):
         except KeyError as missing:
             raise ValueError(f"no action for {missing.args[0]}: every agent acts every night") from None
         obs, rewards, terminated, truncated = self._game.step(actions)
-        rewards = {agent: float(rewards[0, index]) for index, agent in enumerate(self.agents)}
+        rewards = {agent: float(rewards[0, index]) * self.reward_scale for index, agent in enumerate(self.agents)}
         return (self._observations(obs), rewards, {"__all__": bool(terminated[0])}, {"__all__": bool(truncated[0])},
                 {})
 
