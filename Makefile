@@ -17,6 +17,7 @@ setup: $(STAMP) xvfb $(NATIVE_LIB)
 
 # The Bucket Brigade core: a dependency-free Rust crate (crates.io is not needed), loaded with ctypes.
 $(NATIVE_LIB): $(NATIVE)/Cargo.toml $(wildcard $(NATIVE)/src/*.rs)
+	@command -v cargo >/dev/null || { echo "error: cargo (Rust) is needed to build the Bucket Brigade core; install it (apt-get install cargo, or rustup) and re-run make"; exit 1; }
 	cargo build --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
 
 # Xvfb gives renderers a virtual display on headless machines (videos; Unity games). Installed where we are root.

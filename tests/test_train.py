@@ -1,10 +1,11 @@
-"""train.py end to end: real Ray, real RLlib, real VMAS, tiny runs."""
+"""train.py end to end: real Ray, real RLlib, real VMAS and Bucket Brigade, tiny runs."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    REPO, read_results, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
+    REPO, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
 )
 
 
@@ -183,3 +184,24 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path, ray_temp_dir):
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=60)
+
+
+@pytest.mark.parametrize("config, trained", [("bucket-brigade-ppo", ["learner"]), ("bucket-brigade-selfplay", ["shared"])])
+def test_bucket_brigade_configs_train_and_roll_out(config, trained, tmp_path, ray_temp_dir):
+    run = run_train(
+        "-f", f"config/{config}.yaml", "--stop", "{training_iteration: 2}", "--checkpoint-at-end",
+        "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = trial_dirs(tmp_path / config)
+    results = read_results(trial)
+    assert [r["num_env_steps_sampled_lifetime"] for r in results] == [4000, 8000]
+    assert sorted(results[-1]["info"]["learner"]) == trained  # scripted opponents are never trained
+    assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
+        ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
+    rollout = run_script("rollout.py", str(trial), "--run", "PPO", "--episodes", "2", "--num-workers", "0",
+                         "--num-gpus", "0", "--out", str(tmp_path / "episodes.pkl"), temp_dir=ray_temp_dir)
+    assert rollout.returncode == 0, rollout.stderr[-2000:]
+    with open(tmp_path / "episodes.pkl", "rb") as file:
+        episodes = pickle.load(file)
+    assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max_nights 100

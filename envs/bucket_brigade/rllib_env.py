@@ -61,7 +61,7 @@ def build_scenario(env_config: dict) -> Scenario:
     options = {k: v for k, v in env_config.items() if k not in WRAPPER_KEYS and k != "num_envs"}
     unknown = [key for key in options if key not in SCENARIO_KEYS]
     if unknown:
-        raise ConfigError(f"env_config.{unknown[0]} is not a Bucket Brigade setting{closest(unknown[0], SCENARIO_KEYS)}; "
+        raise ConfigError(f"env_config.{unknown[0]} is not a Bucket Brigade setting{closest(unknown[0], WRAPPER_KEYS + SCENARIO_KEYS)}; "
                           f"known: {', '.join(WRAPPER_KEYS + SCENARIO_KEYS)}")
     return SCENARIOS[name].with_options(**options)
 
