@@ -124,7 +124,18 @@ def first_bad_action(actions: np.ndarray, num_houses: int, playing: np.ndarray) 
     return bad_action_message(2 + flat_index % 3, flat_index, actions)
 
 
-class VecEnv:
+class GameBatch:
+    """What both `VecEnv` implementations share: the scenario and the validated sizes."""
+
+    def __init__(self, scenario: str | Scenario, num_envs: int, num_agents: int, max_nights: int):
+        self.scenario = get_scenario(scenario)
+        check_sizes(num_envs, num_agents, max_nights)
+        self.num_envs, self.num_agents, self.max_nights = num_envs, num_agents, max_nights
+        self.num_houses = self.scenario.num_houses
+        self.obs_dim = obs_dim(self.num_houses, num_agents)
+
+
+class VecEnv(GameBatch):
     """`num_envs` Bucket Brigade games of `num_agents` agents, stepped together by the Rust core.
 
     Args:
@@ -137,11 +148,7 @@ class VecEnv:
 
     def __init__(self, scenario: str | Scenario, num_envs: int, num_agents: int = 4, seed: int = 0,
                  max_nights: int = 100):
-        self.scenario = get_scenario(scenario)
-        check_sizes(num_envs, num_agents, max_nights)
-        self.num_envs, self.num_agents, self.max_nights = num_envs, num_agents, max_nights
-        self.num_houses = self.scenario.num_houses
-        self.obs_dim = obs_dim(self.num_houses, num_agents)
+        super().__init__(scenario, num_envs, num_agents, max_nights)
         library = load_library()
         homes = (ctypes.c_uint32 * num_agents)(*self.scenario.homes(num_agents))
         c_scenario = _CScenario.of(self.scenario)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.bucket_brigade.native import check_actions, check_sizes, first_bad_action
-from envs.bucket_brigade.scenarios import Scenario, get_scenario, obs_dim
+from envs.bucket_brigade.native import GameBatch, check_actions, first_bad_action
+from envs.bucket_brigade.scenarios import Scenario
 
 SAFE, BURNING, RUINED = 0, 1, 2
 REST, WORK = 0, 1
@@ -104,16 +104,12 @@ class Game:
                                identity, [self.night]]).astype(np.float32)
 
 
-class VecEnv:
+class VecEnv(GameBatch):
     """The reference `VecEnv`: same constructor, `reset`, `step` and auto-reset as the Rust-backed one."""
 
     def __init__(self, scenario: str | Scenario, num_envs: int, num_agents: int = 4, seed: int = 0,
                  max_nights: int = 100):
-        self.scenario = get_scenario(scenario)
-        check_sizes(num_envs, num_agents, max_nights)
-        self.num_envs, self.num_agents, self.max_nights = num_envs, num_agents, max_nights
-        self.num_houses = self.scenario.num_houses
-        self.obs_dim = obs_dim(self.num_houses, num_agents)
+        super().__init__(scenario, num_envs, num_agents, max_nights)
         self._seed(seed)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
 
