@@ -13,6 +13,7 @@ from typing import Callable
 
 from envs import vmas_env, vmas_runner
 from envs.bucket_brigade import rllib_env as bucket_brigade_env
+from envs.unity import unity_env
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class EnvEntry:
     batched: bool = False
     batched_runner: type | None = None  # RLlib env runner class sampling all of a runner's sub-envs as arrays
     torch_device: bool = False  # env_config.device picks the torch device the env simulates on
+    policy_group: Callable[[str], str] | None = None  # agent id -> default policy id (`policies: per_group`)
+    absolute_paths: Callable[[dict], dict] | None = None  # env_config with its file paths made absolute at load
+    # time: trials run with their own folder as working directory
 
     def single_env_config(self, env_config: dict) -> dict:
         """`env_config` for one world at a time (single episodes in rollouts and videos, space probes).
@@ -40,4 +44,6 @@ ENVS = {
                      batched_runner=vmas_runner.BatchedVmasRunner, torch_device=True),
     "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv,
                                check_config=bucket_brigade_env.check_config),
+    "unity": EnvEntry(create=unity_env.UnityEnv, check_config=unity_env.check_config,
+                      policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths),
 }

@@ -5,6 +5,8 @@ In an experiment's `config`:
     multiagent:
       policies: shared          # one policy for every agent (the default)
       # policies: per_agent     # one policy per agent id, named after it
+      # policies: per_group     # one policy per group of the env (Unity: per behavior name without ?team=...);
+      #                         # the default of envs that define groups
       # policies:               # named policies; each lists agent-id glob patterns, first match wins
       #   blue: {agents: ["blue_*"]}
       #   red: {agents: "red_*", config: {lr: 0.0001}}   # `config`: per-policy RLlib overrides
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ray.rllib.policy.policy import PolicySpec
 
@@ -36,23 +39,24 @@ NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 @dataclass(frozen=True)
 class PolicyLayout:
-    mode: str  # "shared", "per_agent" or "named"
+    mode: str  # "shared", "per_agent", "per_group" or "named"
     patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # named: policy id -> agent patterns
     policy_configs: dict[str, dict] = field(default_factory=dict)
     heuristics: dict[str, str] = field(default_factory=dict)  # named: policy id -> scripted policy of the env
     policies_to_train: tuple[str, ...] | None = None
     count_steps_by: str | None = None
+    group_of: Callable[[str], str] | None = None  # per_group: agent id -> policy id (a module-level function)
 
     @classmethod
-    def parse(cls, block: dict | None) -> "PolicyLayout":
-        """Validates the `multiagent` block of an experiment's config."""
+    def parse(cls, block: dict | None, group_of: Callable[[str], str] | None = None) -> "PolicyLayout":
+        """Validates the `multiagent` block of an experiment's config; `group_of` is the env's agent grouping."""
         block = {} if block is None else block
         if not isinstance(block, dict):
             raise ConfigError("config.multiagent must be a mapping with a `policies` key")
         for key in block:
             if key not in LAYOUT_KEYS:
                 raise ConfigError(f"config.multiagent.{key} is not a known key; use one of: {', '.join(LAYOUT_KEYS)}")
-        policies = block.get("policies", "shared")
+        policies = block.get("policies", "per_group" if group_of else "shared")
         to_train = block.get("policies_to_train")
         if to_train is not None and not isinstance(to_train, list):
             raise ConfigError("config.multiagent.policies_to_train must be a list of policy ids")
@@ -62,9 +66,14 @@ class PolicyLayout:
         )
         if policies in ("shared", "per_agent"):
             return cls(mode=policies, **common)
+        if policies == "per_group":
+            if group_of is None:
+                raise ConfigError("config.multiagent.policies: per_group needs an env that groups its agents (unity)")
+            return cls(mode=policies, group_of=group_of, **common)
         if not isinstance(policies, dict) or not policies:
             raise ConfigError(
-                "config.multiagent.policies must be 'shared', 'per_agent' or a mapping of policy id -> {agents: [...]}"
+                "config.multiagent.policies must be 'shared', 'per_agent', 'per_group' or a mapping of policy id -> "
+                "{agents: [...]}"
             )
         patterns, configs, scripted = {}, {}, {}
         for pid, entry in policies.items():
@@ -95,6 +104,8 @@ class PolicyLayout:
             return "shared"
         if self.mode == "per_agent":
             return str(agent_id)
+        if self.mode == "per_group":
+            return self.group_of(str(agent_id))
         for pid, patterns in self.patterns.items():
             if any(fnmatch.fnmatchcase(str(agent_id), p) for p in patterns):
                 return pid

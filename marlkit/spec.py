@@ -224,6 +224,8 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         _sync_batched_num_envs(name, config, notes)
     if env in ENVS and ENVS[env].torch_device:
         _default_env_device(config)
+    if env in ENVS and ENVS[env].absolute_paths and isinstance(config.get("env_config"), dict):
+        config["env_config"] = ENVS[env].absolute_paths(config["env_config"])
     layout = _check_env_and_models(name, env, config)
     experiment = Experiment(
         name=name,
@@ -368,7 +370,7 @@ def config_variants(config: dict) -> list[dict]:
 
 def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | None:
     entry = ENVS.get(env)
-    layout = PolicyLayout.parse(config.get("multiagent")) if entry else None
+    layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     for variant in config_variants(config):

@@ -7,7 +7,8 @@
     hidden       size of the fully connected layer after the convolutions (default 256)
 
 Observations are channels-last and are permuted to torch's channels-first inside the model; uint8 images are
-scaled to [0, 1].
+scaled to [0, 1]. A Tuple observation (e.g. a Unity game's depth image and vector) works too: its first image goes
+through the convolutions, and every other component is flattened and joins the conv features before the hidden layer.
 
 Example (YAML):
     model:
@@ -15,6 +16,8 @@ Example (YAML):
       custom_model_config: {channels: [16, 32], kernels: [5, 3], strides: [2, 2], hidden: 128}
 """
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
@@ -27,25 +30,34 @@ class CustomModel(TorchModelV2, nn.Module):
         nn.Module.__init__(self)
         if not len(channels) == len(kernels) == len(strides):
             raise ValueError("channels, kernels and strides must have the same length")
-        if len(obs_space.shape) != 3:
-            raise ValueError(f"convnet needs (H, W, C) image observations, got shape {obs_space.shape}")
-        height, width, in_channels = obs_space.shape
-        self._scale = 1.0 / 255.0 if obs_space.dtype == "uint8" else 1.0
-        layers = []
+        original = getattr(obs_space, "original_space", obs_space)
+        parts = list(original.spaces) if isinstance(original, gym.spaces.Tuple) else [original]
+        images = [i for i, part in enumerate(parts) if len(part.shape) == 3]
+        if not images:
+            raise ValueError(f"convnet needs (H, W, C) image observations, got {original}")
+        self._image = images[0]
+        self._tuple = isinstance(original, gym.spaces.Tuple)
+        image_space = parts[self._image]
+        extra_size = sum(int(np.prod(part.shape)) for i, part in enumerate(parts) if i != self._image)
+        height, width, image_channels = image_space.shape
+        self._scale = 1.0 / 255.0 if image_space.dtype == "uint8" else 1.0
+        layers, in_channels = [], image_channels
         for out_channels, kernel, stride in zip(channels, kernels, strides):
             layers += [nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2), nn.ReLU()]
             in_channels = out_channels
         self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
-            conv_size = self.conv(torch.zeros(1, obs_space.shape[2], height, width)).shape[1]
-        self.trunk = nn.Sequential(nn.Linear(conv_size, hidden), nn.ReLU())
+            conv_size = self.conv(torch.zeros(1, image_channels, height, width)).shape[1]
+        self.trunk = nn.Sequential(nn.Linear(conv_size + extra_size, hidden), nn.ReLU())
         self.policy_head = nn.Linear(hidden, num_outputs)
         self.value_head = nn.Linear(hidden, 1)
         self._features = None
 
     def forward(self, input_dict, state, seq_lens):
-        images = input_dict["obs"].float() * self._scale
-        self._features = self.trunk(self.conv(images.permute(0, 3, 1, 2)))
+        parts = list(input_dict["obs"]) if self._tuple else [input_dict["obs"]]
+        images = parts.pop(self._image).float() * self._scale
+        features = [self.conv(images.permute(0, 3, 1, 2))] + [part.float().flatten(1) for part in parts]
+        self._features = self.trunk(torch.cat(features, dim=1))
         return self.policy_head(self._features), state
 
     def value_function(self):

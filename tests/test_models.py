@@ -45,6 +45,20 @@ def test_convnet_reads_channels_last_images():
     assert logits.shape == (2, 5) and model.value_function().shape == (2,)
 
 
+def test_convnet_takes_an_image_and_a_vector_together():
+    model_class = models.load_model("convnet")
+    original = gym.spaces.Tuple((gym.spaces.Box(-1, 1, (12,), np.float32), gym.spaces.Box(0, 1, (16, 16, 1), np.float32)))
+    obs_space = gym.spaces.Box(-1, 1, (12 + 256,), np.float32)
+    obs_space.original_space = original  # how RLlib's preprocessor hands Tuple spaces to models
+    model = model_class(obs_space, gym.spaces.Discrete(3), 3, {}, "convnet", channels=[4], kernels=[3], strides=[2],
+                        hidden=16)
+    vectors, images = torch.zeros(5, 12), torch.rand(5, 16, 16, 1)
+    logits, _ = model({"obs": (vectors, images)}, [], None)
+    assert logits.shape == (5, 3)
+    changed, _ = model({"obs": (vectors + 1, images)}, [], None)
+    assert not torch.allclose(logits, changed), "the vector part does not reach the output"
+
+
 def test_missing_model_lists_what_model_dir_has(model_dir):
     (model_dir / "mlp.py").write_text("")
     with pytest.raises(ConfigError, match="custom_model 'mpl'.*did you mean 'mlp'.*model/ has: mlp"):

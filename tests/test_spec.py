@@ -21,7 +21,7 @@ def load_one(tmp_path, experiment: dict):
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     experiments = load_experiments(path)
-    assert experiments and all(e.run == "PPO" and e.env in ("vmas", "bucket_brigade") for e in experiments)
+    assert experiments and all(e.run == "PPO" and e.env in ("vmas", "bucket_brigade", "unity") for e in experiments)
 
 
 def test_old_key_names_are_translated_with_a_note(tmp_path):

@@ -1,0 +1,229 @@
+"""The Unity path: the real mlagents_envs (gRPC) driving the stand-in game, the RLlib env, Xvfb, faults, errors.
+
+The stand-in game (envs/unity/standin/) is launched and driven exactly like a Unity player build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+from conftest import REPO, processes_mentioning, read_results, run_train, trial_dirs, write_yaml
+from envs.unity import pb_compat, unity_env
+from envs.unity.unity_env import GameError, UnityEnv, check_config
+from marlkit.errors import ConfigError
+from marlkit.spec import load_experiments
+
+GAME = str(REPO / "envs" / "unity" / "standin" / "StandInDodgeball.x86_64")
+TEAM0, TEAM1 = "Dodgeball?team=0", "Dodgeball?team=1"
+
+
+def game_processes(env: UnityEnv) -> list[int]:
+    return processes_mentioning(f"--mlagents-port\x00{unity_env.BASE_PORT + env.worker_id}")
+
+
+@pytest.fixture
+def make_env():
+    """UnityEnv factory; every env is closed after the test and its game must be gone."""
+    made = []
+
+    def make(**config):
+        env = UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10, **config})
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        port_processes = game_processes(env)
+        env.close()
+        deadline = time.monotonic() + 15
+        while any(pid in game_processes(env) for pid in port_processes) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not game_processes(env), f"game of worker {env.worker_id} still running"
+
+
+def test_protobuf_modules_load_under_the_stacks_protobuf():
+    import google.protobuf
+
+    pb_compat.install()
+    from mlagents_envs.communicator_objects.agent_info_pb2 import AgentInfoProto
+    from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto
+
+    assert int(google.protobuf.__version__.split(".")[0]) >= 5
+    message = UnityRLOutputProto()
+    message.agentInfos["B"].value.extend([AgentInfoProto(id=3, reward=1.5, action_mask=[True, False])])
+    again = UnityRLOutputProto.FromString(message.SerializeToString())
+    assert again.agentInfos["B"].value[0].id == 3 and list(again.agentInfos["B"].value[0].action_mask) == [True, False]
+
+
+def test_spaces_come_from_the_games_behavior_specs(make_env):
+    env = make_env()
+    assert env.possible_agents == [f"{TEAM0}_1", f"{TEAM0}_2", f"{TEAM1}_3", f"{TEAM1}_4"]
+    obs_space = env.observation_spaces[f"{TEAM1}_3"]
+    assert obs_space == gym.spaces.Tuple((gym.spaces.Box(-np.inf, np.inf, (12,), np.float32),
+                                          gym.spaces.Box(-np.inf, np.inf, (16, 16, 1), np.float32)))  # HWC
+    assert env.action_spaces[f"{TEAM0}_1"] == gym.spaces.Tuple((gym.spaces.Box(-1, 1, (2,), np.float32),
+                                                                gym.spaces.Discrete(2)))
+    vector_only = make_env(observations="vector")
+    assert vector_only.observation_spaces[f"{TEAM0}_1"] == gym.spaces.Box(-np.inf, np.inf, (12,), np.float32)
+    check_multiagent_environments(vector_only)
+
+
+def play_episode(env: UnityEnv, action) -> tuple[int, dict, dict, dict]:
+    obs, infos = env.reset()
+    returns, steps, ended = {}, 0, {}
+    while True:
+        obs, rewards, terminated, truncated, infos = env.step({agent: action(agent) for agent in obs})
+        steps += 1
+        for agent, reward in rewards.items():
+            returns[agent] = returns.get(agent, 0.0) + reward
+        for agent in obs:
+            if terminated.get(agent) or truncated.get(agent):
+                ended[agent] = "terminated" if terminated.get(agent) else "truncated"
+        if terminated["__all__"] or truncated["__all__"]:
+            return steps, returns, ended, infos
+
+
+def test_parameters_reach_the_game_and_interrupted_episodes_truncate(make_env, tmp_path):
+    env = make_env(parameters={"episode_length": 5, "hit_probability": 0}, log_folder=str(tmp_path / "logs"))
+    for _ in range(2):
+        steps, returns, ended, _ = play_episode(env, lambda agent: (np.zeros(2, np.float32), 0))
+        assert steps == 5  # nobody can be hit: every episode is interrupted after episode_length steps
+        assert set(ended.values()) == {"truncated"} and len(ended) == 4
+        assert all(value == 0 for value in returns.values())
+    (log,) = (tmp_path / "logs").glob("Player-*.log")
+    assert log.name == f"Player-{env.worker_id}.log" and "StandInDodgeball starting" in log.read_text()
+
+
+def test_agents_finish_at_different_times_with_group_rewards_and_masks(make_env):
+    env = make_env(parameters={"hit_probability": 1, "agents_per_team": 3, "episode_length": 200}, seed=3)
+    obs, infos = env.reset()
+    assert len(obs) == 6 and all(info["action_mask"].tolist() == [False, False] for info in infos.values())
+    throw = lambda agent: (np.zeros(2, np.float32), 1)  # noqa: E731
+    obs, rewards, terminated, truncated, infos = env.step({agent: throw(agent) for agent in obs})
+    still_in = [agent for agent in obs if agent not in terminated]
+    assert all(infos[agent]["action_mask"].tolist() == [False, True] for agent in still_in)  # throw recharging
+    steps, returns, ended, _ = play_episode(env, throw)
+    assert set(ended.values()) == {"terminated"}
+    winners = [agent for agent, value in returns.items() if value > 0.5]
+    losers = [agent for agent, value in returns.items() if value < -0.05]
+    assert winners and losers, returns
+    assert len({agent.split("_")[0] for agent in winners}) == 1  # the group reward +1 went to one team
+
+
+def test_rendering_game_gets_its_own_xvfb_which_stops_with_the_env(make_env, monkeypatch):
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb): cannot test the virtual display")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    env = make_env(no_graphics=False, display="auto", width=320, height=240)
+    xvfb_pid = env._xvfb.proc.pid
+    assert os.environ["DISPLAY"] and processes_mentioning("Xvfb") and os.path.exists(f"/proc/{xvfb_pid}")
+    play_episode(env, lambda agent: (np.zeros(2, np.float32), 1))
+    env.close()
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{xvfb_pid}") or open(f"/proc/{xvfb_pid}/stat").read().split()[2] == "Z"
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("crash_at_start", "failed at start: Environment shut down with return code 3"),
+    ("version_mismatch", "failed at start: The communication API version is not compatible"),
+])
+def test_games_that_fail_at_start_give_one_line_errors(fault, message, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAULT", fault)
+    before = set(processes_mentioning("dodgeball_game.py"))
+    with pytest.raises(GameError, match=message):
+        UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10})
+    assert set(processes_mentioning("dodgeball_game.py")) <= before
+
+
+def test_crash_and_hang_mid_episode(make_env, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAULT", "crash_at_step:3")
+    env = make_env()
+    env.reset()
+    with pytest.raises(GameError, match="failed at step: Environment shut down with return code 3"):
+        for _ in range(3):
+            env.step({})
+    monkeypatch.setenv("STANDIN_FAULT", "hang_at_step:2")
+    env = make_env()
+    env.reset()
+    start = time.monotonic()
+    with pytest.raises(GameError, match="did not answer within timeout_wait=10 s at step"):
+        for _ in range(2):
+            env.step({})
+    assert time.monotonic() - start < 40 and not game_processes(env)
+
+
+def test_a_port_taken_meanwhile_is_retried(make_env, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        busy_id = taken.getsockname()[1] - unity_env.BASE_PORT
+        ids = iter([busy_id])
+        real = unity_env.free_worker_id
+        monkeypatch.setattr(unity_env, "free_worker_id", lambda: next(ids, None) or real())
+        env = make_env()
+        assert env.worker_id != busy_id
+
+
+def test_config_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="env_config.file_name is required"):
+        check_config({})
+    with pytest.raises(ConfigError, match="no such file"):
+        check_config({"file_name": str(tmp_path / "Game.x86_64")})
+    not_executable = tmp_path / "Game.x86_64"
+    not_executable.write_text("")
+    with pytest.raises(ConfigError, match="is not executable; run: chmod \\+x"):
+        check_config({"file_name": str(not_executable)})
+    with pytest.raises(ConfigError, match="env_config.no_grafics is not a Unity setting"):
+        check_config({"file_name": GAME, "no_grafics": True})
+    with pytest.raises(ConfigError, match="display must be one of auto, xvfb, none"):
+        check_config({"file_name": GAME, "display": "x11"})
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="no display: install Xvfb"):
+        check_config({"file_name": GAME, "no_graphics": False})
+
+
+def test_relative_file_name_is_resolved_at_load_and_policies_default_per_behavior(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    (experiment,) = load_experiments(REPO / "config" / "dodgeball-ppo-fcnet.yaml")
+    assert experiment.config["env_config"]["file_name"] == GAME
+    assert experiment.policy_layout.policy_for(f"{TEAM1}_7") == "Dodgeball"
+
+
+@pytest.mark.parametrize("config", ["dodgeball-ppo-fcnet", "dodgeball-ppo-convnet"])
+def test_dodgeball_configs_train_with_two_env_runners(config, tmp_path, ray_temp_dir):
+    run = run_train("-f", f"config/{config}.yaml", "--stop", "{training_iteration: 2}", "--local-dir", str(tmp_path),
+                    temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = trial_dirs(tmp_path / config)
+    results = read_results(trial)
+    assert [r["num_env_steps_sampled_lifetime"] for r in results] == [2000, 4000]
+    assert list(results[-1]["info"]["learner"]) == ["Dodgeball"]
+    assert results[-1]["num_healthy_workers"] == 2
+    assert not processes_mentioning("dodgeball_game.py")
+
+
+def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, monkeypatch):
+    config = write_yaml(tmp_path / "crash.yaml", {"crashy": {
+        "run": "PPO", "env": "unity", "stop": {"training_iteration": 3},
+        "config": {
+            "env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector", "timeout_wait": 10},
+            "num_env_runners": 2, "num_cpus_per_env_runner": 0.5, "train_batch_size": 600, "minibatch_size": 200,
+            "num_epochs": 1, "restart_failed_env_runners": True, "max_num_env_runner_restarts": 20,
+            "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
+        },
+    }})
+    monkeypatch.setenv("STANDIN_FAULT", "crash_at_step:400")  # every game crashes after 400 steps
+    run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = trial_dirs(tmp_path / "crashy")
+    results = read_results(trial)
+    assert [r["training_iteration"] for r in results] == [1, 2, 3]
+    assert "failed at step: Environment shut down with return code 3" in run.stdout + run.stderr  # games did crash
