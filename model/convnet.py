@@ -9,6 +9,7 @@
 Observations are channels-last and are permuted to torch's channels-first inside the model; uint8 images are
 scaled to [0, 1]. A Tuple observation (e.g. a Unity game's depth image and vector) works too: its first image goes
 through the convolutions, and every other component is flattened and joins the conv features before the hidden layer.
+Observations may carry a discrete action mask (marlkit/masking.py): masked actions are never sampled.
 
 Example (YAML):
     model:
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
+from marlkit import masking
+
 
 class CustomModel(TorchModelV2, nn.Module):
     def __init__(self, obs_space, action_space, num_outputs, model_config, name,
@@ -30,7 +33,7 @@ class CustomModel(TorchModelV2, nn.Module):
         nn.Module.__init__(self)
         if not len(channels) == len(kernels) == len(strides):
             raise ValueError("channels, kernels and strides must have the same length")
-        original = getattr(obs_space, "original_space", obs_space)
+        original, self._masked = masking.split_space(obs_space)
         parts = list(original.spaces) if isinstance(original, gym.spaces.Tuple) else [original]
         images = [i for i, part in enumerate(parts) if len(part.shape) == 3]
         if not images:
@@ -54,11 +57,12 @@ class CustomModel(TorchModelV2, nn.Module):
         self._features = None
 
     def forward(self, input_dict, state, seq_lens):
-        parts = list(input_dict["obs"]) if self._tuple else [input_dict["obs"]]
+        observations, mask = masking.split_obs(input_dict["obs"], self._masked)
+        parts = list(observations) if self._tuple else [observations]
         images = parts.pop(self._image).float() * self._scale
         features = [self.conv(images.permute(0, 3, 1, 2))] + [part.float().flatten(1) for part in parts]
         self._features = self.trunk(torch.cat(features, dim=1))
-        return self.policy_head(self._features), state
+        return masking.apply_mask(self.policy_head(self._features), mask), state
 
     def value_function(self):
         return self.value_head(self._features).squeeze(1)

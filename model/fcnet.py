@@ -5,16 +5,20 @@
     activation   "tanh" (default), "relu" or "elu"
     vf_share_layers  whether the value head reads the policy trunk (default false: separate value trunk)
 
+Observations may carry a discrete action mask (marlkit/masking.py): masked actions are never sampled.
+
 Example (YAML):
     model:
       custom_model: fcnet
       custom_model_config: {hiddens: [64, 64], activation: tanh}
 """
 
-import numpy as np
+import gymnasium as gym
 import torch
 from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+
+from marlkit import masking
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -34,7 +38,8 @@ class CustomModel(TorchModelV2, nn.Module):
         nn.Module.__init__(self)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        in_size = int(np.prod(obs_space.shape))
+        observations, self._masked = masking.split_space(obs_space)
+        in_size = gym.spaces.flatdim(observations)
         self.policy_trunk, out_size = mlp(in_size, hiddens, activation)
         self.policy_head = nn.Linear(out_size, num_outputs)
         self.value_trunk = None if vf_share_layers else mlp(in_size, hiddens, activation)[0]
@@ -43,10 +48,15 @@ class CustomModel(TorchModelV2, nn.Module):
         self._value_features = None
 
     def forward(self, input_dict, state, seq_lens):
-        obs = input_dict["obs_flat"].float()
+        if self._masked:
+            observations, mask = masking.split_obs(input_dict["obs"], True)
+            parts = observations if isinstance(observations, (tuple, list)) else [observations]
+            obs = torch.cat([part.float().flatten(1) for part in parts], dim=1)
+        else:
+            obs, mask = input_dict["obs_flat"].float(), None
         self._features = self.policy_trunk(obs)
         self._value_features = self._features if self.value_trunk is None else self.value_trunk(obs)
-        return self.policy_head(self._features), state
+        return masking.apply_mask(self.policy_head(self._features), mask), state
 
     def value_function(self):
         return self.value_head(self._value_features).squeeze(1)

@@ -59,6 +59,23 @@ def test_convnet_takes_an_image_and_a_vector_together():
     assert not torch.allclose(logits, changed), "the vector part does not reach the output"
 
 
+@pytest.mark.parametrize("name", ["fcnet", "convnet"])
+def test_models_never_pick_masked_actions(name):
+    from marlkit import masking
+
+    image = gym.spaces.Box(0, 1, (8, 8, 1), np.float32)
+    inner = gym.spaces.Tuple((gym.spaces.Box(-1, 1, (4,), np.float32), image))
+    original = masking.wrap_space(inner, 3)
+    obs_space = gym.spaces.Box(-1, 1, (3 + 4 + 64,), np.float32)
+    obs_space.original_space = original
+    kwargs = {"channels": [4], "kernels": [3], "strides": [2], "hidden": 8} if name == "convnet" else {"hiddens": [8]}
+    model = models.load_model(name)(obs_space, gym.spaces.Discrete(3), 3, {}, name, **kwargs)
+    obs = {"observations": (torch.randn(6, 4), torch.rand(6, 8, 8, 1)),
+           "action_mask": torch.tensor([[1.0, 0.0, 1.0]] * 6)}
+    logits, _ = model({"obs": obs}, [], None)
+    assert (logits[:, 1] < -1e30).all() and (logits[:, [0, 2]].abs() < 1e3).all()
+
+
 def test_missing_model_lists_what_model_dir_has(model_dir):
     (model_dir / "mlp.py").write_text("")
     with pytest.raises(ConfigError, match="custom_model 'mpl'.*did you mean 'mlp'.*model/ has: mlp"):

@@ -13,6 +13,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import REPO, processes_mentioning, read_results, run_train, trial_dirs, write_yaml
@@ -76,6 +77,21 @@ def test_spaces_come_from_the_games_behavior_specs(make_env):
     check_multiagent_environments(vector_only)
 
 
+def test_action_and_observation_specs_map_to_rllib_spaces():
+    pb_compat.install()
+    from mlagents_envs.base_env import ActionSpec, ObservationSpec, DimensionProperty, ObservationType
+
+    assert unity_env.action_space(ActionSpec(3, ())) == gym.spaces.Box(-1, 1, (3,), np.float32)
+    assert unity_env.action_space(ActionSpec(0, (5,))) == gym.spaces.Discrete(5)
+    assert unity_env.action_space(ActionSpec(0, (3, 3, 2))) == gym.spaces.MultiDiscrete([3, 3, 2])
+    assert unity_env.action_space(ActionSpec(2, (3, 2))) == gym.spaces.Tuple(
+        (gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.MultiDiscrete([3, 2])))
+    camera = ObservationSpec((3, 84, 64), (DimensionProperty.UNSPECIFIED,) * 3, ObservationType.DEFAULT, "Camera")
+    assert unity_env.observation_space(camera).shape == (84, 64, 3)  # channels last
+    assert unity_env.behavior_policy("Striker?team=1_12") == "Striker"
+    assert unity_env.behavior_policy("Walker_3") == "Walker"
+
+
 def play_episode(env: UnityEnv, action) -> tuple[int, dict, dict, dict]:
     obs, infos = env.reset()
     returns, steps, ended = {}, 0, {}
@@ -116,6 +132,17 @@ def test_agents_finish_at_different_times_with_group_rewards_and_masks(make_env)
     losers = [agent for agent, value in returns.items() if value < -0.05]
     assert winners and losers, returns
     assert len({agent.split("_")[0] for agent in winners}) == 1  # the group reward +1 went to one team
+
+
+def test_action_masks_in_observations(make_env):
+    env = make_env(action_masks=True, observations="vector", parameters={"hit_probability": 0})
+    space = env.observation_spaces[f"{TEAM0}_1"]
+    assert isinstance(space, gym.spaces.Dict) and space["action_mask"].shape == (2,)
+    check_multiagent_environments(env)
+    obs, _ = env.reset()
+    assert obs[f"{TEAM0}_1"]["action_mask"].tolist() == [1.0, 1.0]
+    obs, *_ = env.step({agent: (np.zeros(2, np.float32), 1) for agent in obs})
+    assert all(o["action_mask"].tolist() == [1.0, 0.0] for o in obs.values())  # throw recharging: not allowed
 
 
 def test_rendering_game_gets_its_own_xvfb_which_stops_with_the_env(make_env, monkeypatch):
@@ -199,15 +226,19 @@ def test_relative_file_name_is_resolved_at_load_and_policies_default_per_behavio
 
 @pytest.mark.parametrize("config", ["dodgeball-ppo-fcnet", "dodgeball-ppo-convnet"])
 def test_dodgeball_configs_train_with_two_env_runners(config, tmp_path, ray_temp_dir):
-    run = run_train("-f", f"config/{config}.yaml", "--stop", "{training_iteration: 2}", "--local-dir", str(tmp_path),
-                    temp_dir=ray_temp_dir)
+    shipped = yaml.safe_load((REPO / "config" / f"{config}.yaml").read_text())
+    shipped[config]["config"]["env_config"]["log_folder"] = str(tmp_path / "game-logs")  # marks this test's games
+    run = run_train("-f", str(write_yaml(tmp_path / "exp.yaml", shipped)), "--stop", "{training_iteration: 2}",
+                    "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
     (trial,) = trial_dirs(tmp_path / config)
     results = read_results(trial)
     assert [r["num_env_steps_sampled_lifetime"] for r in results] == [2000, 4000]
     assert list(results[-1]["info"]["learner"]) == ["Dodgeball"]
     assert results[-1]["num_healthy_workers"] == 2
-    assert not processes_mentioning("dodgeball_game.py")
+    logs = sorted((tmp_path / "game-logs").glob("Player-*.log"))
+    assert len(logs) >= 3  # the two env runners' games and the trial's own (RLlib's local env runner)
+    assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running after train.py ended"
 
 
 def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, monkeypatch):

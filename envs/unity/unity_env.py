@@ -13,13 +13,16 @@ Ray 2.60 ships no Unity wrapper; this one drives the real `mlagents_envs.UnityEn
     seed          seed sent to the game (default 0).
     parameters    environment parameters sent to the game (a mapping of name -> number), read by the game at reset.
     observations  all (default), vector (rank-1 observations only) or visual (images only).
+    action_masks  true: behaviors with discrete actions observe Dict(observations=..., action_mask=...) (1 = allowed;
+                  marlkit/masking.py), which the models in model/ apply (default false: masks only in infos).
 
 Agents are `<behavior>_<agent id>` (e.g. `Dodgeball?team=1_3`). Observations follow the game's behavior specs: one
 observation is a Box, several a Tuple (images channels-last (H, W, C) for CNNs). Actions: continuous -> Box(-1, 1),
 one discrete branch -> Discrete, several -> MultiDiscrete, hybrid -> Tuple(Box, Discrete/MultiDiscrete).
 Reward = the agent's reward + its group reward. An agent's episode ends when the game reports it done (interrupted ->
 truncated); the RLlib episode ends when every agent in it is done, and the game's auto-reset observations of that
-same message start the next one. Discrete action masks are passed in `infos[agent]["action_mask"]`.
+same message start the next one. The game's discrete action masks (True = unavailable, ML-Agents' convention) are in
+`infos[agent]["action_mask"]`, and in the observations with `action_masks: true`.
 
 Each env gets its own worker id, so its own port (5005 + worker id, picked free), and many runners and trials share
 a node.
@@ -37,10 +40,11 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from envs.unity import pb_compat
+from marlkit import masking
 from marlkit.errors import ConfigError
 
 KEYS = ("file_name", "no_graphics", "display", "width", "height", "log_folder", "timeout_wait", "time_scale", "seed",
-        "parameters", "observations")
+        "parameters", "observations", "action_masks")
 DISPLAYS = ("auto", "xvfb", "none")
 OBSERVATIONS = ("all", "vector", "visual")
 BASE_PORT = 5005
@@ -187,18 +191,25 @@ class UnityEnv(MultiAgentEnv):
             self.close()
             raise
         self._which = config.get("observations", "all")
+        self._action_masks = bool(config.get("action_masks", False))
         self._specs = dict(self._unity.behavior_specs)
         self._observation_spaces = {}
         self._action_spaces = {}
         for behavior, spec in self._specs.items():
             obs = [observation_space(s) for s in spec.observation_specs if self._keep(s)]
-            self._observation_spaces[behavior] = obs[0] if len(obs) == 1 else gym.spaces.Tuple(obs)
+            space = obs[0] if len(obs) == 1 else gym.spaces.Tuple(obs)
+            if self._masked(spec):
+                space = masking.wrap_space(space, int(sum(spec.action_spec.discrete_branches)))
+            self._observation_spaces[behavior] = space
             self._action_spaces[behavior] = action_space(spec.action_spec)
         self._pending, _ = self._collect()  # the first observations, returned by reset()
         self.possible_agents = sorted(self._pending)
         self.agents = list(self.possible_agents)
         self.observation_spaces = {a: self._observation_spaces[self._behavior(a)] for a in self.possible_agents}
         self.action_spaces = {a: self._action_spaces[self._behavior(a)] for a in self.possible_agents}
+
+    def _masked(self, spec) -> bool:
+        return self._action_masks and spec.action_spec.discrete_size > 0
 
     def _keep(self, obs_spec) -> bool:
         rank = len(obs_spec.shape)
@@ -213,11 +224,17 @@ class UnityEnv(MultiAgentEnv):
     def get_action_space(self, agent_id):
         return self._action_spaces[self._behavior(agent_id)]
 
-    def _observation(self, spec, batches, index):
+    def _observation(self, spec, batches, index, unavailable=None):
+        """One agent's observation; `unavailable`: its action mask (True = not allowed), None for terminal steps."""
         arrays = [np.asarray(batch[index], dtype=np.float32) for obs_spec, batch in zip(spec.observation_specs, batches)
                   if self._keep(obs_spec)]
         arrays = [np.transpose(a, (1, 2, 0)) if a.ndim == 3 else a for a in arrays]
-        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+        observation = arrays[0] if len(arrays) == 1 else tuple(arrays)
+        if not self._masked(spec):
+            return observation
+        size = int(sum(spec.action_spec.discrete_branches))
+        allowed = np.ones(size, np.float32) if unavailable is None else (~unavailable).astype(np.float32)
+        return {masking.OBSERVATIONS_KEY: observation, masking.MASK_KEY: allowed}
 
     def _collect(self):
         """The game's current message by agent id: decisions {id: (obs, reward, info)} and terminals
@@ -234,7 +251,8 @@ class UnityEnv(MultiAgentEnv):
                 if decision.action_mask is not None:  # True = action unavailable (ML-Agents' convention)
                     info["action_mask"] = np.concatenate([mask[index] for mask in decision.action_mask])
                 reward = float(decision.reward[index] + decision.group_reward[index])
-                decisions[f"{behavior}_{agent}"] = (self._observation(spec, decision.obs, index), reward, info)
+                observation = self._observation(spec, decision.obs, index, info.get("action_mask"))
+                decisions[f"{behavior}_{agent}"] = (observation, reward, info)
         return decisions, terminals
 
     def reset(self, *, seed=None, options=None):
@@ -246,8 +264,6 @@ class UnityEnv(MultiAgentEnv):
         return {a: d[0] for a, d in decisions.items()}, {a: d[2] for a, d in decisions.items()}
 
     def step(self, action_dict):
-        from mlagents_envs.base_env import ActionTuple
-
         for behavior, spec in self._specs.items():
             decision, _ = self._unity.get_steps(behavior)
             if not len(decision):
@@ -311,5 +327,8 @@ class UnityEnv(MultiAgentEnv):
     def close(self) -> None:
         unity, self._unity = getattr(self, "_unity", None), None
         if unity is not None:
-            unity.close()  # waits timeout_wait for the game to quit, then kills it
+            process = unity._process
+            unity.close()  # waits timeout_wait for the game to quit, then kills it (without reaping it)
+            if process is not None:
+                process.wait(timeout=10)
         self._stop_display()
