@@ -245,7 +245,8 @@ def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, mo
     config = write_yaml(tmp_path / "crash.yaml", {"crashy": {
         "run": "PPO", "env": "unity", "stop": {"training_iteration": 3},
         "config": {
-            "env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector", "timeout_wait": 10},
+            "env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector", "timeout_wait": 10,
+                           "log_folder": str(tmp_path / "game-logs")},
             "num_env_runners": 2, "num_cpus_per_env_runner": 0.5, "train_batch_size": 600, "minibatch_size": 200,
             "num_epochs": 1, "restart_failed_env_runners": True, "max_num_env_runner_restarts": 20,
             "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
@@ -258,3 +259,7 @@ def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, mo
     results = read_results(trial)
     assert [r["training_iteration"] for r in results] == [1, 2, 3]
     assert "failed at step: Environment shut down with return code 3" in run.stdout + run.stderr  # games did crash
+    deadline = time.monotonic() + 10  # games of killed env runners die with them (SIGKILL on parent death)
+    while processes_mentioning(str(tmp_path / "game-logs")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(str(tmp_path / "game-logs")), "games outlived their env runners"

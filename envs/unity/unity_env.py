@@ -48,6 +48,7 @@ KEYS = ("file_name", "no_graphics", "display", "width", "height", "log_folder", 
 DISPLAYS = ("auto", "xvfb", "none")
 OBSERVATIONS = ("all", "vector", "visual")
 BASE_PORT = 5005
+LAUNCHER = Path(__file__).resolve().parent / "launch_game.sh"  # ties the game's life to its env runner's
 PORT_ATTEMPTS = 3
 
 
@@ -176,8 +177,9 @@ class UnityEnv(MultiAgentEnv):
             for attempt in range(PORT_ATTEMPTS):
                 self.worker_id = free_worker_id()
                 try:
+                    os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
                     self._unity = self._game_call("start", lambda: UnityEnvironment(
-                        str(self._game), worker_id=self.worker_id, base_port=BASE_PORT,
+                        str(LAUNCHER), worker_id=self.worker_id, base_port=BASE_PORT,
                         seed=int(config.get("seed", 0)), no_graphics=bool(config.get("no_graphics", False)),
                         timeout_wait=self._timeout, side_channels=[engine, parameters],
                         log_folder=str(Path(log_folder).resolve()) if log_folder else None,
