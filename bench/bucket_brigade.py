@@ -48,9 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpu-minutes", type=float, default=10.0, help="CPU time budget of each PPO run")
     parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
+    args.scenarios = args.scenarios.split(",")
     try:
-        get_scenario(args.scenario)
-        args.scenarios = [get_scenario(name) and name for name in args.scenarios.split(",")]
+        for name in [args.scenario, *args.scenarios]:
+            get_scenario(name)
     except ValueError as error:
         parser.error(str(error))
     return args

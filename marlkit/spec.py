@@ -220,12 +220,13 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config, notes = translate_config(name, run, config)
     config["env"] = env
     config.update(OLD_STACK_ONLY)
-    if env in ENVS and ENVS[env].batched:
+    entry = ENVS.get(env)
+    if entry and entry.batched:
         _sync_batched_num_envs(name, config, notes)
-    if env in ENVS and ENVS[env].torch_device:
+    if entry and entry.torch_device:
         _default_env_device(config)
-    if env in ENVS and ENVS[env].absolute_paths and isinstance(config.get("env_config"), dict):
-        config["env_config"] = ENVS[env].absolute_paths(config["env_config"])
+    if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
+        config["env_config"] = entry.absolute_paths(config["env_config"])
     layout = _check_env_and_models(name, env, config)
     experiment = Experiment(
         name=name,

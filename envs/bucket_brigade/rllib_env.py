@@ -32,12 +32,13 @@ from ray.rllib.policy.policy import Policy
 from ray.rllib.policy.sample_batch import SampleBatch
 
 from envs.bucket_brigade import heuristics
-from envs.bucket_brigade.native import VecEnv
+from envs.bucket_brigade.native import VecEnv, check_sizes
 from envs.bucket_brigade.scenarios import SCENARIOS, Scenario, obs_layout
 from marlkit.errors import ConfigError, closest
 
 WRAPPER_KEYS = ("scenario", "num_agents", "max_nights", "seed", "reward_scale")
 SCENARIO_KEYS = tuple(name for name in Scenario.__dataclass_fields__)
+DEFAULT_AGENTS, DEFAULT_MAX_NIGHTS = 4, 100
 FEATURE_SCALES = np.array([1, 1, 100, 100, 1, 1, 20, 10, 100, 100, 100, 100], dtype=np.float32)
 
 
@@ -47,10 +48,10 @@ def check_config(env_config: dict) -> None:
     scale = env_config.get("reward_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
         raise ConfigError(f"env_config.reward_scale must be a number > 0, got {scale!r}")
-    for key in ("num_agents", "max_nights"):
-        value = env_config.get(key, 4 if key == "num_agents" else 100)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"env_config.{key} must be a whole number >= 1, got {value!r}")
+    try:
+        check_sizes(1, env_config.get("num_agents", DEFAULT_AGENTS), env_config.get("max_nights", DEFAULT_MAX_NIGHTS))
+    except ValueError as error:
+        raise ConfigError(f"env_config.{error}") from None
 
 
 def build_scenario(env_config: dict) -> Scenario:
@@ -74,8 +75,8 @@ class BucketBrigadeEnv(MultiAgentEnv):
         env_config = dict(env_config or {})
         check_config(env_config)
         self.scenario = build_scenario(env_config)
-        num_agents = env_config.get("num_agents", 4)
-        self.max_nights = env_config.get("max_nights", 100)
+        num_agents = env_config.get("num_agents", DEFAULT_AGENTS)
+        self.max_nights = env_config.get("max_nights", DEFAULT_MAX_NIGHTS)
         self._seed = env_config.get("seed")
         self.reward_scale = float(env_config.get("reward_scale", 1.0))
         self._game = VecEnv(self.scenario, 1, num_agents, seed=self._seed or 0, max_nights=self.max_nights)

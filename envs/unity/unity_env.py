@@ -119,9 +119,14 @@ def free_worker_id() -> int:
             return port - BASE_PORT
 
 
+def behavior_of(agent_id: str) -> str:
+    """The behavior name of an agent id `<behavior>_<id>`."""
+    return agent_id.rsplit("_", 1)[0]
+
+
 def behavior_policy(agent_id: str) -> str:
     """The default policy of an agent: its behavior name without the team suffix (`Striker?team=1_3` -> `Striker`)."""
-    return agent_id.rsplit("_", 1)[0].split("?", 1)[0]
+    return behavior_of(agent_id).split("?", 1)[0]
 
 
 def observation_space(spec) -> gym.Space:
@@ -151,6 +156,7 @@ class UnityEnv(MultiAgentEnv):
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's INFO lines (GOAWAY at close) are noise here
         pb_compat.install()
         from mlagents_envs.environment import UnityEnvironment
+        from mlagents_envs.exception import UnityWorkerInUseException
         from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
         from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
@@ -168,16 +174,14 @@ class UnityEnv(MultiAgentEnv):
         log_folder = config.get("log_folder")
         if log_folder:
             Path(log_folder).mkdir(parents=True, exist_ok=True)
-        from mlagents_envs.exception import UnityWorkerInUseException
-
         self._game = executable(config["file_name"])
+        os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
         self._timeout = int(config.get("timeout_wait", 60))
         self._unity = None
         try:
             for attempt in range(PORT_ATTEMPTS):
                 self.worker_id = free_worker_id()
                 try:
-                    os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
                     self._unity = self._game_call("start", lambda: UnityEnvironment(
                         str(LAUNCHER), worker_id=self.worker_id, base_port=BASE_PORT,
                         seed=int(config.get("seed", 0)), no_graphics=bool(config.get("no_graphics", False)),
@@ -207,8 +211,8 @@ class UnityEnv(MultiAgentEnv):
         self._pending, _ = self._collect()  # the first observations, returned by reset()
         self.possible_agents = sorted(self._pending)
         self.agents = list(self.possible_agents)
-        self.observation_spaces = {a: self._observation_spaces[self._behavior(a)] for a in self.possible_agents}
-        self.action_spaces = {a: self._action_spaces[self._behavior(a)] for a in self.possible_agents}
+        self.observation_spaces = {a: self.get_observation_space(a) for a in self.possible_agents}
+        self.action_spaces = {a: self.get_action_space(a) for a in self.possible_agents}
 
     def _masked(self, spec) -> bool:
         return self._action_masks and spec.action_spec.discrete_size > 0
@@ -217,14 +221,11 @@ class UnityEnv(MultiAgentEnv):
         rank = len(obs_spec.shape)
         return self._which == "all" or (rank == 1) == (self._which == "vector")
 
-    def _behavior(self, agent_id: str) -> str:
-        return agent_id.rsplit("_", 1)[0]
-
     def get_observation_space(self, agent_id):  # also for agents that appear later
-        return self._observation_spaces[self._behavior(agent_id)]
+        return self._observation_spaces[behavior_of(agent_id)]
 
     def get_action_space(self, agent_id):
-        return self._action_spaces[self._behavior(agent_id)]
+        return self._action_spaces[behavior_of(agent_id)]
 
     def _observation(self, spec, batches, index, unavailable=None):
         """One agent's observation; `unavailable`: its action mask (True = not allowed), None for terminal steps."""
@@ -305,13 +306,10 @@ class UnityEnv(MultiAgentEnv):
         """Runs a call into the game; ML-Agents' failures become one-line GameErrors (and the game is stopped)."""
         from mlagents_envs.exception import (
             UnityCommunicatorStoppedException, UnityEnvironmentException, UnityTimeOutException,
-            UnityWorkerInUseException,
         )
 
         try:
             return call()
-        except UnityWorkerInUseException:
-            raise
         except UnityTimeOutException:
             self.close()
             raise GameError(f"the game {self._game} did not answer within timeout_wait={self._timeout} s at {what} "
