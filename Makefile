@@ -11,7 +11,7 @@ STAMP := $(VENV)/.requirements-installed
 NATIVE := envs/bucket_brigade/native
 NATIVE_LIB := $(NATIVE)/target/release/libbucket_brigade_core.so
 
-.PHONY: setup xvfb train test
+.PHONY: setup xvfb slurm train test
 
 setup: $(STAMP) xvfb $(NATIVE_LIB)
 
@@ -25,6 +25,15 @@ xvfb:
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -qq xvfb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq xvfb >/dev/null; }; }; } \
 		|| echo "note: Xvfb is not installed and cannot be installed here (not root); recording needs EGL or a display"
+
+# A real Slurm for tests/test_slurm.py (Debian's packages; the test starts and stops its own daemons). Where we are
+# not root it is not installed and those tests skip, saying why.
+SLURM_PACKAGES := slurm-wlm slurmctld slurmd slurm-client munge
+slurm:
+	@{ command -v slurmctld && command -v munged; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& export DEBIAN_FRONTEND=noninteractive && { apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null; }; }; } \
+		|| echo "note: Slurm is not installed and cannot be installed here (not root); tests/test_slurm.py will skip"
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +49,6 @@ $(STAMP): requirements.txt
 train: setup
 	$(PY) train.py -f config/vmas-navigation-ppo.yaml --checkpoint-freq 10 --checkpoint-at-end --local-dir results
 
-test: setup
+test: setup slurm
 	cargo test --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
-	$(PY) -m pytest tests
+	$(PY) -m pytest -rs tests

@@ -34,6 +34,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, help="seed of episode i is seed + i (env and action sampling)")
     parser.add_argument("--local-mode", action="store_true", help="run everything in this process (for pdb)")
     parser.add_argument("--temp-dir", help="Ray session folder")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (default: $RAY_ADDRESS, else start one)")
+    parser.add_argument("--ray-num-nodes", type=int, help="wait (up to 120 s) until this many Ray nodes joined")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return parser.parse_args(argv)
 
@@ -59,7 +61,11 @@ def main(argv=None) -> int:
     out = args.out or str(checkpoint / "rollout")
     launch.check_writable(os.path.dirname(os.path.abspath(out)))
 
-    launch.start_ray(launch.RayOptions(num_cpus=num_workers + 1, temp_dir=args.temp_dir))
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    launch.start_ray(launch.RayOptions(
+        address=address, num_nodes=args.ray_num_nodes, num_cpus=None if address else num_workers + 1,
+        temp_dir=args.temp_dir,
+    ))
     algorithm = checkpoints.restore_for_evaluation(checkpoint, state, args.env, overrides, num_workers, args.num_gpus)
     settings = RolloutSettings(
         env=algorithm.config.env, env_config=dict(algorithm.config.env_config), episodes=args.episodes,

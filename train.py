@@ -33,6 +33,8 @@ def parse_args(argv):
     parser.add_argument("--local-mode", action="store_true",
                         help="run trials one by one in this process with no remote env runners (for pdb)")
     parser.add_argument("--seed", type=int, help="sets config.seed of every experiment")
+    parser.add_argument("--config", help="RLlib settings as JSON/YAML, deep-merged over every experiment's config, "
+                                         "e.g. '{num_env_runners: 4, env_config: {n_agents: 5}}'")
     parser.add_argument("--stop", help="stopping criteria as JSON/YAML, merged over the YAML's, "
                                        "e.g. '{training_iteration: 5}'")
     parser.add_argument("--wandb", choices=["online", "offline"],
@@ -44,12 +46,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     stop_override = parse_mapping("--stop", args.stop, "{training_iteration: 5}") if args.stop else {}
+    config_override = parse_mapping("--config", args.config, "{num_env_runners: 4}") if args.config else {}
 
     # Tune's classic progress reporter shows our columns (env steps/s); the newer one ignores them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from marlkit import launch, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
 
-    experiments = spec.load_experiments(args.config_file)
+    experiments = spec.load_experiments(args.config_file, config_override)
     for experiment in experiments:
         experiment.stop.update(spec.check_stop(experiment.name, stop_override))
         if args.checkpoint_freq is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 
@@ -28,6 +29,32 @@ class EnvStepsPerSecond(RLlibCallback):
         self._last_time = now
         steps = result.get("num_env_steps_sampled_this_iter", 0)
         result["env_steps_per_s"] = steps / elapsed if elapsed > 0 else 0.0
+
+
+def _this_node(_runner=None) -> str:
+    """The short (8 hex digits) id of the Ray node this runs on, as train.py prints the cluster's nodes."""
+    return ray.get_runtime_context().get_node_id()[:8]
+
+
+class RayPlacement(RLlibCallback):
+    """Adds `placement` to every result: the Ray node of the trial's learner and of each remote env runner
+    (`{"learner": "1887bb9e", "env_runners": "1887bb9e,5c01d2aa"}`, short node ids as train.py prints them).
+
+    Multi-node runs (Slurm) show where their work ran.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._placement = {}
+
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        runners = algorithm.env_runner_group.foreach_env_runner(_this_node, local_env_runner=False)
+        self._placement = {"learner": _this_node(), "env_runners": ",".join(runners)}
+        print(f"placement: learner on Ray node {self._placement['learner']}, env runners on "
+              f"{', '.join(runners) or 'the learner node (none remote)'}", flush=True)
+
+    def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
+        result["placement"] = dict(self._placement)
 
 
 class RestoreCheckpoint(RLlibCallback):

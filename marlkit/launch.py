@@ -29,7 +29,7 @@ from ray.tune.utils import flatten_dict
 
 from envs import ENVS
 from marlkit import models
-from marlkit.callbacks import EnvStepsPerSecond, EvaluationVideos, RestoreCheckpoint, bound_callback
+from marlkit.callbacks import EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback
 from marlkit.errors import ConfigError, closest
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -87,6 +87,9 @@ def start_ray(options: RayOptions) -> dict:
         f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs",
         flush=True,
     )
+    for node in nodes:
+        print(f"  node {node['NodeManagerHostname']} ({node['NodeManagerAddress']}, id {node['NodeID'][:8]}): "
+              f"{node['Resources'].get('CPU', 0):g} CPUs, {node['Resources'].get('GPU', 0):g} GPUs", flush=True)
     return resources
 
 
@@ -168,7 +171,7 @@ class MultiAgentResolver:
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     config = dict(experiment.config)
-    callbacks = [EnvStepsPerSecond]
+    callbacks = [EnvStepsPerSecond, RayPlacement]
     if restore:
         callbacks.append(bound_callback(RestoreCheckpoint, checkpoint=restore))
     if experiment.evaluation_videos:

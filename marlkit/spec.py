@@ -40,6 +40,7 @@ from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
 from ray.tune.search.variant_generator import generate_variants
+from ray.tune.utils import merge_dicts
 
 from envs import ENVS
 from marlkit import models
@@ -180,8 +181,14 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
 
 
-def load_experiments(path: str | Path) -> list[Experiment]:
-    """Reads and validates every experiment in a YAML file."""
+def load_experiments(path: str | Path, config_overrides: dict | None = None) -> list[Experiment]:
+    """Reads and validates every experiment in a YAML file.
+
+    Args:
+        path: the experiment YAML file.
+        config_overrides: RLlib settings deep-merged over every experiment's `config` before validation
+            (train.py --config), e.g. {"num_env_runners": 4, "env_config": {"n_agents": 5}}.
+    """
     document = read_yaml(path)
     if not isinstance(document, dict) or not document:
         raise ConfigError(f"{path} must map experiment names to experiments (name: {{run: ..., env: ..., config: ...}})")
@@ -191,6 +198,8 @@ def load_experiments(path: str | Path) -> list[Experiment]:
             f"{path}: top-level key '{flat_keys[0]}' belongs inside an experiment; nest the experiment under a name "
             f"(my-experiment: {{run: ..., env: ...}})"
         )
+    # In Ray 2.60 names, so that an old name in the overrides replaces the YAML's setting instead of clashing with it.
+    config_overrides = {RENAMED_CONFIG_KEYS.get(key, key): value for key, value in (config_overrides or {}).items()}
     experiments = []
     for name, body in document.items():
         if not isinstance(body, dict):
@@ -198,6 +207,8 @@ def load_experiments(path: str | Path) -> list[Experiment]:
                 f"{path}: top-level key '{name}' must be an experiment name mapping to {{run, env, stop, config, ...}}"
                 f"{closest(name, EXPERIMENT_KEYS)}"
             )
+        if config_overrides:
+            body = dict(body, config=merge_dicts(body.get("config") or {}, config_overrides))
         experiments.append(parse_experiment(str(name), body))
     return experiments
 

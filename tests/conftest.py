@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -29,16 +31,27 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def ray_session_folder():
+    """A short, unique Ray session folder; afterwards no process may still use it (a few seconds' grace for Ray's
+    own shutdown), and it is removed."""
+    folder = Path(f"/tmp/rt-{uuid.uuid4().hex[:8]}")
+    try:
+        yield folder
+    finally:
+        deadline = time.monotonic() + 10
+        while (leftovers := [p for p in processes_mentioning(str(folder)) if p != os.getpid()]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in leftovers:
+            os.kill(pid, 9)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert not leftovers, f"processes left running from {folder}: {leftovers}"
+
+
 @pytest.fixture
 def ray_temp_dir():
-    """A short, unique Ray session folder; after the test, no process may still use it."""
-    folder = Path(f"/tmp/rt-{uuid.uuid4().hex[:8]}")
-    yield folder
-    leftovers = [pid for pid in processes_mentioning(str(folder)) if pid != os.getpid()]
-    for pid in leftovers:
-        os.kill(pid, 9)
-    shutil.rmtree(folder, ignore_errors=True)
-    assert not leftovers, f"processes left running from {folder}: {leftovers}"
+    with ray_session_folder() as folder:
+        yield folder
 
 
 def train_command(*args: str, temp_dir: Path | None = None) -> list[str]:

@@ -89,6 +89,13 @@ def test_bad_stop_override(tmp_path):
     assert_one_line_error(run, "--stop must be a mapping")
 
 
+def test_bad_config_override(tmp_path):
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--config", "{num_env_runners: [", "--local-dir", str(tmp_path))
+    assert_one_line_error(run, "--config must be a mapping")
+    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--config", "{lrr: 0.1}", "--local-dir", str(tmp_path))
+    assert_one_line_error(run, "vmas-navigation-ppo.config.lrr is not an RLlib PPO setting")
+
+
 def test_gpus_the_cluster_does_not_have_fail_fast(tmp_path, ray_temp_dir):
     path = write_yaml(tmp_path / "gpu.yaml", experiment_with(config={"num_gpus": 1}))
     run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, timeout=120)

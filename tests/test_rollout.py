@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_script, tiny_experiment, trial_dirs, write_yaml
+from conftest import REPO, ray_session_folder, run_script, tiny_experiment, trial_dirs, write_yaml
 from marlkit.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
@@ -37,9 +37,9 @@ def trial(tmp_path_factory, model_dir):
     experiment = tiny_experiment(checkpoint_freq=1)
     experiment["config"]["model"]["custom_model"] = "mlp"
     config = write_yaml(root / "exp.yaml", {"rollout-test": experiment})
-    temp_dir = Path(f"/tmp/rt-rollout-{os.getpid()}")
-    run = run_script("train.py", "-f", str(config), "--local-dir", str(root / "results"), temp_dir=temp_dir,
-                     env={"MARLKIT_MODEL_DIR": str(model_dir)})
+    with ray_session_folder() as temp_dir:
+        run = run_script("train.py", "-f", str(config), "--local-dir", str(root / "results"), temp_dir=temp_dir,
+                         env={"MARLKIT_MODEL_DIR": str(model_dir)})
     assert run.returncode == 0, run.stderr[-3000:]
     (folder,) = trial_dirs(root / "results" / "rollout-test")
     return folder

@@ -24,6 +24,16 @@ def test_shipped_configs_are_valid(path):
     assert experiments and all(e.run == "PPO" and e.env in ("vmas", "bucket_brigade", "unity") for e in experiments)
 
 
+def test_config_overrides_merge_deeply_and_are_validated():
+    (loaded,) = load_experiments("config/vmas-navigation-ppo.yaml", {"num_workers": 3, "env_config": {"n_agents": 4}})
+    assert loaded.config["num_env_runners"] == 3  # old names are translated in overrides too
+    assert loaded.config["env_config"]["n_agents"] == 4 and loaded.config["env_config"]["scenario"] == "navigation"
+    assert loaded.config["lr"] == 0.0001  # the YAML's other settings stay
+    assert loaded.policy_layout.rllib_multiagent(VmasEnv({"scenario": "navigation", "n_agents": 4}))["policies"].keys() == {"shared"}
+    with pytest.raises(ConfigError, match="lrr is not an RLlib PPO setting"):
+        load_experiments("config/vmas-navigation-ppo.yaml", {"lrr": 0.1})
+
+
 def test_old_key_names_are_translated_with_a_note(tmp_path):
     experiment = tiny_experiment()
     config = experiment["config"]

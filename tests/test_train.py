@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import pickle
 import signal
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    REPO, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
+    REPO, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
 )
 
 
@@ -24,11 +23,11 @@ from conftest import (
 def default_run(tmp_path_factory):
     """The shipped default experiment, cut to two iterations, with Tune and one remote env runner."""
     results = tmp_path_factory.mktemp("default")
-    temp_dir = Path(f"/tmp/rt-default-{os.getpid()}")
-    run = run_train(
-        "-f", "config/vmas-navigation-ppo.yaml", "--stop", "{training_iteration: 2}", "--checkpoint-freq", "1",
-        "--local-dir", str(results), temp_dir=temp_dir,
-    )
+    with ray_session_folder() as temp_dir:
+        run = run_train(
+            "-f", "config/vmas-navigation-ppo.yaml", "--stop", "{training_iteration: 2}", "--checkpoint-freq", "1",
+            "--local-dir", str(results), temp_dir=temp_dir,
+        )
     return run, results / "vmas-navigation-ppo"
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, processes_mentioning, subprocess_env
+from conftest import REPO, ray_session_folder, subprocess_env
 from envs.vmas_env import VmasVectorEnv
 from sample_fragment import FRAGMENT, GAMMA, LAMBDA, MAX_STEPS, NUM_ENVS, SEED
 
@@ -20,13 +18,11 @@ from sample_fragment import FRAGMENT, GAMMA, LAMBDA, MAX_STEPS, NUM_ENVS, SEED
 def sampled(tmp_path_factory):
     """(batch, metrics, env_config) of one fragment from a real PPO algorithm's local BatchedVmasRunner."""
     out = tmp_path_factory.mktemp("runner") / "fragment.pkl"
-    temp_dir = f"/tmp/rt-runner-{os.getpid()}"
-    run = subprocess.run([sys.executable, str(REPO / "tests" / "sample_fragment.py"), str(out), temp_dir],
-                         cwd=REPO / "tests", env={**subprocess_env(), "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=600)
+    with ray_session_folder() as temp_dir:
+        run = subprocess.run([sys.executable, str(REPO / "tests" / "sample_fragment.py"), str(out), str(temp_dir)],
+                             cwd=REPO / "tests", env={**subprocess_env(), "PYTHONPATH": str(REPO)},
+                             capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert not processes_mentioning(temp_dir), "Ray processes left running"
-    shutil.rmtree(temp_dir, ignore_errors=True)
     with open(out, "rb") as file:
         return pickle.load(file)
 

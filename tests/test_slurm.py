@@ -1,0 +1,152 @@
+"""The LLSC/ templates on a real Slurm: two slurmd nodes on this machine, the README's sbatch commands, real Ray.
+
+Needs root and Debian's slurm-wlm + munge (`make test` installs them); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import pickle
+import re
+import shlex
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, read_results, trial_dirs
+from slurm_cluster import SlurmCluster, still_running, unavailable_reason
+
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no throw-away Slurm: {unavailable_reason()}")
+
+README_RESULTS = "results/slurm"  # the README's --local-dir prefix; the tests write below their own folder instead
+
+
+def readme_command(script: str) -> list[str]:
+    """The first sbatch line of the README's Slurm section that runs `script`, as argument list."""
+    section = REPO.joinpath("README.md").read_text().split("## Running on Slurm", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("sbatch ") and script in line]
+    return shlex.split(lines[0])
+
+
+def local_paths(command: list[str], results: Path) -> list[str]:
+    """The command with the README's results folder moved to `results` (globs expanded there)."""
+    moved = []
+    for arg in command:
+        arg = arg.replace(README_RESULTS, str(results))
+        if "*" in arg:
+            (arg,) = glob.glob(arg)
+        moved.append(arg)
+    return moved
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    base = Path(f"/tmp/slurm-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths live below it
+    cluster = SlurmCluster(base, nodes=2, cpus=2)
+    cluster.env["MARL_RAY_TMPDIR"] = str(base / "ray")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    assert not base.exists()
+
+
+@pytest.fixture(scope="module")
+def two_node_run(slurm, tmp_path_factory):
+    """The README's two-node training command, run once for the tests that read its results."""
+    folder = tmp_path_factory.mktemp("slurm")
+    command = local_paths(readme_command("LLSC/train_template.sh"), folder / "results")
+    output = folder / "job.out"
+    job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
+    state, exit_code = slurm.wait(job)
+    print(output.read_text()[-6000:])
+    return job, state, exit_code, output.read_text(), folder / "results"
+
+
+def printed_nodes(output: str) -> list[str]:
+    return re.findall(r"^  node \S+ \(\S+, id ([0-9a-f]{8})\): 2 CPUs, 0 GPUs$", output, re.MULTILINE)
+
+
+def test_training_spans_both_nodes(slurm, two_node_run):
+    job, state, exit_code, output, results = two_node_run
+    assert (state, exit_code) == ("COMPLETED", 0), output[-3000:]
+    assert slurm.job_record(job)["NodeList"] == "n[1-2]"
+    assert "Ray head on n1" in output and "Ray worker on n2: 2 CPUs, 0 GPUs" in output
+    assert "2 node(s), 4 CPUs, 0 GPUs" in output
+    nodes = printed_nodes(output)
+    assert len(set(nodes)) == 2, output[-3000:]
+    (trial,) = trial_dirs(results / "vmas-navigation-ppo")
+    rows = read_results(trial)
+    assert [r["training_iteration"] for r in rows] == [1, 2]
+    placement = rows[-1]["placement"]
+    runners = placement["env_runners"].split(",")
+    assert len(runners) == 3 and set(runners) == set(nodes), placement  # env runners ran on both nodes
+    assert placement["learner"] in nodes
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000000", "checkpoint_000001"]
+    assert (trial / "checkpoint_000001" / "algorithm_state.pkl").exists()
+    assert f"Ray cluster of job {job} stopped" in output
+    assert not list((slurm.base / "ray").glob(f"ray-{job}-*")), "a Ray session folder was left behind"
+
+
+def test_rollout_template_evaluates_the_checkpoint(slurm, two_node_run):
+    *_, results = two_node_run
+    command = local_paths(readme_command("LLSC/rollout_template.sh"), results)
+    output = results.parent / "rollout.out"
+    state, exit_code = slurm.wait(slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO))
+    print(output.read_text()[-3000:])
+    assert (state, exit_code) == ("COMPLETED", 0)
+    with open(results / "episodes.pkl", "rb") as file:
+        episodes = pickle.load(file)
+    assert len(episodes) == 2 and all(0 < len(steps) <= 100 for steps in episodes)  # max_steps: 100
+
+
+def test_array_template_runs_one_experiment_per_task(slurm, tmp_path):
+    command = readme_command("LLSC/array_template.sh")
+    command = [arg.replace("results/slurm-sweep", str(tmp_path / "sweep")) for arg in command]
+    output = tmp_path / "array-%a.out"
+    job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
+    # Both tasks run at once, one per node: two Ray clusters of two jobs on one host, each with its own ports.
+    assert [slurm.wait(f"{job}_{task}") for task in (0, 1)] == [("COMPLETED", 0), ("COMPLETED", 0)]
+    for seed in (0, 1):
+        (trial,) = trial_dirs(tmp_path / "sweep" / f"vmas-navigation-ppo-seed{seed}" / "vmas-navigation-ppo")
+        assert json.loads((trial / "params.json").read_text())["seed"] == seed
+        assert [r["training_iteration"] for r in read_results(trial)] == [1, 2]
+    logs = [(tmp_path / f"array-{task}.out").read_text() for task in (0, 1)]
+    assert "array task 0 of 2: config/vmas-navigation-ppo.yaml, seed 0" in logs[0]
+    assert "array task 1 of 2: config/vmas-navigation-ppo.yaml, seed 1" in logs[1]
+    assert len({re.search(r"Ray head on \S+ at (\S+);", log).group(1) for log in logs}) == 2
+
+
+def test_scancel_leaves_no_ray_process(slurm, tmp_path):
+    command = local_paths(readme_command("LLSC/train_template.sh"), tmp_path)
+    command = [arg if not arg.startswith("{training_iteration") else "{training_iteration: 100000}" for arg in command]
+    output = tmp_path / "job.out"
+    job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
+    deadline = time.monotonic() + 300
+    while "placement:" not in (output.read_text() if output.exists() else ""):  # the trial is training
+        assert time.monotonic() < deadline and not slurm.job_record(job), output.read_text()[-3000:]
+        time.sleep(0.5)
+    processes = slurm.job_processes(job)
+    assert len(processes) > 10  # slurmstepds, sruns, both raylets, the GCS, the trial, its env runners, train.py
+    slurm.run("scancel", job)
+    assert slurm.wait(job, timeout=120)[0] == "CANCELLED"
+    deadline = time.monotonic() + 30
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not still_running(processes), "processes of the cancelled job are still running"
+    for folder in (slurm.base / "ray").glob(f"ray-{job}-*"):  # a node killed before its cleanup leaves its folder
+        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+
+
+def test_failing_training_fails_the_job(slurm, tmp_path):
+    output = tmp_path / "job.out"
+    job = slurm.submit(["sbatch", "-N", "1", "-c", "2", f"--output={output}", "LLSC/train_template.sh",
+                        "-f", "config/no-such-experiment.yaml"], cwd=REPO)
+    assert slurm.wait(job) == ("FAILED", 2)
+    text = output.read_text()
+    assert "error: config file config/no-such-experiment.yaml does not exist" in text
+    assert f"Ray cluster of job {job} stopped" in text
+    assert not list((slurm.base / "ray").glob(f"ray-{job}-*"))
