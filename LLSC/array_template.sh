@@ -18,6 +18,7 @@
 #SBATCH --time=04:00:00
 #SBATCH --output=slurm-%x-%A_%a.out
 
+# shellcheck source=LLSC/ray_cluster.sh
 source "${MARL_REPO:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/LLSC/ray_cluster.sh" || exit 2
 
 configs="" seeds="" local_dir=results train_args=()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Ray on a Slurm allocation, sourced by the LLSC/*_template.sh batch scripts (not run on its own).
 #
 # marl_setup            finds the repository, loads modules and the virtual environment
@@ -25,7 +26,7 @@ marl_fail() {
 marl_setup() {
     export MARL_REPO=${MARL_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
     [[ -f $MARL_REPO/train.py ]] || marl_fail "$MARL_REPO holds no train.py; run sbatch from the repository root or set MARL_REPO"
-    cd "$MARL_REPO"
+    cd "$MARL_REPO" || marl_fail "cannot enter $MARL_REPO"
     if [[ -n ${MARL_MODULES:-} ]]; then
         # shellcheck disable=SC1091
         source /etc/profile

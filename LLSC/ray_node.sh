@@ -26,6 +26,7 @@ if ((memory_mb > 0)); then
     memory_args=(--memory=$((memory_mb * 1024 * 1024 * 7 / 10)) --object-store-memory=$((memory_mb * 1024 * 1024 * 3 / 10)))
 fi
 
+# shellcheck source=LLSC/ray_cluster.sh
 source "$MARL_REPO/LLSC/ray_cluster.sh"
 read -r node_manager object_manager metrics agent_http agent_grpc runtime_env client dashboard < <(marl_free_ports 8)
 args=(

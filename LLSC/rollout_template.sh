@@ -14,6 +14,7 @@
 #SBATCH --time=01:00:00
 #SBATCH --output=slurm-%x-%j.out
 
+# shellcheck source=LLSC/ray_cluster.sh
 source "${MARL_REPO:-$SLURM_SUBMIT_DIR}/LLSC/ray_cluster.sh" || exit 2
 marl_setup
 ray_cluster_start

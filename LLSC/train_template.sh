@@ -19,6 +19,7 @@
 # GPUs per node: add e.g. --gres=gpu:volta:1 (MIT SuperCloud) or --gpus-per-node=1; Ray gets them as --num-gpus.
 # Whole nodes: --exclusive (SuperCloud: -p xeon-p8 --exclusive -c 48).
 
+# shellcheck source=LLSC/ray_cluster.sh
 source "${MARL_REPO:-$SLURM_SUBMIT_DIR}/LLSC/ray_cluster.sh" || exit 2
 marl_setup
 ray_cluster_start
