@@ -98,6 +98,7 @@ class _VmasWorld:
         check_config(config)
         scenario_kwargs = {k: v for k, v in config.items() if k not in WRAPPER_KEYS}
         self._seed = config.get("seed")
+        self._scenario_name = config["scenario"]
         self._device = config.get("device", "cpu")
         if str(self._device).startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(
@@ -153,6 +154,18 @@ class _VmasWorld:
         truncated = truncated.cpu().numpy() & ~terminated
         infos = {aid: self._numpy(info) for aid, info in infos.items()}
         return self._numpy(observations), self._numpy(rewards), terminated, truncated, infos
+
+    def set_task(self, task: dict) -> None:
+        """Changes scenario parameters of the running worlds (a curriculum stage), e.g. {"pos_shaping_factor": 0}.
+
+        Only parameters the scenario keeps as attributes can change live; others raise ValueError.
+        """
+        scenario = self._world.scenario
+        for key, value in task.items():
+            if key in WRAPPER_KEYS or not hasattr(scenario, key):
+                raise ValueError(f"VMAS scenario '{self._scenario_name}' has no parameter "
+                                 f"'{key}' that can change while it runs")
+            setattr(scenario, key, value)
 
     @staticmethod
     def _numpy(per_agent: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.tune.utils import flatten_dict
 
 
 class EnvStepsPerSecond(RLlibCallback):
@@ -55,6 +57,42 @@ class RayPlacement(RLlibCallback):
 
     def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
         result["placement"] = dict(self._placement)
+
+
+class Curriculum(RLlibCallback):
+    """Moves the envs through the experiment's curriculum stages (YAML `curriculum`); set `metric` and `stages` with
+    `bound_callback`. Adds `curriculum_stage` (0-based) to every result.
+
+    The envs start at stage 0 (spec.py merges it into env_config). After a result whose `metric` reached the stage's
+    `until`, the next stage's env_config goes to every env of every env runner (training and evaluation) through the
+    env's `set_task`; the episodes running then finish under the new parameters (with VMAS navigation's shaping, their
+    next step's reward is the difference between the old and the new shaping). A restored or restarted trial starts
+    again at stage 0 and moves on as soon as the metric allows.
+    """
+
+    metric: str = "env_runners/episode_return_mean"
+    stages: tuple = ()
+
+    def __init__(self):
+        super().__init__()
+        self.stage = 0
+
+    def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
+        value = flatten_dict(result, delimiter="/").get(self.metric)
+        if self.stage < len(self.stages) - 1 and value is not None and value >= self.stages[self.stage]["until"]:
+            self.stage += 1
+            task = self.stages[self.stage]["env_config"]
+            groups = [algorithm.env_runner_group, getattr(algorithm, "eval_env_runner_group", None)]
+            for group in filter(None, groups):
+                group.foreach_env_runner(functools.partial(_set_task, task=task))
+            print(f"curriculum: {self.metric} = {value:.4g} reached {self.stages[self.stage - 1]['until']:g}; "
+                  f"stage {self.stage}: {task}", flush=True)
+        result["curriculum_stage"] = self.stage
+
+
+def _set_task(runner, task: dict) -> None:
+    if runner.env is not None:  # a trial's local runner may hold no env
+        runner.env.set_task(task)
 
 
 class RestoreCheckpoint(RLlibCallback):

@@ -29,7 +29,9 @@ from ray.tune.utils import flatten_dict
 
 from envs import ENVS
 from marlkit import models
-from marlkit.callbacks import EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback
+from marlkit.callbacks import (
+    Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
+)
 from marlkit.errors import ConfigError, closest
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -176,6 +178,9 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
         callbacks.append(bound_callback(RestoreCheckpoint, checkpoint=restore))
     if experiment.evaluation_videos:
         callbacks.append(bound_callback(EvaluationVideos, episodes=experiment.evaluation_videos))
+    if experiment.curriculum:
+        callbacks.append(bound_callback(Curriculum, metric=experiment.curriculum["metric"],
+                                        stages=tuple(experiment.curriculum["stages"])))
     user_callbacks = config.pop("callbacks", None)
     if user_callbacks is not None:
         callbacks.append(deserialize_type(user_callbacks, error=True) if isinstance(user_callbacks, str) else user_callbacks)

@@ -14,6 +14,11 @@ One or more experiments per file:
       max_failures: 0               # trial restarts after an error
       scheduler: {type: asha, metric: env_runners/episode_return_mean, mode: max, grace_period: 10}
       wandb: {project: my-project, mode: offline}
+      curriculum:                   # task parameters that change as the policy improves (envs with set_task)
+        metric: env_runners/episode_return_mean       # the default
+        stages:                     # env_config overrides; the next stage starts once metric >= until
+          - {env_config: {pos_shaping_factor: 1.0}, until: 2.0}
+          - {env_config: {pos_shaping_factor: 0.0}}
       config:                       # RLlib settings; {grid_search: [...]} works anywhere
         env_config: {scenario: navigation, n_agents: 3}
         num_workers: 2              # renamed keys of older Ray versions are translated
@@ -63,6 +68,7 @@ EXPERIMENT_KEYS = {
     "wandb": "Weights & Biases logging block",
     "local_dir": "results folder (the --local-dir flag overrides it)",
     "restore": "checkpoint to start the trials from",
+    "curriculum": "env_config stages that follow as a metric improves",
 }
 
 # Old RLlib config keys -> their Ray 2.60 names; translated with a note so existing YAML files keep working.
@@ -140,6 +146,7 @@ class Experiment:
     local_dir: str | None = None
     restore: str | None = None
     evaluation_videos: int = 0  # videos recorded after each evaluation (evaluation_config.record_video)
+    curriculum: dict | None = None  # {"metric": str, "stages": [{"env_config": {...}, "until": float}, ...]}
     notes: tuple[str, ...] = ()  # translations applied, shown to the user
 
     def build_scheduler(self):
@@ -238,7 +245,12 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         _default_env_device(config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
+    curriculum = _check_curriculum(name, body.get("curriculum"), config)
     layout = _check_env_and_models(name, env, config)
+    if curriculum:
+        if entry is None:
+            raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
+        _check_curriculum_tasks(name, entry, config, curriculum)
     experiment = Experiment(
         name=name,
         run=run,
@@ -257,6 +269,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         local_dir=body.get("local_dir"),
         restore=body.get("restore"),
         evaluation_videos=evaluation_videos,
+        curriculum=curriculum,
         notes=tuple(notes),
     )
     experiment.build_scheduler()  # catches bad distributions now, not after Ray started
@@ -359,8 +372,20 @@ def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
     if count > 1 and runner is not None and "env_runner_cls" not in config:
         if "callbacks" in config:
             notes.append(f"{name}: user callbacks get RLlib's stock sampler (per-episode hooks); sampling is slower")
+        elif _recurrent(config):
+            notes.append(f"{name}: recurrent models get RLlib's stock sampler (the batched runner is feed-forward "
+                         f"only); sampling is slower")
         else:
             config["env_runner_cls"] = runner
+
+
+def _recurrent(config: dict) -> bool:
+    """Whether any grid point's model keeps state between steps (a recurrent model file, use_lstm, use_attention)."""
+    for variant in config_variants(config):
+        model = variant.get("model") or {}
+        if model.get("use_lstm") or model.get("use_attention"):
+            return True
+    return any(models.is_recurrent(name) for name in custom_model_names(config))
 
 
 def _default_env_device(config: dict) -> None:
@@ -451,6 +476,51 @@ def _optional_positive_int(name: str, key: str, value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}.{key} must be a whole number >= 1, got {value!r}")
     return value
+
+
+def _check_curriculum(name: str, block, config: dict) -> dict | None:
+    """Validates the curriculum block and starts the env at its first stage (config.env_config updated)."""
+    if block is None:
+        return None
+    where = f"{name}.curriculum"
+    if not isinstance(block, dict) or not isinstance(block.get("stages"), list) or len(block["stages"]) < 2:
+        raise ConfigError(f"{where} must be a mapping with at least two stages: "
+                          f"{{stages: [{{env_config: {{...}}, until: 1.0}}, {{env_config: {{...}}}}]}}")
+    for key in block:
+        if key not in ("metric", "stages"):
+            raise ConfigError(f"{where}.{key} is not a curriculum key{closest(key, ['metric', 'stages'])}; known: metric, stages")
+    stages = []
+    for index, stage in enumerate(block["stages"]):
+        last = index == len(block["stages"]) - 1
+        if not isinstance(stage, dict) or not isinstance(stage.get("env_config"), dict) or set(stage) - {"env_config", "until"}:
+            raise ConfigError(f"{where}.stages[{index}] must be {{env_config: {{...}}{'' if last else ', until: <number>'}}}")
+        until = stage.get("until")
+        if not last and (isinstance(until, bool) or not isinstance(until, (int, float))):
+            raise ConfigError(f"{where}.stages[{index}].until must be the metric value that ends the stage, got {until!r}")
+        if last and until is not None:
+            raise ConfigError(f"{where}.stages[{index}] is the last stage; it has no 'until'")
+        stages.append({"env_config": dict(stage["env_config"]), **({} if last else {"until": float(until)})})
+    env_config = config.setdefault("env_config", {})
+    if not isinstance(env_config, dict):
+        raise ConfigError(f"{name}.config.env_config must be a mapping to use a curriculum")
+    env_config.update(stages[0]["env_config"])
+    return {"metric": str(block.get("metric", "env_runners/episode_return_mean")), "stages": stages}
+
+
+def _check_curriculum_tasks(name: str, entry, config: dict, curriculum: dict) -> None:
+    """Every stage's env_config must be settable on a running env (its set_task)."""
+    probe = entry.create(entry.single_env_config(config_variants(config)[0].get("env_config") or {}))
+    try:
+        if not hasattr(probe, "set_task"):
+            raise ConfigError(f"{name}.curriculum: env '{config['env']}' has no task parameters that change while it "
+                              f"runs (no set_task)")
+        for index, stage in enumerate(curriculum["stages"]):
+            try:
+                probe.set_task(stage["env_config"])
+            except ValueError as error:
+                raise ConfigError(f"{name}.curriculum.stages[{index}].env_config: {error}") from None
+    finally:
+        probe.close()
 
 
 def _check_scheduler(name: str, block) -> dict | None:

@@ -19,16 +19,7 @@ from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
 from marlkit import masking
-
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
-
-
-def mlp(in_size: int, hiddens, activation: str) -> tuple[nn.Sequential, int]:
-    layers = []
-    for size in hiddens:
-        layers += [nn.Linear(in_size, size), ACTIVATIONS[activation]()]
-        in_size = size
-    return nn.Sequential(*layers), in_size
+from marlkit.layers import mlp
 
 
 class CustomModel(TorchModelV2, nn.Module):
@@ -36,8 +27,6 @@ class CustomModel(TorchModelV2, nn.Module):
                  hiddens=(256, 256), activation="tanh", vf_share_layers=False):
         TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)
         nn.Module.__init__(self)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         observations, self._masked = masking.split_space(obs_space)
         in_size = gym.spaces.flatdim(observations)
         self.policy_trunk, out_size = mlp(in_size, hiddens, activation)

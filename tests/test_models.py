@@ -120,3 +120,46 @@ def test_user_model_file_becomes_an_architecture(model_dir):
     model_class = models.load_model("tiny")
     models.check_model_kwargs("tiny", model_class, {"anything": 1})  # **kwargs takes every key
     assert models.available_models() == ["tiny"]
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("lstm", {"hiddens": [16], "cell_size": 8}),
+    ("attention", {"embed_dim": 8, "memory": 3, "num_heads": 2, "num_layers": 1}),
+])
+def test_recurrent_models_carry_memory_through_their_state(name, settings):
+    models.register_models([name])
+    obs_space, action_space = gym.spaces.Box(-1, 1, (6,), np.float32), gym.spaces.Discrete(5)
+    model = ModelCatalog.get_model_v2(obs_space, action_space, 5, {
+        "custom_model": name, "custom_model_config": settings, "max_seq_len": 4}, framework="torch")
+    assert models.is_recurrent(name) and not models.is_recurrent("fcnet")
+    torch.manual_seed(0)
+    batch, steps = 3, 4
+    obs = torch.randn(batch, steps, 6)
+    initial = [s.unsqueeze(0).repeat(batch, *([1] * s.dim())) for s in model.get_initial_state()]
+    # Training path: whole sequences at once.
+    flat = obs.reshape(batch * steps, 6)
+    logits, state = model({"obs": flat, "obs_flat": flat}, initial, torch.full((batch,), steps))
+    assert logits.shape == (batch * steps, 5) and model.value_function().shape == (batch * steps,)
+    # Sampling path: one step at a time, the state carried over, gives the same outputs.
+    carried, one_by_one = initial, []
+    for step in range(steps):
+        out, carried = model({"obs": obs[:, step], "obs_flat": obs[:, step]}, carried, torch.ones(batch, dtype=torch.int64))
+        one_by_one.append(out)
+    torch.testing.assert_close(torch.stack(one_by_one, 1).reshape(batch * steps, 5), logits, atol=1e-5, rtol=1e-5)
+    for final, expected in zip(carried, state):
+        torch.testing.assert_close(final, expected, atol=1e-5, rtol=1e-5)
+    # The last step's output depends on the earlier observations (memory), not only on its own.
+    alone, _ = model({"obs": obs[:, -1], "obs_flat": obs[:, -1]}, initial, torch.ones(batch, dtype=torch.int64))
+    assert not torch.allclose(alone, logits.reshape(batch, steps, 5)[:, -1], atol=1e-4)
+
+
+def test_recurrent_models_get_the_stock_sampler_with_a_note(tmp_path):
+    from conftest import tiny_experiment, write_yaml
+    from marlkit.spec import load_experiments
+
+    experiment = tiny_experiment(config={"model": {"custom_model": "lstm", "custom_model_config": {"cell_size": 8}}})
+    (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": experiment}))
+    assert "env_runner_cls" not in loaded.config
+    assert any("recurrent models get RLlib's stock sampler" in note for note in loaded.notes)
+    (feed_forward,) = load_experiments(write_yaml(tmp_path / "ff.yaml", {"exp": tiny_experiment()}))
+    assert feed_forward.config["env_runner_cls"].__name__ == "BatchedVmasRunner"

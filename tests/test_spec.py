@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import pytest
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
@@ -18,7 +20,7 @@ def load_one(tmp_path, experiment: dict):
     return loaded
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "config").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     experiments = load_experiments(path)
     assert experiments and all(e.run == "PPO" and e.env in ("vmas", "bucket_brigade", "unity") for e in experiments)
@@ -180,3 +182,28 @@ def test_agents_with_different_spaces_cannot_share_a_policy():
 
     with pytest.raises(ConfigError, match="agents 'a' and 'b' share policy 'shared' but have different spaces"):
         PolicyLayout.parse({"policies": "shared"}).rllib_multiagent(TwoKinds())
+
+
+@pytest.mark.parametrize("curriculum, message", [
+    ({"stages": [{"env_config": {"pos_shaping_factor": 1}}]}, "curriculum must be a mapping with at least two stages"),
+    ({"stages": [{"env_config": {"pos_shaping_factor": 1}}, {"env_config": {}}], "metrik": "x"},
+     "curriculum.metrik is not a curriculum key (did you mean 'metric'?)"),
+    ({"stages": [{"env_config": {"pos_shaping_factor": 1}}, {"env_config": {}}]}, "stages[0].until must be the metric"),
+    ({"stages": [{"env_config": {}, "until": 1}, {"env_config": {}, "until": 2}]}, "is the last stage; it has no 'until'"),
+    ({"stages": [{"env_config": {}, "until": 1}, {"env_config": {"pos_shaping": 0}}]},
+     "stages[1].env_config: VMAS scenario 'navigation' has no parameter 'pos_shaping' that can change"),
+])
+def test_bad_curriculum(tmp_path, curriculum, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_one(tmp_path, tiny_experiment(curriculum=curriculum))
+
+
+def test_curriculum_starts_at_its_first_stage_and_needs_an_env_with_set_task(tmp_path):
+    stages = [{"env_config": {"pos_shaping_factor": 0.5}, "until": 1}, {"env_config": {"pos_shaping_factor": 0}}]
+    loaded = load_one(tmp_path, tiny_experiment(curriculum={"stages": stages}))
+    assert loaded.config["env_config"]["pos_shaping_factor"] == 0.5
+    assert loaded.curriculum == {"metric": "env_runners/episode_return_mean", "stages": stages}
+    bucket_brigade = {"run": "PPO", "env": "bucket_brigade", "config": {"env_config": {"scenario": "default"}},
+                      "curriculum": {"stages": [{"env_config": {}, "until": 1}, {"env_config": {}}]}}
+    with pytest.raises(ConfigError, match="env 'bucket_brigade' has no task parameters that change while it runs"):
+        load_one(tmp_path, bucket_brigade)

@@ -204,3 +204,22 @@ def test_bucket_brigade_configs_train_and_roll_out(config, trained, tmp_path, ra
     with open(tmp_path / "episodes.pkl", "rb") as file:
         episodes = pickle.load(file)
     assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max_nights 100
+
+
+def test_curriculum_changes_the_task_of_remote_envs(tmp_path, ray_temp_dir):
+    experiment = tiny_experiment(stop={"training_iteration": 4}, curriculum={"stages": [
+        {"env_config": {"pos_shaping_factor": 1.0}, "until": -1e9},  # reached by any return: one stage per iteration
+        {"env_config": {"pos_shaping_factor": 0.5}, "until": -1e9},
+        {"env_config": {"pos_shaping_factor": 0.0, "final_reward": 0.0}},  # nothing left to earn: returns are 0
+    ]}, config={"num_env_runners": 1, "metrics_num_episodes_for_smoothing": 8})  # 8 episodes per iteration
+    config = write_yaml(tmp_path / "exp.yaml", {"staged": experiment})
+    run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "curriculum: env_runners/episode_return_mean = " in run.stdout and "stage 2: {'pos_shaping_factor': 0.0" in run.stdout
+    (trial,) = trial_dirs(tmp_path / "staged")
+    results = read_results(trial)
+    assert [r["curriculum_stage"] for r in results] == [1, 2, 2, 2]
+    assert results[0]["env_runners"]["episode_return_mean"] != 0
+    # Episodes that began before stage 2 still earn its last shaping difference; the next ones earn nothing.
+    assert results[3]["env_runners"]["episode_return_mean"] == 0  # sampled by the remote runner
+    assert json.loads((trial / "params.json").read_text())["env_config"]["pos_shaping_factor"] == 1.0
