@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import platform
+import socket
 import time
 from pathlib import Path
 
@@ -38,25 +41,45 @@ def _this_node(_runner=None) -> str:
     return ray.get_runtime_context().get_node_id()[:8]
 
 
-class RayPlacement(RLlibCallback):
-    """Adds `placement` to every result: the Ray node of the trial's learner and of each remote env runner
-    (`{"learner": "1887bb9e", "env_runners": "1887bb9e,5c01d2aa"}`, short node ids as train.py prints them).
+def machine_info() -> dict:
+    """The machine a trial's learner runs on: host, CPU model and cores, GPUs, and the Ray cluster's node count."""
+    import torch
 
-    Multi-node runs (Slurm) show where their work ran.
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    # Strings, not lists: Tune's TensorBoard logger would try to plot a list.
+    return {"host": socket.gethostname(), "cpu_model": cpu_model, "cpu_cores": os.cpu_count(), "gpus": ", ".join(gpus),
+            "ray_nodes": sum(1 for node in ray.nodes() if node.get("Alive"))}
+
+
+class RayPlacement(RLlibCallback):
+    """Adds where the trial ran to every result: `placement`, the Ray node of the learner and of each remote env
+    runner (`{"learner": "1887bb9e", "env_runners": "1887bb9e,5c01d2aa"}`, short node ids as train.py prints them),
+    and `machine` (`machine_info()` of the learner's machine), so runs on different machines can be compared.
     """
 
     def __init__(self):
         super().__init__()
         self._placement = {}
+        self._machine = {}
 
     def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
         runners = algorithm.env_runner_group.foreach_env_runner(_this_node, local_env_runner=False)
         self._placement = {"learner": _this_node(), "env_runners": ",".join(runners)}
+        self._machine = machine_info()
         print(f"placement: learner on Ray node {self._placement['learner']}, env runners on "
               f"{', '.join(runners) or 'the learner node (none remote)'}", flush=True)
 
     def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
         result["placement"] = dict(self._placement)
+        result["machine"] = dict(self._machine)
 
 
 class Curriculum(RLlibCallback):

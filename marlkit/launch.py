@@ -202,11 +202,12 @@ class TrialFolderWandbCallback(WandbLoggerCallback):
         super().log_trial_start(trial)
 
 
-def logger_callbacks(experiment: Experiment) -> list:
+def logger_callbacks(wandb: dict | None, project: str = "marlkit") -> list:
+    """Tune's JSON, CSV and TensorBoard loggers, plus W&B with `wandb` settings (the YAML's `wandb` block)."""
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
-    if experiment.wandb is not None:
-        settings = dict(experiment.wandb)
-        settings.setdefault("project", experiment.name)
+    if wandb is not None:
+        settings = dict(wandb)
+        settings.setdefault("project", project)
         no_key = not (settings.get("api_key") or settings.get("api_key_file") or os.environ.get("WANDB_API_KEY"))
         if settings.get("mode") in ("offline", "disabled") and no_key:
             settings["api_key"] = "offline"  # Ray's callback insists on a key even when nothing is uploaded
@@ -240,7 +241,7 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
                     checkpoint_at_end=experiment.checkpoint_at_end,
                 ),
                 failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
-                callbacks=logger_callbacks(experiment),
+                callbacks=logger_callbacks(experiment.wandb, experiment.name),
                 progress_reporter=reporter,
                 verbose=1,
             ),
@@ -318,7 +319,7 @@ def run_local(experiment: Experiment, storage: Path, restore: str | None) -> boo
     param_space = trial_param_space(experiment, restore)
     samples = [v for _ in range(experiment.num_samples) for v in generate_variants({"config": param_space})]
     run_id = uuid.uuid4().hex[:5]
-    callbacks = logger_callbacks(experiment)
+    callbacks = logger_callbacks(experiment.wandb, experiment.name)
     for callback in callbacks:
         callback.setup()
     trials = []

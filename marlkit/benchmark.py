@@ -1,0 +1,515 @@
+"""The architecture benchmark suite: every (level, architecture, seed) as a Tune trial, then its evaluation.
+
+A *level* is an experiment YAML in `config/benchmark/` (its `checkpoint_score_attr` is the level's score); an
+*architecture* is a model file in `model/`. Run `i` of the suite trains level L with `model.custom_model: <arch>`
+and `seed: s` until `timesteps` env steps, then plays `eval_episodes` deterministic episodes on the level's final
+task (the last curriculum stage) inside the same trial.
+
+Everything lands in the output folder, written atomically after every finished run:
+
+    benchmark_results.json   the suite definition, and per run its status, training metrics and curve, evaluation
+                             returns, speed, machine and the train.py command that reproduces its training
+    marl_eval.json           environment -> task -> algorithm -> seed_<s> -> step_<i> / absolute_metrics, the input
+                             format of the marl-eval / BenchMARL plotting tools
+    learning_curves.png, final_returns.png, speed.png
+    tune/                    the Tune experiment (trial folders with result.json, checkpoints)
+
+Example:
+    >>> from marlkit.benchmark import Suite
+    >>> suite = Suite(architectures=["fcnet", "lstm"], levels=["level_1_basic"], seeds=2, timesteps=100_000)
+    >>> [run.run_id for run in suite.runs()]
+    ['level_1_basic-fcnet-seed0', 'level_1_basic-fcnet-seed1', 'level_1_basic-lstm-seed0', 'level_1_basic-lstm-seed1']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ray import tune
+from ray.rllib.algorithms.callbacks import make_multi_callbacks
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.tune.utils import merge_dicts
+
+from marlkit import models, spec
+from marlkit.callbacks import bound_callback
+from marlkit.errors import ConfigError, closest
+
+LEVEL_DIR = Path(__file__).resolve().parent.parent / "config" / "benchmark"
+RESULTS_FILE = "benchmark_results.json"
+MARL_EVAL_FILE = "marl_eval.json"
+DEFAULT_SCORE = "env_runners/episode_return_mean"
+
+
+def available_levels() -> list[str]:
+    return sorted(p.stem for p in LEVEL_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Run:
+    number: int  # 1-based, in suite order
+    level: str
+    arch: str
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.level}-{self.arch}-seed{self.seed}"
+
+
+@dataclass
+class Suite:
+    """What a suite runs; two result folders of the same Suite can be resumed and compared."""
+
+    architectures: list[str]
+    levels: list[str]
+    seeds: int
+    timesteps: int
+    eval_episodes: int = 10
+    config: dict = field(default_factory=dict)  # RLlib settings merged over every level's (--config)
+
+    def check(self) -> None:
+        """ConfigError for unknown levels or architectures, no seeds or no timesteps."""
+        for level in self.levels:
+            if level not in available_levels():
+                raise ConfigError(f"--levels: unknown level '{level}'{closest(level, available_levels())}; "
+                                  f"available: {', '.join(available_levels())}")
+        for arch in self.architectures:
+            if arch not in models.available_models():
+                raise ConfigError(f"--architectures: unknown architecture '{arch}'"
+                                  f"{closest(arch, models.available_models())}; available (files in model/): "
+                                  f"{', '.join(models.available_models())}")
+        if not self.levels or not self.architectures:
+            raise ConfigError("--levels and --architectures each need at least one name")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.timesteps < 1:
+            raise ConfigError(f"--timesteps must be at least 1, got {self.timesteps}")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
+
+    def runs(self) -> list[Run]:
+        combos = [(level, arch, seed) for level in self.levels for arch in self.architectures for seed in range(self.seeds)]
+        return [Run(number, *combo) for number, combo in enumerate(combos, start=1)]
+
+    def experiment(self, run: Run) -> spec.Experiment:
+        """The level's experiment with this run's architecture, seed and the suite's overrides (validated)."""
+        overrides = merge_dicts(self.config, {"model": {"custom_model": run.arch}, "seed": run.seed})
+        (experiment,) = spec.load_experiments(LEVEL_DIR / f"{run.level}.yaml", overrides)
+        return experiment
+
+    def train_command(self, run: Run) -> str:
+        """The train.py command that trains this run the same way (without the final evaluation)."""
+        overrides = merge_dicts(self.config, {"model": {"custom_model": run.arch}})
+        return shlex.join([
+            "python", "train.py", "-f", f"config/benchmark/{run.level}.yaml", "--config", json.dumps(overrides),
+            "--seed", str(run.seed), "--stop", json.dumps({"num_env_steps_sampled_lifetime": self.timesteps}),
+        ])
+
+
+def score_of(experiment: spec.Experiment) -> str:
+    """The level's score metric: its checkpoint_score_attr, else the episode return."""
+    return experiment.checkpoint_score_attr or DEFAULT_SCORE
+
+
+def evaluation_settings(experiment: spec.Experiment, episodes: int):
+    """Deterministic episodes on the level's final task (its last curriculum stage, if any)."""
+    from marlkit.rollout import RolloutSettings
+
+    env_config = dict(experiment.config.get("env_config") or {})
+    if experiment.curriculum:
+        env_config.update(experiment.curriculum["stages"][-1]["env_config"])
+    return RolloutSettings(env=experiment.env, env_config=env_config, episodes=episodes, explore=False, seed=1_000_000)
+
+
+def episode_score(episode, score: str) -> float:
+    """An evaluation episode's value of the level's score: a policy's return for per-policy scores, else the total."""
+    prefix = "env_runners/policy_reward_mean/"
+    if score.startswith(prefix):
+        return episode.policy_returns.get(score[len(prefix):], 0.0)
+    return sum(episode.agent_returns.values())
+
+
+def evaluate(worker, settings, score: str) -> list[float]:
+    from marlkit.rollout import run_episodes
+
+    return [episode_score(e, score) for e in run_episodes(worker, settings, list(range(settings.episodes)))]
+
+
+class FinalEvaluation(RLlibCallback):
+    """After the result that reaches `timesteps`, plays the evaluation episodes on the trial's local env runner and
+    adds `evaluation_returns` (one score per episode) to that result. Settings come through `bound_callback`."""
+
+    timesteps: int = 0
+    settings = None
+    score: str = DEFAULT_SCORE
+
+    def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
+        if result.get("num_env_steps_sampled_lifetime", 0) >= self.timesteps:
+            result["evaluation_returns"] = evaluate(algorithm.env_runner, self.settings, self.score)
+
+
+def run_config(suite: Suite, experiment: spec.Experiment) -> dict:
+    """The resolved RLlib config of one run's experiment, with the final evaluation added to its callbacks."""
+    from marlkit.launch import first_trial_config
+
+    config = first_trial_config(experiment)
+    evaluation = bound_callback(FinalEvaluation, timesteps=suite.timesteps, score=score_of(experiment),
+                                settings=evaluation_settings(experiment, suite.eval_episodes))
+    config["callbacks"] = make_multi_callbacks([config["callbacks"], evaluation])
+    return config
+
+
+def benchmark_trainable(algorithm_class: type, configs: dict) -> type:
+    """A Tune trainable that is `algorithm_class` built from `configs[trial_config["benchmark_run"]]`.
+
+    The Tune search space is just the run id, so trial names and params.json say which run a trial is, while each
+    run keeps its level's own env, policies and resources.
+    """
+
+    class BenchmarkRun(algorithm_class):
+        _configs = configs
+
+        def __init__(self, config=None, **kwargs):
+            super().__init__(config=self._configs[config["benchmark_run"]], **kwargs)
+
+        @classmethod
+        def default_resource_request(cls, config):
+            run_id = config["benchmark_run"] if isinstance(config, dict) else config.get("benchmark_run")
+            return super().default_resource_request(cls._configs[run_id])
+
+    BenchmarkRun.__name__ = BenchmarkRun.__qualname__ = f"Benchmark{algorithm_class.__name__}"
+    return BenchmarkRun
+
+
+def machine_label(machine: dict) -> str:
+    gpus = machine.get("gpus") or "no GPU"
+    return f"{machine.get('host', '?')}: {machine.get('cpu_model', '?')} x{machine.get('cpu_cores', '?')}, {gpus}"
+
+
+def atomic_write(path: Path, writer) -> None:
+    """Calls writer(temporary path) and renames the result over `path`: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    os.chmod(staging, 0o644)  # mkstemp's 0600 would make shared results unreadable to the group
+    try:
+        writer(Path(staging))
+        os.replace(staging, path)
+    finally:
+        Path(staging).unlink(missing_ok=True)
+
+
+def write_json(path: Path, document) -> None:
+    atomic_write(path, lambda staging: staging.write_text(json.dumps(document, indent=1, default=str) + "\n"))
+
+
+def check_output_dir(output_dir: Path, suite: Suite, force: bool) -> None:
+    """ConfigError when `output_dir` holds results of another suite definition (unless `force`)."""
+    path = output_dir / RESULTS_FILE
+    if not path.exists() or force:
+        return
+    try:
+        previous = json.loads(path.read_text()).get("suite") or {}
+    except (json.JSONDecodeError, AttributeError):
+        raise ConfigError(f"{path} is not a benchmark results file; choose another --output-dir, or --force") from None
+    differences = [key for key, value in asdict(suite).items() if previous.get(key) != value]
+    if differences:
+        raise ConfigError(f"--output-dir {output_dir} holds results of a different suite ({', '.join(differences)} "
+                          f"differ); choose another --output-dir, or --force to discard them")
+
+
+class Results:
+    """benchmark_results.json of an output folder, and everything derived from it (marl-eval JSON, plots)."""
+
+    def __init__(self, output_dir: Path, suite: Suite):
+        self.output_dir = output_dir
+        self.suite = suite
+        self.path = output_dir / RESULTS_FILE
+        self.document = {
+            "suite": asdict(suite),
+            "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "max_timesteps": suite.timesteps,
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+            "runs": {},
+        }
+
+    def load_or_start(self, force: bool) -> None:
+        """Continues the folder's results when it holds this suite; refuses another suite unless `force`."""
+        check_output_dir(self.output_dir, self.suite, force)
+        if self.path.exists():
+            previous = json.loads(self.path.read_text())
+            if previous.get("suite") == asdict(self.suite):
+                self.document["start_time"] = previous["start_time"]
+                self.document["runs"] = previous["runs"]
+            else:
+                shutil.rmtree(self.output_dir / "tune", ignore_errors=True)
+        for run in self.suite.runs():
+            self.document["runs"].setdefault(run.run_id, {
+                "number": run.number, "total": len(self.suite.runs()), "arch": run.arch, "level": run.level,
+                "seed": run.seed, "status": "pending", "command": self.suite.train_command(run),
+            })
+        self.save()
+
+    def finished(self) -> list[str]:
+        return [run_id for run_id, record in self.document["runs"].items() if record["status"] == "finished"]
+
+    def update(self, run_id: str, **fields) -> None:
+        self.document["runs"][run_id].update(fields)
+        self.save()
+
+    def save(self) -> None:
+        from marlkit import plots
+
+        write_json(self.path, self.document)
+        write_json(self.output_dir / MARL_EVAL_FILE, marl_eval(self.document))
+        plots.suite_plots(self.document, self.output_dir)
+
+
+def training_record(rows: list[dict], score: str) -> dict:
+    """Per-run fields from its result rows: final metrics, the learning curve, speed, time split and machine."""
+    from ray.tune.utils import flatten_dict
+
+    flat = [flatten_dict(row, delimiter="/") for row in rows]
+    last = flat[-1]
+    speeds = [r["env_steps_per_s"] for r in flat if r.get("env_steps_per_s")]
+    sample = [r["timers/sample_time_ms"] for r in flat if r.get("timers/sample_time_ms") is not None]
+    learn = [r["timers/learn_time_ms"] for r in flat if r.get("timers/learn_time_ms") is not None]
+    evaluation = rows[-1].get("evaluation_returns")
+    return {
+        "train": {
+            "time_s": last.get("time_total_s"),
+            "iterations": last.get("training_iteration"),
+            "env_steps": last.get("num_env_steps_sampled_lifetime"),
+            "score_metric": score,
+            "final_score": last.get(score),
+            "episode_return_mean": last.get(DEFAULT_SCORE),
+            "curriculum_stage": last.get("curriculum_stage"),
+            "curve": [[r.get("num_env_steps_sampled_lifetime"), r.get(score)] for r in flat],
+        },
+        "evaluation": {"returns": evaluation, "mean": statistics.fmean(evaluation) if evaluation else None},
+        "speed": {
+            "env_steps_per_s": statistics.median(speeds) if speeds else None,
+            "sample_time_ms": statistics.fmean(sample) if sample else None,
+            "learn_time_ms": statistics.fmean(learn) if learn else None,
+        },
+        "machine": rows[-1].get("machine"),
+        "placement": rows[-1].get("placement"),
+    }
+
+
+def marl_eval(document: dict) -> dict:
+    """The results in marl-eval's raw-data shape: env -> task -> algorithm -> seed_<s> -> step_<i> / absolute_metrics.
+
+    Each `step_<i>` is one training iteration: `step_count` (env steps) and `return` ([the level's score]);
+    `absolute_metrics.return` holds the evaluation episodes' scores.
+    """
+    data: dict = {}
+    for record in document["runs"].values():
+        if record["status"] != "finished":
+            continue
+        env = record.get("env", "unknown")
+        steps = {
+            f"step_{index}": {"step_count": count, "return": [value]}
+            for index, (count, value) in enumerate(record["train"]["curve"]) if value is not None
+        }
+        steps["absolute_metrics"] = {"return": record["evaluation"]["returns"] or []}
+        data.setdefault(env, {}).setdefault(record["level"], {}).setdefault(record["arch"], {})[f"seed_{record['seed']}"] = steps
+    return data
+
+
+class RecordRuns(tune.Callback):
+    """Writes each run's record into the results as soon as its trial finished or failed."""
+
+    def __init__(self, results: Results, scores: dict):
+        self.results = results
+        self.scores = scores  # run id -> score metric
+        self.rows: dict[str, list] = {}
+        self.started: dict[str, float] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.rows[trial.trial_id] = []
+        self.started[trial.trial_id] = time.monotonic()
+        self.results.update(trial.config["benchmark_run"], status="running", trial_dir=trial.path)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.rows.setdefault(trial.trial_id, []).append(result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, "finished", error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # Tune writes the trial's error.txt after this call; run_suite puts the exception line in when fit() returns.
+        self._record(trial, "failed", error=f"see {Path(trial.path) / 'error.txt'}")
+
+    def _record(self, trial, status: str, error: str | None) -> None:
+        run_id = trial.config["benchmark_run"]
+        rows = self.rows.get(trial.trial_id) or []
+        fields = training_record(rows, self.scores[run_id]) if rows else {}
+        checkpoints = sorted(Path(trial.path).glob("checkpoint_*"))
+        duration = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        self.results.update(run_id, status=status, error=error, trial_dir=trial.path, duration_s=round(duration, 1),
+                            checkpoint=str(checkpoints[-1]) if checkpoints else None, **fields)
+
+
+def exception_line(text: str) -> str:
+    """The exception line (`RuntimeError: ...`) that ends an error traceback, else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    exceptions = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*: ", line)]
+    return (exceptions or lines or ["unknown error"])[-1]
+
+
+def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wandb: str | None = None) -> bool:
+    """Trains and evaluates every unfinished run of the suite; True when all runs are finished.
+
+    Finished runs (in the folder's benchmark_results.json) are skipped; failed and interrupted ones start over.
+    """
+    from marlkit.launch import PROGRESS_COLUMNS, logger_callbacks, register_components
+
+    runs = suite.runs()
+    experiments = {run.run_id: suite.experiment(run) for run in runs}
+    results = Results(output_dir, suite)
+    results.load_or_start(force)
+    for run in runs:
+        results.document["runs"][run.run_id]["env"] = experiments[run.run_id].env
+    todo = [run for run in runs if run.run_id not in results.finished()]
+    print(f"benchmark: {len(runs) - len(todo)} of {len(runs)} runs finished before; {len(todo)} to run "
+          f"(at most {max_parallel} at once); results in {output_dir}", flush=True)
+    if not todo:
+        results.save()
+        return True
+    register_components([experiments[run.run_id] for run in todo])
+    by_algorithm: dict[str, list[Run]] = {}
+    for run in todo:
+        by_algorithm.setdefault(experiments[run.run_id].run, []).append(run)
+    attempt = len(list((output_dir / "tune").glob("attempt_*"))) + 1
+    wandb_settings = {"mode": wandb} if wandb else None
+    for algorithm, group in by_algorithm.items():
+        configs = {run.run_id: run_config(suite, experiments[run.run_id]) for run in group}
+        tuner = tune.Tuner(
+            benchmark_trainable(spec.algorithm_class(algorithm), configs),
+            param_space={"benchmark_run": tune.grid_search([run.run_id for run in group])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel),
+            run_config=tune.RunConfig(
+                name=f"attempt_{attempt}_{algorithm}",
+                storage_path=str(output_dir / "tune"),
+                stop={"num_env_steps_sampled_lifetime": suite.timesteps},
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+                callbacks=[RecordRuns(results, {r.run_id: score_of(experiments[r.run_id]) for r in group}),
+                           *logger_callbacks(wandb_settings, f"benchmark-{output_dir.name}")],
+                progress_reporter=tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns=["benchmark_run"],
+                                                   max_report_frequency=30, max_column_length=40),
+                verbose=1,
+            ),
+        )
+        for result in tuner.fit():
+            if result.error is not None:  # a trial that failed before its first result has no config here: its path
+                (run_id,) = [i for i, r in results.document["runs"].items() if r.get("trial_dir") == result.path]
+                results.update(run_id, status="failed", error=exception_line(str(result.error)))
+    for run in todo:  # a run Tune never started (interrupted suite) stays pending; a crash mid-run becomes failed
+        if results.document["runs"][run.run_id]["status"] == "running":
+            results.update(run.run_id, status="failed", error="interrupted before the run finished")
+    return len(results.finished()) == len(runs)
+
+
+def evaluate_checkpoints(suite: Suite, output_dir: Path) -> bool:
+    """--skip-training: evaluates every finished run's checkpoint again (in this process) and updates the results."""
+    from marlkit import checkpoints
+
+    results = Results(output_dir, suite)
+    if not results.path.exists():
+        raise ConfigError(f"--skip-training: {output_dir} holds no {RESULTS_FILE}; train the suite first")
+    results.load_or_start(force=False)
+    done = True
+    for run in suite.runs():
+        record = results.document["runs"][run.run_id]
+        if record["status"] != "finished" or not record.get("checkpoint") or not Path(record["checkpoint"]).is_dir():
+            print(f"benchmark: {run.run_id} has no checkpoint ({record['status']}); not evaluated", flush=True)
+            done = False
+            continue
+        experiment = suite.experiment(run)
+        checkpoint = Path(record["checkpoint"])
+        algorithm = checkpoints.restore_for_evaluation(
+            checkpoint, checkpoints.load_algorithm_state(checkpoint), None, {}, num_workers=0, num_gpus=0)
+        try:
+            returns = evaluate(algorithm.env_runner, evaluation_settings(experiment, suite.eval_episodes),
+                               score_of(experiment))
+        finally:
+            algorithm.stop()
+        results.update(run.run_id, evaluation={"returns": returns, "mean": statistics.fmean(returns)})
+        print(f"benchmark: {run.run_id} evaluated: mean {statistics.fmean(returns):.4g} over {len(returns)} episodes",
+              flush=True)
+    return done
+
+
+def table(document: dict) -> str:
+    """One line per (level, architecture): seeds finished, mean final training score, evaluation mean, env steps/s."""
+    groups: dict[tuple, list] = {}
+    for record in document["runs"].values():
+        groups.setdefault((record["level"], record["arch"]), []).append(record)
+    lines = [f"{'level':16} {'architecture':14} {'seeds':>5} {'train score':>12} {'eval return':>12} {'env steps/s':>12}"]
+    for (level, arch), records in sorted(groups.items()):
+        done = [r for r in records if r["status"] == "finished"]
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return f"{statistics.fmean(values):12.4g}" if values else f"{'-':>12}"
+
+        lines.append(
+            f"{level:16} {arch:14} {len(done):>2}/{len(records):<2} {mean(r['train']['final_score'] for r in done)} "
+            f"{mean(r['evaluation']['mean'] for r in done)} {mean(r['speed']['env_steps_per_s'] for r in done)}"
+        )
+    return "\n".join(lines)
+
+
+def compare_speed(folders: list[Path], plot_path: Path) -> str:
+    """A table (and plot) of each (level, architecture)'s median env steps/s in several result folders, e.g. the
+    same suite run on different machines; ratios are against the first folder."""
+    from marlkit import plots
+
+    documents, machines = [], []
+    for folder in folders:
+        path = folder / RESULTS_FILE
+        if not path.is_file():
+            raise ConfigError(f"--compare-speed: {folder} holds no {RESULTS_FILE}; pass benchmark output folders")
+        document = json.loads(path.read_text())
+        finished = [r for r in document["runs"].values() if r["status"] == "finished"]
+        if not finished:
+            raise ConfigError(f"--compare-speed: {folder} has no finished run")
+        documents.append(document)
+        machines.append(f"{folder.name} ({machine_label(finished[0].get('machine') or {})})")
+    keys = sorted({(r["level"], r["arch"]) for d in documents for r in d["runs"].values() if r["status"] == "finished"})
+    rows = []
+    for level, arch in keys:
+        speeds = []
+        for document in documents:
+            values = [r["speed"]["env_steps_per_s"] for r in document["runs"].values()
+                      if r["status"] == "finished" and (r["level"], r["arch"]) == (level, arch)
+                      and r["speed"]["env_steps_per_s"] is not None]
+            speeds.append(statistics.median(values) if values else None)
+        rows.append((f"{level} {arch}", speeds))
+    lines = ["machines:", *(f"  [{i}] {m}" for i, m in enumerate(machines)), "",
+             f"{'level architecture':32}" + "".join(f"{f'[{i}] env steps/s':>20}" for i in range(len(machines)))]
+    for label, speeds in rows:
+        cells = []
+        for speed in speeds:
+            if speed is None:
+                cells.append(f"{'-':>20}")
+            elif speeds[0]:
+                cells.append(f"{f'{speed:,.0f} ({speed / speeds[0]:.2f}x)':>20}")
+            else:
+                cells.append(f"{f'{speed:,.0f}':>20}")
+        lines.append(f"{label:32}" + "".join(cells))
+    plots.speed_comparison(rows, machines, plot_path)
+    lines.append(f"\nplot: {plot_path}")
+    return "\n".join(lines)
