@@ -36,6 +36,7 @@ def parse_args(argv):
     parser.add_argument("--wandb", choices=["online", "offline"], help="log every run to Weights & Biases")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: $RAY_ADDRESS, else start one)")
     parser.add_argument("--ray-num-cpus", type=int, help="CPUs of the Ray instance started here")
+    parser.add_argument("--ray-num-nodes", type=int, help="wait (up to 120 s) until this many Ray nodes joined")
     parser.add_argument("--temp-dir", help="Ray session folder (logs, sockets); keep it short and node-local")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return parser.parse_args(argv)
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
             suite.experiment(run)  # every (level, architecture) validates before Ray starts
     if not args.skip_training:
         benchmark.check_output_dir(output_dir, suite, args.force)
-    launch.start_ray(launch.RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus, temp_dir=args.temp_dir))
+    launch.start_ray(launch.RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus, num_nodes=args.ray_num_nodes,
+                                       temp_dir=args.temp_dir))
     if args.skip_training:
         ok = benchmark.evaluate_checkpoints(suite, output_dir)
     else:

@@ -43,6 +43,10 @@ class BatchedVmasRunner(RolloutWorker):
         self._groups = {}  # policy id -> indices into self._agents
         for index, agent in enumerate(self._agents):
             self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)
+        sizes = [int(np.prod(self.env.observation_spaces[agent].shape)) for agent in self._agents]
+        self._widest_obs = max(sizes)
+        self._padded = len(set(sizes)) > 1  # agents of different kinds (predators and prey) observe different sizes
+        self._obs_size = {policy_id: sizes[group[0]] for policy_id, group in self._groups.items()}
         for policy_id in self._groups:
             policy = self.policy_map[policy_id]
             if policy.is_recurrent():
@@ -56,9 +60,21 @@ class BatchedVmasRunner(RolloutWorker):
         self._next_episode_id = int(self._episode_ids[-1]) + 1
         self._reset_seed = getattr(self.env, "_reset_seed", None)
 
-    def _stacked(self, observations: dict) -> torch.Tensor:
-        """(num_envs, num_agents, obs_dim) from VMAS's per-agent dict."""
-        return torch.stack([observations[agent] for agent in self._agents], dim=1)
+    def _stacked(self, per_agent: dict) -> torch.Tensor:
+        """(num_envs, num_agents, ...) from VMAS's per-agent dict of rewards or observations.
+
+        Observations of different sizes are flattened and zero-padded to the widest; `_own` cuts a policy's back.
+        """
+        parts = [per_agent[agent] for agent in self._agents]
+        if self._padded and parts[0].dim() > 1:
+            parts = [torch.nn.functional.pad(p.reshape(len(p), -1), (0, self._widest_obs - p[0].numel())) for p in parts]
+        return torch.stack(parts, dim=1)
+
+    def _own(self, observations: torch.Tensor, policy_id, agent_axis: int = 1) -> torch.Tensor:
+        """The observations of one policy's agents (agent axis `agent_axis`), without another kind's padding."""
+        index = torch.tensor(self._groups[policy_id], device=observations.device)
+        picked = observations.index_select(agent_axis, index)
+        return picked[..., :self._obs_size[policy_id]] if self._padded else picked
 
     def _reset_all(self) -> None:
         if self._reset_seed is not None:
@@ -99,7 +115,8 @@ class BatchedVmasRunner(RolloutWorker):
         values = torch.zeros(observations.shape[:2], device=self._device)
         for policy_id, agents in self._groups.items():
             policy = self.policy_map[policy_id]
-            _, group_values = self._forward(policy, observations[:, agents].reshape(-1, observations.shape[-1]))
+            own = self._own(observations, policy_id)
+            _, group_values = self._forward(policy, own.reshape((-1,) + tuple(own.shape[2:])))
             values[:, agents] = group_values.to(self._device).reshape(len(observations), len(agents))
         return values
 
@@ -127,7 +144,7 @@ class BatchedVmasRunner(RolloutWorker):
             env_actions = {}
             for policy_id, group in self._groups.items():
                 policy = self.policy_map[policy_id]
-                rows = self._observations[:, group].reshape(envs * len(group), -1)
+                rows = self._own(self._observations, policy_id).reshape(envs * len(group), -1)
                 action, logp, value, inputs = self._policy_pass(policy, rows, explore)
                 if t == 0:
                     actions[policy_id] = torch.empty((steps,) + tuple(action.shape), dtype=action.dtype, device=action.device)
@@ -215,7 +232,7 @@ class BatchedVmasRunner(RolloutWorker):
         policy_batches = {}
         for policy_id, group in self._groups.items():
             policy_batches[policy_id] = SampleBatch({
-                SampleBatch.OBS: rows(obs_buffer, group),
+                SampleBatch.OBS: rows(self._own(obs_buffer, policy_id, agent_axis=2), list(range(len(group)))),
                 SampleBatch.ACTIONS: flat(actions[policy_id]),
                 SampleBatch.ACTION_DIST_INPUTS: flat(dist_inputs[policy_id]),
                 SampleBatch.ACTION_LOGP: rows(logps, group),

@@ -55,7 +55,8 @@ def learning_curves(document: dict, path: Path) -> None:
         axis.set_title(level)
         axis.set_xlabel("env steps")
         axis.set_ylabel(runs[0]["train"]["score_metric"].split("/")[-1] if runs else "score")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:  # a level whose runs ended no episode yet has no curve
+            axis.legend(fontsize=8)
     _save(figure, path)
 
 

@@ -14,7 +14,7 @@ from conftest import REPO, ray_session_folder, run_script
 from test_cli_errors import assert_one_line_error
 
 TINY = ["--levels", "level_1_basic", "--seeds", "2", "--timesteps", "400", "--eval-episodes", "2",
-        "--config", "{num_env_runners: 0, train_batch_size: 200, minibatch_size: 100, num_epochs: 1, env_config: {num_envs: 4}}"]
+        "--config", "{num_env_runners: 0, num_envs_per_env_runner: 4, train_batch_size: 200, minibatch_size: 100, num_epochs: 1}"]
 RUN_KEYS = {"number", "total", "arch", "level", "seed", "status", "command", "env", "trial_dir", "error", "checkpoint",
             "duration_s", "train", "evaluation", "speed", "machine", "placement"}
 
@@ -165,9 +165,12 @@ def test_a_failed_run_is_recorded_and_retried(tmp_path, ray_temp_dir):
     (record,) = load(tmp_path / "out")["runs"].values()
     assert record["status"] == "finished" and record["error"] is None and len(record["evaluation"]["returns"]) == 2
     run = run_benchmark("--architectures", "fcnet", *TINY, "--seeds", "1", "--output-dir", str(tmp_path / "out"),
-                        "--force", temp_dir=ray_temp_dir)  # --force: another suite replaces this one
+                        "--force", "--wandb", "offline", temp_dir=ray_temp_dir)  # --force: another suite replaces it
     assert run.returncode == 0, run.stderr[-3000:]
-    assert list(load(tmp_path / "out")["runs"]) == ["level_1_basic-fcnet-seed0"]
+    (record,) = load(tmp_path / "out")["runs"].values()
+    assert record["arch"] == "fcnet" and record["status"] == "finished"
+    (wandb_run,) = Path(record["trial_dir"]).rglob("offline-run-*")  # the run's W&B log, offline
+    assert list(wandb_run.glob("*.wandb"))
     assert not list((tmp_path / "out" / "tune").rglob("*flaky*"))  # the discarded suite's trials are gone
 
 
@@ -183,11 +186,20 @@ def test_bad_input(args, message, tmp_path):
     assert not (tmp_path / "benchmark_results.json").exists()
 
 
-def test_every_level_takes_every_shipped_architecture():
-    from marlkit.benchmark import Suite, available_levels
-
-    assert available_levels() == ["level_1_basic", "level_2_easy", "level_3_medium", "level_4_hard", "level_5_expert"]
-    suite = Suite(architectures=["fcnet", "lstm", "attention"], levels=available_levels(), seeds=1, timesteps=1)
-    for run in suite.runs():
-        experiment = suite.experiment(run)
-        assert experiment.config["model"]["custom_model"] == run.arch and experiment.config["seed"] == 0
+def test_every_shipped_architecture_trains_on_every_level(tmp_path, ray_temp_dir):
+    """One short iteration of each (level, architecture): 5 levels x fcnet, lstm, attention."""
+    run = run_benchmark("--architectures", "fcnet,lstm,attention", "--levels", "all", "--seeds", "1", "--timesteps", "1",
+                        "--eval-episodes", "1", "--max-parallel", "2", "--output-dir", str(tmp_path), "--config",
+                        "{num_env_runners: 0, num_envs_per_env_runner: 2, train_batch_size: 100, minibatch_size: 50, "
+                        "num_epochs: 1}", temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = load(tmp_path)["runs"]
+    assert len(runs) == 15 and {r["status"] for r in runs.values()} == {"finished"}
+    assert {r["level"] for r in runs.values()} == {"level_1_basic", "level_2_easy", "level_3_medium", "level_4_hard",
+                                                   "level_5_expert"}
+    assert {r["env"] for r in runs.values()} == {"vmas", "bucket_brigade"}
+    for record in runs.values():
+        assert len(record["evaluation"]["returns"]) == 1 and record["train"]["iterations"] == 1
+    tag = runs["level_4_hard-attention-seed0"]
+    assert tag["train"]["score_metric"] == "env_runners/policy_reward_mean/predator"
+    assert runs["level_5_expert-lstm-seed0"]["train"]["curriculum_stage"] == 0

@@ -150,3 +150,19 @@ def test_failing_training_fails_the_job(slurm, tmp_path):
     assert "error: config file config/no-such-experiment.yaml does not exist" in text
     assert f"Ray cluster of job {job} stopped" in text
     assert not list((slurm.base / "ray").glob(f"ray-{job}-*"))
+
+
+def test_benchmark_template_spreads_a_suite_over_the_nodes(slurm, tmp_path):
+    command = readme_command("LLSC/benchmark_template.sh")
+    command = [arg.replace("results/slurm-bench", str(tmp_path / "bench")) for arg in command]
+    output = tmp_path / "job.out"
+    job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
+    state, exit_code = slurm.wait(job)
+    text = output.read_text()
+    print(text[-3000:])
+    assert (state, exit_code) == ("COMPLETED", 0)
+    runs = json.loads((tmp_path / "bench" / "benchmark_results.json").read_text())["runs"]
+    assert [r["status"] for r in runs.values()] == ["finished", "finished"]
+    assert {r["machine"]["ray_nodes"] for r in runs.values()} == {2}
+    used = {node for r in runs.values() for node in [r["placement"]["learner"], *r["placement"]["env_runners"].split(",")]}
+    assert used == set(printed_nodes(text))  # the two runs at once filled both nodes

@@ -14,17 +14,21 @@ from envs.vmas_env import VmasVectorEnv
 from sample_fragment import FRAGMENT, GAMMA, LAMBDA, MAX_STEPS, NUM_ENVS, SEED
 
 
-@pytest.fixture(scope="module")
-def sampled(tmp_path_factory):
+def sample_fragment(tmp_path_factory, *scenario: str):
     """(batch, metrics, env_config) of one fragment from a real PPO algorithm's local BatchedVmasRunner."""
     out = tmp_path_factory.mktemp("runner") / "fragment.pkl"
     with ray_session_folder() as temp_dir:
-        run = subprocess.run([sys.executable, str(REPO / "tests" / "sample_fragment.py"), str(out), str(temp_dir)],
-                             cwd=REPO / "tests", env={**subprocess_env(), "PYTHONPATH": str(REPO)},
+        run = subprocess.run([sys.executable, str(REPO / "tests" / "sample_fragment.py"), str(out), str(temp_dir),
+                              *scenario], cwd=REPO / "tests", env={**subprocess_env(), "PYTHONPATH": str(REPO)},
                              capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(out, "rb") as file:
         return pickle.load(file)
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    return sample_fragment(tmp_path_factory)
 
 
 def per_step(column: np.ndarray) -> np.ndarray:
@@ -80,3 +84,16 @@ def test_advantages_follow_the_gae_recurrence(sampled):
         checked += same.sum()
     assert checked > 0
     assert np.allclose(per_step(shared["value_targets"]), adv + values, atol=1e-5)
+
+
+def test_agents_observing_different_sizes_get_their_own_observations(tmp_path_factory):
+    batch, _, env_config = sample_fragment(tmp_path_factory, "simple_tag")
+    predator, prey = batch.policy_batches["predator"], batch.policy_batches["prey"]
+    assert predator["obs"].shape == (FRAGMENT * NUM_ENVS * 2, 14) and prey["obs"].shape == (FRAGMENT * NUM_ENVS, 12)
+    env = VmasVectorEnv(env_config)
+    env.reset(seed=SEED)
+    first = env.poll()[0]
+    expected = [[first[e][a] for a in ("adversary_0", "adversary_1")] for e in range(NUM_ENVS)]
+    assert np.allclose(predator["obs"][:NUM_ENVS * 2].reshape(NUM_ENVS, 2, 14), expected)
+    assert np.allclose(prey["obs"][:NUM_ENVS], [first[e]["agent_0"] for e in range(NUM_ENVS)])
+    assert np.isfinite(predator["advantages"]).all() and np.isfinite(prey["advantages"]).all()
