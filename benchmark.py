@@ -29,6 +29,9 @@ def parse_args(argv):
     parser.add_argument("--max-parallel", type=int, default=1, help="runs trained at once (default 1)")
     parser.add_argument("--output-dir", help="results folder (default results/bench_<date>)")
     parser.add_argument("--config", help="RLlib settings merged over every level's, e.g. '{num_env_runners: 0}'")
+    parser.add_argument("--with-benchmarl", action="store_true",
+                        help="add BenchMARL MAPPO runs (matched settings) on the VMAS levels, as architecture "
+                             "benchmarl_mappo")
     parser.add_argument("--skip-training", action="store_true", help="only evaluate the finished runs' checkpoints")
     parser.add_argument("--force", action="store_true", help="discard results of a different suite in --output-dir")
     parser.add_argument("--compare-speed", nargs="+", metavar="DIR",
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
     levels = benchmark.available_levels() if args.levels == "all" else names("--levels", args.levels)
     suite = benchmark.Suite(
         architectures=names("--architectures", args.architectures), levels=levels, seeds=args.seeds,
-        timesteps=args.timesteps, eval_episodes=args.eval_episodes,
+        timesteps=args.timesteps, eval_episodes=args.eval_episodes, with_benchmarl=args.with_benchmarl,
         config=parse_mapping("--config", args.config, "{num_env_runners: 0}") if args.config else {},
     )
     suite.check()

@@ -49,6 +49,7 @@ LEVEL_DIR = Path(__file__).resolve().parent.parent / "config" / "benchmark"
 RESULTS_FILE = "benchmark_results.json"
 MARL_EVAL_FILE = "marl_eval.json"
 DEFAULT_SCORE = "env_runners/episode_return_mean"
+REFERENCE = "benchmarl_mappo"  # the architecture name of BenchMARL's MAPPO runs (--with-benchmarl)
 
 
 def available_levels() -> list[str]:
@@ -77,6 +78,7 @@ class Suite:
     timesteps: int
     eval_episodes: int = 10
     config: dict = field(default_factory=dict)  # RLlib settings merged over every level's (--config)
+    with_benchmarl: bool = False  # BenchMARL MAPPO runs (architecture REFERENCE) on the VMAS levels
 
     def check(self) -> None:
         """ConfigError for unknown levels or architectures, no seeds or no timesteps."""
@@ -99,22 +101,35 @@ class Suite:
             raise ConfigError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
 
     def runs(self) -> list[Run]:
-        combos = [(level, arch, seed) for level in self.levels for arch in self.architectures for seed in range(self.seeds)]
+        combos = []
+        for level in self.levels:
+            archs = self.architectures + ([REFERENCE] if self.with_benchmarl and level_env(level) == "vmas" else [])
+            combos += [(level, arch, seed) for arch in archs for seed in range(self.seeds)]
         return [Run(number, *combo) for number, combo in enumerate(combos, start=1)]
 
     def experiment(self, run: Run) -> spec.Experiment:
         """The level's experiment with this run's architecture, seed and the suite's overrides (validated)."""
-        overrides = merge_dicts(self.config, {"model": {"custom_model": run.arch}, "seed": run.seed})
+        model = {} if run.arch == REFERENCE else {"model": {"custom_model": run.arch}}
+        overrides = merge_dicts(self.config, {**model, "seed": run.seed})
         (experiment,) = spec.load_experiments(LEVEL_DIR / f"{run.level}.yaml", overrides)
         return experiment
 
     def train_command(self, run: Run) -> str:
-        """The train.py command that trains this run the same way (without the final evaluation)."""
+        """The command that trains this run the same way (train.py; without the final evaluation)."""
+        if run.arch == REFERENCE:
+            return shlex.join(["python", "benchmark.py", "--levels", run.level, "--seeds", str(run.seed + 1),
+                               "--timesteps", str(self.timesteps), "--with-benchmarl", "--config", json.dumps(self.config)])
         overrides = merge_dicts(self.config, {"model": {"custom_model": run.arch}})
         return shlex.join([
             "python", "train.py", "-f", f"config/benchmark/{run.level}.yaml", "--config", json.dumps(overrides),
             "--seed", str(run.seed), "--stop", json.dumps({"num_env_steps_sampled_lifetime": self.timesteps}),
         ])
+
+
+def level_env(level: str) -> str:
+    """The env of a level file (read without validating it)."""
+    (body,) = spec.read_yaml(LEVEL_DIR / f"{level}.yaml").values()
+    return body.get("env", "")
 
 
 def score_of(experiment: spec.Experiment) -> str:
@@ -391,6 +406,8 @@ def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wa
     register_components([experiments[run.run_id] for run in todo])
     by_algorithm: dict[str, list[Run]] = {}
     for run in todo:
+        if run.arch == REFERENCE:
+            continue
         by_algorithm.setdefault(experiments[run.run_id].run, []).append(run)
     attempt = len(list((output_dir / "tune").glob("attempt_*"))) + 1
     wandb_settings = {"mode": wandb} if wandb else None
@@ -419,7 +436,27 @@ def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wa
     for run in todo:  # a run Tune never started (interrupted suite) stays pending; a crash mid-run becomes failed
         if results.document["runs"][run.run_id]["status"] == "running":
             results.update(run.run_id, status="failed", error="interrupted before the run finished")
+    for run in [run for run in todo if run.arch == REFERENCE]:
+        run_reference(results, suite, run, experiments[run.run_id])
     return len(results.finished()) == len(runs)
+
+
+def run_reference(results: Results, suite: Suite, run: Run, experiment: spec.Experiment) -> None:
+    """One BenchMARL MAPPO run in this process (marlkit/benchmarl_reference.py), recorded like the others."""
+    from marlkit import benchmarl_reference
+
+    print(f"benchmark: {run.run_id}: BenchMARL MAPPO, {suite.timesteps:,} env steps", flush=True)
+    results.update(run.run_id, status="running")
+    started = time.monotonic()
+    try:
+        fields = benchmarl_reference.run_mappo(experiment, score_of(experiment), suite.timesteps, suite.eval_episodes,
+                                               run.seed)
+    except Exception as error:  # recorded like a failed trial; the suite goes on
+        results.update(run.run_id, status="failed", error=f"{type(error).__name__}: {error}",
+                       duration_s=round(time.monotonic() - started, 1))
+        return
+    results.update(run.run_id, status="finished", error=None, duration_s=round(time.monotonic() - started, 1),
+                   trial_dir=None, checkpoint=None, **fields)
 
 
 def evaluate_checkpoints(suite: Suite, output_dir: Path) -> bool:
@@ -433,6 +470,9 @@ def evaluate_checkpoints(suite: Suite, output_dir: Path) -> bool:
     done = True
     for run in suite.runs():
         record = results.document["runs"][run.run_id]
+        if run.arch == REFERENCE:
+            print(f"benchmark: {run.run_id} is a BenchMARL run (no RLlib checkpoint); its evaluation stays", flush=True)
+            continue
         if record["status"] != "finished" or not record.get("checkpoint") or not Path(record["checkpoint"]).is_dir():
             print(f"benchmark: {run.run_id} has no checkpoint ({record['status']}); not evaluated", flush=True)
             done = False

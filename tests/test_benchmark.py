@@ -165,12 +165,17 @@ def test_a_failed_run_is_recorded_and_retried(tmp_path, ray_temp_dir):
     (record,) = load(tmp_path / "out")["runs"].values()
     assert record["status"] == "finished" and record["error"] is None and len(record["evaluation"]["returns"]) == 2
     run = run_benchmark("--architectures", "fcnet", *TINY, "--seeds", "1", "--output-dir", str(tmp_path / "out"),
-                        "--force", "--wandb", "offline", temp_dir=ray_temp_dir)  # --force: another suite replaces it
+                        "--with-benchmarl", "--force", "--wandb", "offline", temp_dir=ray_temp_dir)  # another suite
     assert run.returncode == 0, run.stderr[-3000:]
-    (record,) = load(tmp_path / "out")["runs"].values()
+    record, reference = load(tmp_path / "out")["runs"].values()
     assert record["arch"] == "fcnet" and record["status"] == "finished"
     (wandb_run,) = Path(record["trial_dir"]).rglob("offline-run-*")  # the run's W&B log, offline
     assert list(wandb_run.glob("*.wandb"))
+    # BenchMARL's MAPPO on the same level with the same batch settings, beside ours.
+    assert set(reference) == RUN_KEYS and reference["arch"] == "benchmarl_mappo" and reference["status"] == "finished"
+    assert [steps for steps, _ in reference["train"]["curve"]] == [200, 400] and reference["train"]["env_steps"] == 400
+    assert len(reference["evaluation"]["returns"]) == 2 and reference["speed"]["env_steps_per_s"] > 0
+    assert "benchmarl_mappo" in load(tmp_path / "out", "marl_eval.json")["vmas"]["level_1_basic"]
     assert not list((tmp_path / "out" / "tune").rglob("*flaky*"))  # the discarded suite's trials are gone
 
 
