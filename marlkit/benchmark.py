@@ -268,7 +268,9 @@ class Results:
                 self.document["start_time"] = previous["start_time"]
                 self.document["runs"] = previous["runs"]
             else:
-                shutil.rmtree(self.output_dir / "tune", ignore_errors=True)
+                shutil.rmtree(self.output_dir / "tune", ignore_errors=True)  # --force: the other suite's runs go
+                for plot in ("learning_curves.png", "final_returns.png", "speed.png"):
+                    (self.output_dir / plot).unlink(missing_ok=True)
         for run in self.suite.runs():
             self.document["runs"].setdefault(run.run_id, {
                 "number": run.number, "total": len(self.suite.runs()), "arch": run.arch, "level": run.level,
