@@ -99,11 +99,13 @@ ray_cluster_start() {
 
 # Stops the Ray steps: `scancel --signal=TERM <job>` signals every step of the job but not the batch shell, so each
 # ray_node.sh stops its `ray start --block` and removes its session folder; srun steps still running after
-# MARL_RAY_STOP_TIMEOUT seconds (default 30) are killed.
+# MARL_RAY_STOP_TIMEOUT seconds (default 30) are killed. An array task is named <array job id>_<task id>: the last
+# task of an array runs under the array's own job id, and `scancel <array job id>` would signal every task.
 ray_cluster_stop() {
-    local rc=$? pid deadline=$((SECONDS + ${MARL_RAY_STOP_TIMEOUT:-30}))
+    local rc=$? pid deadline=$((SECONDS + ${MARL_RAY_STOP_TIMEOUT:-30})) job=$SLURM_JOB_ID
     trap - EXIT TERM INT
-    scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null
+    [[ -z ${SLURM_ARRAY_JOB_ID:-} ]] || job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
+    scancel --signal=TERM "$job" 2>/dev/null
     for pid in "${MARL_RAY_STEPS[@]}"; do
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
         kill -KILL "$pid" 2>/dev/null
