@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import statistics
@@ -43,7 +42,7 @@ from ray.tune.utils import merge_dicts
 
 from marlkit import models, spec
 from marlkit.callbacks import bound_callback
-from marlkit.errors import ConfigError, closest
+from marlkit.errors import ConfigError, closest, exception_line
 
 LEVEL_DIR = Path(__file__).resolve().parent.parent / "config" / "benchmark"
 RESULTS_FILE = "benchmark_results.json"
@@ -377,13 +376,6 @@ class RecordRuns(tune.Callback):
         duration = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         self.results.update(run_id, status=status, error=error, trial_dir=trial.path, duration_s=round(duration, 1),
                             checkpoint=str(checkpoints[-1]) if checkpoints else None, **fields)
-
-
-def exception_line(text: str) -> str:
-    """The exception line (`RuntimeError: ...`) that ends an error traceback, else its last line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    exceptions = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*: ", line)]
-    return (exceptions or lines or ["unknown error"])[-1]
 
 
 def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wandb: str | None = None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Iterable
 
 
@@ -20,3 +21,10 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     match = [c for c in candidates if c.startswith(name) and len(name) >= 3]
     match = match or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def exception_line(text: str) -> str:
+    """The exception line (`RuntimeError: ...`) that ends an error traceback, else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    exceptions = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*: ", line)]
+    return (exceptions or lines or ["unknown error"])[-1]

@@ -32,7 +32,7 @@ from marlkit import models
 from marlkit.callbacks import (
     Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
 )
-from marlkit.errors import ConfigError, closest
+from marlkit.errors import ConfigError, closest, exception_line
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
 RETURN_METRIC = "env_runners/episode_return_mean"
@@ -253,7 +253,7 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
     interrupted = signal.getsignal(signal.SIGINT) is handler_before and not os.getenv("TUNE_DISABLE_SIGINT_HANDLER")
     for result in results:
         if result.error is not None:
-            print(f"trial {result.path} failed: {type(result.error).__name__}: {str(result.error).splitlines()[0]}")
+            print(f"trial {result.path} failed: {exception_line(str(result.error))}")
     if interrupted:
         print(f"{experiment.name}: interrupted; continue with: train.py -f <this file> --resume --local-dir {storage}")
     return not results.errors and not interrupted

@@ -112,3 +112,33 @@ def trial_dirs(experiment_dir: Path) -> list[Path]:
 
 def read_results(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+# A model file (for MARLKIT_MODEL_DIR) whose trials fail while the file named by $FLAKY_MARKER exists.
+FLAKY_MODEL = '''
+import os
+
+import gymnasium as gym
+from torch import nn
+from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+
+
+class CustomModel(TorchModelV2, nn.Module):
+    """Fails to build while the file $FLAKY_MARKER exists."""
+
+    def __init__(self, obs_space, action_space, num_outputs, model_config, name):
+        TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)
+        nn.Module.__init__(self)
+        if os.path.exists(os.environ["FLAKY_MARKER"]):
+            raise RuntimeError("flaky model: the marker file is there")
+        self.policy = nn.Linear(gym.spaces.flatdim(obs_space), num_outputs)
+        self.value = nn.Linear(gym.spaces.flatdim(obs_space), 1)
+
+    def forward(self, input_dict, state, seq_lens):
+        obs = input_dict["obs_flat"].float()
+        self._value = self.value(obs).squeeze(1)
+        return self.policy(obs), state
+
+    def value_function(self):
+        return self._value
+'''

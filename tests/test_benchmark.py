@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, ray_session_folder, run_script
+from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_script
 from test_cli_errors import assert_one_line_error
 
 TINY = ["--levels", "level_1_basic", "--seeds", "2", "--timesteps", "400", "--eval-episodes", "2",
@@ -115,35 +115,6 @@ def test_a_different_suite_is_refused(suite):
     output, _ = suite
     run = run_benchmark("--architectures", "fcnet", *TINY, "--output-dir", str(output), temp_dir=None)
     assert_one_line_error(run, "holds results of a different suite (architectures differ)", "--force")
-
-
-FLAKY_MODEL = '''
-import os
-
-import gymnasium as gym
-from torch import nn
-from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
-
-
-class CustomModel(TorchModelV2, nn.Module):
-    """Fails to build while the file $FLAKY_MARKER exists."""
-
-    def __init__(self, obs_space, action_space, num_outputs, model_config, name):
-        TorchModelV2.__init__(self, obs_space, action_space, num_outputs, model_config, name)
-        nn.Module.__init__(self)
-        if os.path.exists(os.environ["FLAKY_MARKER"]):
-            raise RuntimeError("flaky model: the marker file is there")
-        self.policy = nn.Linear(gym.spaces.flatdim(obs_space), num_outputs)
-        self.value = nn.Linear(gym.spaces.flatdim(obs_space), 1)
-
-    def forward(self, input_dict, state, seq_lens):
-        obs = input_dict["obs_flat"].float()
-        self._value = self.value(obs).squeeze(1)
-        return self.policy(obs), state
-
-    def value_function(self):
-        return self._value
-'''
 
 
 def test_a_failed_run_is_recorded_and_retried(tmp_path, ray_temp_dir):

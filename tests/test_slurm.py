@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_results, trial_dirs
+from conftest import FLAKY_MODEL, REPO, read_results, tiny_experiment, trial_dirs, write_yaml
 from slurm_cluster import SlurmCluster, still_running, unavailable_reason
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no throw-away Slurm: {unavailable_reason()}")
@@ -120,6 +120,21 @@ def test_array_template_runs_one_experiment_per_task(slurm, tmp_path):
     assert len({re.search(r"Ray head on \S+ at (\S+);", log).group(1) for log in logs}) == 2
 
 
+def test_array_task_that_ends_first_leaves_the_others_running(slurm, tmp_path):
+    """The last task of an array runs under the array's own job id; when it ends first, its teardown must stop its
+    own Ray cluster, not signal the whole array."""
+    long = write_yaml(tmp_path / "long.yaml", {"long": tiny_experiment(stop={"training_iteration": 25})})
+    short = write_yaml(tmp_path / "short.yaml", {"short": tiny_experiment(stop={"training_iteration": 1})})
+    job = slurm.submit(["sbatch", "--array=0-1", "-c", "2", f"--output={tmp_path}/array-%a.out", "LLSC/array_template.sh",
+                        "--configs", f"{long},{short}", "--seeds", "1", "--local-dir", str(tmp_path / "sweep")], cwd=REPO)
+    assert slurm.wait(f"{job}_1") == ("COMPLETED", 0)
+    assert slurm.job_record(f"{job}_1")["JobId"] == job  # the short task held the array's id
+    assert not slurm.job_record(f"{job}_0"), "the long task ended together with the short one"
+    assert slurm.wait(f"{job}_0") == ("COMPLETED", 0), (tmp_path / "array-0.out").read_text()[-3000:]
+    (trial,) = trial_dirs(tmp_path / "sweep" / "long-seed0" / "long")
+    assert len(read_results(trial)) == 25
+
+
 def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     command = local_paths(readme_command("LLSC/train_template.sh"), tmp_path)
     command = [arg if not arg.startswith("{training_iteration") else "{training_iteration: 100000}" for arg in command]
@@ -141,13 +156,30 @@ def test_scancel_leaves_no_ray_process(slurm, tmp_path):
         shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
 
 
-def test_failing_training_fails_the_job(slurm, tmp_path):
+def test_bad_config_fails_the_job(slurm, tmp_path):
     output = tmp_path / "job.out"
     job = slurm.submit(["sbatch", "-N", "1", "-c", "2", f"--output={output}", "LLSC/train_template.sh",
                         "-f", "config/no-such-experiment.yaml"], cwd=REPO)
     assert slurm.wait(job) == ("FAILED", 2)
     text = output.read_text()
     assert "error: config file config/no-such-experiment.yaml does not exist" in text
+    assert f"Ray cluster of job {job} stopped" in text
+    assert not list((slurm.base / "ray").glob(f"ray-{job}-*"))
+
+
+def test_failing_trial_fails_the_job(slurm, tmp_path):
+    """A trial that crashes on a node (its model fails to build): train.py's exit code 1 becomes the job's."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "flaky.py").write_text(FLAKY_MODEL)
+    (tmp_path / "fail").touch()
+    config = write_yaml(tmp_path / "crash.yaml", {"crash": tiny_experiment(config={"model": {"custom_model": "flaky"}})})
+    output = tmp_path / "job.out"
+    job = slurm.submit(["sbatch", "-N", "1", "-c", "2", f"--output={output}",
+                        f"--export=ALL,MARLKIT_MODEL_DIR={tmp_path / 'models'},FLAKY_MARKER={tmp_path / 'fail'}",
+                        "LLSC/train_template.sh", "-f", str(config), "--local-dir", str(tmp_path / "results")], cwd=REPO)
+    assert slurm.wait(job) == ("FAILED", 1), output.read_text()[-3000:]
+    text = output.read_text()
+    assert re.search(r"^trial \S+crash\S+ failed: .*flaky model: the marker file is there", text, re.MULTILINE), text[-3000:]
     assert f"Ray cluster of job {job} stopped" in text
     assert not list((slurm.base / "ray").glob(f"ray-{job}-*"))
 
