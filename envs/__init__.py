@@ -2,16 +2,17 @@
 
 `ENVS` maps a name to an `EnvEntry`: `create(env_config)` builds the env (an RLlib `MultiAgentEnv`, or an old-stack
 `BaseEnv` for natively batched simulators) exposing `possible_agents`, `observation_spaces`, `action_spaces` and
-`close()`; `check_config(env_config)` raises `marlkit.errors.ConfigError` and runs before Ray starts. A `batched`
-env simulates all of an env runner's sub-envs in one instance: its `env_config.num_envs` is kept equal to RLlib's
-`num_envs_per_env_runner` (RLlib then builds one instance per runner, which holds them all).
+`close()`; `check_config(env_config)` raises `marlkit.errors.ConfigError` and runs before Ray starts. An env that
+steps many games per call also gives `create_batch(env_config)`, a `BatchedEnv` (envs/batched.py) of
+`env_config.num_envs` games: training samples it through marlkit's batched env runner, and `env_config.num_envs` is
+kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).
 To add an environment, add one entry here.
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
-from envs import vmas_env, vmas_runner
+from envs import vmas_env
 from envs.bucket_brigade import rllib_env as bucket_brigade_env
 from envs.unity import unity_env
 
@@ -20,8 +21,7 @@ from envs.unity import unity_env
 class EnvEntry:
     create: Callable[[dict], object]
     check_config: Callable[[dict], None]
-    batched: bool = False
-    batched_runner: type | None = None  # RLlib env runner class sampling all of a runner's sub-envs as arrays
+    create_batch: Callable[[dict], object] | None = None  # env_config -> BatchedEnv of env_config.num_envs games
     torch_device: bool = False  # env_config.device picks the torch device the env simulates on
     policy_group: Callable[[str], str] | None = None  # agent id -> default policy id (`policies: per_group`)
     absolute_paths: Callable[[dict], dict] | None = None  # env_config with its file paths made absolute at load
@@ -33,17 +33,17 @@ class EnvEntry:
         One world runs on the CPU: a GPU only pays off for many worlds per call, and probes run on the driver,
         which may have no GPU.
         """
-        config = {**env_config, "num_envs": 1} if self.batched else dict(env_config)
+        config = {**env_config, "num_envs": 1} if self.create_batch else dict(env_config)
         if self.torch_device:
             config["device"] = "cpu"
         return config
 
 
 ENVS = {
-    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, batched=True,
-                     batched_runner=vmas_runner.BatchedVmasRunner, torch_device=True),
-    "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv,
-                               check_config=bucket_brigade_env.check_config),
+    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, create_batch=vmas_env.VmasBatch,
+                     torch_device=True),
+    "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv, check_config=bucket_brigade_env.check_config,
+                               create_batch=bucket_brigade_env.BucketBrigadeBatch),
     "unity": EnvEntry(create=unity_env.UnityEnv, check_config=unity_env.check_config,
                       policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths),
 }

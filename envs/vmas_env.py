@@ -38,6 +38,7 @@ import torch
 from ray.rllib.env.base_env import BaseEnv
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from envs.batched import BatchedEnv, action_width, observation_size
 from marlkit.errors import ConfigError, closest
 
 WRAPPER_KEYS = ("scenario", "continuous_actions", "max_steps", "device", "seed", "num_envs")
@@ -136,11 +137,15 @@ class _VmasWorld:
             for aid, space in self.action_spaces.items()
         }
 
-    def _reset_world(self, seed: int | None) -> dict[str, np.ndarray]:
+    def _seed_world(self, seed: int | None) -> None:
+        """Seeds the worlds with `seed`, or with env_config.seed at the first reset without one."""
         seed = self._seed if seed is None else seed
         if seed is not None:
             self._world.seed(seed)
             self._seed = None  # later resets continue the seeded random stream
+
+    def _reset_world(self, seed: int | None) -> dict[str, np.ndarray]:
+        self._seed_world(seed)
         return self._numpy(self._world.reset())
 
     def _step_world(self, actions: dict[str, np.ndarray]):
@@ -304,3 +309,58 @@ class VmasVectorEnv(_VmasWorld, BaseEnv):
 
     def _empty(self) -> tuple:
         return {}, {}, {}, {}, {}
+
+
+class VmasBatch(_VmasWorld, BatchedEnv):
+    """`num_envs` VMAS worlds as a `BatchedEnv` (envs/batched.py): torch tensors on `device` in and out.
+
+    Observations of agents that observe different sizes (predators and prey) are zero-padded to the widest. A world
+    that finished restarts on the next step: all worlds with one VMAS `reset` when they finished together (episodes
+    of a fixed length do; one `reset_at` per world costs as much as a whole step), else one `reset_at` each.
+    """
+
+    def __init__(self, env_config: dict):
+        config = dict(env_config)
+        self.num_envs = int(config.get("num_envs", 1))
+        self._build(config, num_envs=self.num_envs)
+        self.device = str(self._world.device)
+        self._sizes = [observation_size(self.observation_spaces[agent]) for agent in self.possible_agents]
+        self._widths = [action_width(self.action_spaces[agent]) for agent in self.possible_agents]
+        self._discrete = [isinstance(self.action_spaces[agent], gym.spaces.Discrete) for agent in self.possible_agents]
+        self._restart = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+
+    def _stacked(self, per_agent: dict) -> torch.Tensor:
+        """(num_envs, num_agents, ...) from VMAS's per-agent dict; observations zero-padded to the widest."""
+        parts = [per_agent[agent] for agent in self.possible_agents]
+        if parts[0].dim() > 1:
+            widest = max(self._sizes)
+            parts = [torch.nn.functional.pad(p.reshape(len(p), -1), (0, widest - p[0].numel())) for p in parts]
+        return torch.stack(parts, dim=1)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        self._seed_world(seed)
+        self._restart.zero_()
+        return self._stacked(self._world.reset())
+
+    def step(self, actions: torch.Tensor):
+        if bool(self._restart.all()):
+            self._restart.zero_()
+            zeros = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            return (self._stacked(self._world.reset()), torch.zeros(self.num_envs, len(self.possible_agents),
+                                                                    device=self.device), zeros, zeros)
+        per_agent = {}
+        for index, agent in enumerate(self.possible_agents):
+            action = actions[:, index, :self._widths[index]]
+            per_agent[agent] = action[:, 0].long() if self._discrete[index] else action.float()
+        observations, rewards, terminated, truncated, _ = self._world.step(per_agent)
+        observations, rewards = self._stacked(observations), self._stacked(rewards)
+        truncated = truncated & ~terminated
+        restarting = self._restart.nonzero().flatten().tolist()
+        for env_index in restarting:
+            observations[env_index] = self._stacked(self._world.reset_at(env_index))[env_index]
+        if restarting:
+            rewards[restarting] = 0.0
+            terminated[restarting] = False
+            truncated[restarting] = False
+        self._restart = terminated | truncated
+        return observations, rewards, terminated, truncated

@@ -29,7 +29,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ray.rllib.policy.policy import PolicySpec
+import numpy as np
+from ray.rllib.policy.policy import Policy, PolicySpec
+from ray.rllib.policy.sample_batch import SampleBatch
 
 from marlkit.errors import ConfigError, closest
 
@@ -144,15 +146,18 @@ class PolicyLayout:
                 )
             specs[pid] = PolicySpec(None, spaces[0], spaces[1], self.policy_configs.get(pid, {}))
         for pid, name in self.heuristics.items():
-            offered = getattr(env, "heuristic_policies", {})
+            offered = getattr(env, "scripted_policies", {})
             if name not in offered:
                 raise ConfigError(
                     f"config.multiagent.policies.{pid}.heuristic: '{name}' is not a heuristic of this env"
                     f"{closest(name, offered)}; available: {', '.join(offered) or 'none'}"
                 )
-            policy_class, config = offered[name]
-            specs[pid] = PolicySpec(policy_class, specs[pid].observation_space, specs[pid].action_space,
-                                    {**config, **self.policy_configs.get(pid, {})})
+            model = self.policy_configs.get(pid, {}).get("model") or {}
+            if model:
+                raise ConfigError(f"config.multiagent.policies.{pid}: a heuristic policy acts by rule and has no "
+                                  f"model; remove its config.model ({sorted(model)})")
+            specs[pid] = PolicySpec(ScriptedPolicy, specs[pid].observation_space, specs[pid].action_space,
+                                    {**self.policy_configs.get(pid, {}), "act": offered[name]})
         to_train = self.policies_to_train or [pid for pid in specs if pid not in self.heuristics]
         block = {
             "policies": specs,
@@ -178,3 +183,38 @@ class PolicyMapping:
 
     def __repr__(self) -> str:
         return f"PolicyMapping({self.layout.mode})"
+
+
+class ScriptedPolicy(Policy):
+    """A fixed, never-trained RLlib policy (old API stack) whose actions come from an env's scripted rule:
+    config `act`, a function `act(observations (rows, size), rng) -> actions (rows, width)` on whole arrays (the
+    `scripted_policies` of envs/batched.py), and optionally `seed`."""
+
+    def __init__(self, observation_space, action_space, config):
+        super().__init__(observation_space, action_space, config)
+        self.act = config["act"]
+        self.rng = np.random.default_rng(config.get("seed"))
+
+    def init_view_requirements(self):
+        super().init_view_requirements()
+        infos = self.view_requirements[SampleBatch.INFOS]
+        infos.used_for_training = infos.used_for_compute_actions = False
+
+    def compute_actions(self, obs_batch, state_batches=None, prev_action_batch=None, prev_reward_batch=None,
+                        **kwargs):
+        return self.act(np.asarray(obs_batch), rng=self.rng), [], {}
+
+    def learn_on_batch(self, samples):
+        return {}
+
+    def compute_log_likelihoods(self, actions, obs_batch, *args, **kwargs):
+        return np.zeros(len(obs_batch))
+
+    def get_weights(self):
+        return {}
+
+    def set_weights(self, weights) -> None:
+        pass
+
+    def _get_dummy_batch_from_view_requirements(self, batch_size: int = 1):
+        return SampleBatch({SampleBatch.OBS: self.observation_space.sample()[None]})

@@ -49,6 +49,7 @@ from ray.tune.utils import merge_dicts
 
 from envs import ENVS
 from marlkit import models
+from marlkit.batched_runner import BatchedEnvRunner
 from marlkit.errors import ConfigError, closest
 from marlkit.policies import PolicyLayout
 
@@ -239,7 +240,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config["env"] = env
     config.update(OLD_STACK_ONLY)
     entry = ENVS.get(env)
-    if entry and entry.batched:
+    if entry and entry.create_batch:
         _sync_batched_num_envs(name, config, notes)
     if entry and entry.torch_device:
         _default_env_device(config)
@@ -353,14 +354,17 @@ def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]
 
 
 def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
-    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that batch their sub-envs, and picks
-    the env's batched env runner unless user callbacks need RLlib's stock sampler (its per-episode hooks)."""
+    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that step many games per call, and picks
+    the batched env runner unless the experiment needs RLlib's stock sampler (`stock_sampler_reason`)."""
     env_config = config.setdefault("env_config", {})
     if not isinstance(env_config, dict):
         return
     in_env, per_runner = env_config.get("num_envs"), config.get("num_envs_per_env_runner")
     if isinstance(in_env, dict) or isinstance(per_runner, dict):
         raise ConfigError(f"{name}.config: grid_search over num_envs is not supported for env '{config['env']}'")
+    for key, value in (("env_config.num_envs", in_env), ("num_envs_per_env_runner", per_runner)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}.config.{key} must be a whole number >= 1 (games per env runner), got {value!r}")
     if in_env is not None and per_runner is not None and in_env != per_runner:
         raise ConfigError(
             f"{name}.config: env_config.num_envs ({in_env}) and num_envs_per_env_runner ({per_runner}) differ; "
@@ -368,24 +372,28 @@ def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
         )
     count = in_env or per_runner or 1
     env_config["num_envs"] = config["num_envs_per_env_runner"] = count
-    runner = ENVS[config["env"]].batched_runner
-    if count > 1 and runner is not None and "env_runner_cls" not in config:
-        if "callbacks" in config:
-            notes.append(f"{name}: user callbacks get RLlib's stock sampler (per-episode hooks); sampling is slower")
-        elif _recurrent(config):
-            notes.append(f"{name}: recurrent models get RLlib's stock sampler (the batched runner is feed-forward "
-                         f"only); sampling is slower")
-        else:
-            config["env_runner_cls"] = runner
+    if "env_runner_cls" in config:
+        return
+    reason = stock_sampler_reason(config)
+    if reason:
+        notes.append(f"{name}: {reason} get RLlib's stock sampler (the batched env runner does not run them); "
+                     f"sampling is slower")
+    else:
+        config["env_runner_cls"] = BatchedEnvRunner
 
 
-def _recurrent(config: dict) -> bool:
-    """Whether any grid point's model keeps state between steps (a recurrent model file, use_lstm, use_attention)."""
+def stock_sampler_reason(config: dict) -> str | None:
+    """Why an experiment cannot use the batched env runner: user callbacks (per-episode hooks), attention nets over
+    past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
+    if "callbacks" in config:
+        return "user callbacks (per-episode hooks)"
     for variant in config_variants(config):
         model = variant.get("model") or {}
-        if model.get("use_lstm") or model.get("use_attention"):
-            return True
-    return any(models.is_recurrent(name) for name in custom_model_names(config))
+        if model.get("use_attention"):
+            return "use_attention models"
+        if model.get("lstm_use_prev_action") or model.get("lstm_use_prev_reward"):
+            return "LSTMs fed previous actions or rewards"
+    return None
 
 
 def _default_env_device(config: dict) -> None:

@@ -1,0 +1,360 @@
+"""The batched env runner: whole-array sampling of any `BatchedEnv` (envs/batched.py) on RLlib's old API stack.
+
+Why: RLlib's stock sampler walks every agent of every sub-env through per-agent episode objects, connectors and
+view requirements, one step at a time; with simulators that step thousands of games per call that bookkeeping, not
+the simulator, bounds sampling. `BatchedEnvRunner` subclasses the old stack's `RolloutWorker` (set as
+`env_runners(env_runner_cls=...)`; `train.py` picks it for every env registered with `create_batch`), keeps
+everything else of it (policies, weight sync, checkpoints), and replaces `sample()`:
+
+  - per step, one forward pass per policy over all of its agents in all games, one `env.step` for all games;
+    scripted policies (`heuristic:` in YAML) act on the same whole arrays; policies not being trained act but add
+    no training rows;
+  - recurrent models (RLlib `RecurrentNetwork`s: model/lstm.py, model/attention.py, `use_lstm`) keep their state
+    as arrays per (game, agent), zeroed when a game restarts;
+  - the env restarts finished games on the next step (next-step auto-reset): that step's row is not a training row,
+    and the policy pass made for it gives the value of the finished game's final observation, which bootstraps
+    truncated episodes (terminated ones bootstrap from zero), as RLlib's own postprocessing does;
+  - GAE over the whole (time, game, agent) array at the end of the fragment; rows in (time, game, agent) order, or,
+    for recurrent policies, per (game, agent) in time order, cut into `max_seq_len` sequences that never cross an
+    episode start, with `seq_lens` and the state at each sequence start, as RLlib's recurrent PPO expects.
+
+A fragment holds at least `rollout_fragment_length x num_envs` env steps (restart rows do not count).
+Episode metrics (return, length, per-agent returns) and `on_sample_end` callbacks work; per-episode callbacks
+(`on_episode_start/step/end`, custom metrics) need RLlib's stock sampler: spec.py picks it, with a note, for
+experiments that set `callbacks`.
+
+Example (YAML): nothing to do; `env: vmas` or `env: bucket_brigade` sample through this runner.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.evaluation.metrics import RolloutMetrics
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.evaluation.rollout_worker import RolloutWorker
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.filter import NoFilter
+
+from envs import ENVS
+from envs.batched import action_width, observation_size
+
+
+class BatchedEnvError(ValueError):
+    """A batched env returned arrays of the wrong shape or dtype."""
+
+
+def _no_env(env_context):
+    return None  # RolloutWorker builds no env of its own; the runner builds the batched one
+
+
+class BatchedEnvRunner(RolloutWorker):
+    """Old-stack env runner whose `sample()` steps a `BatchedEnv` with whole-array policy passes."""
+
+    def __init__(self, **kwargs):
+        kwargs["env_creator"] = _no_env
+        super().__init__(**kwargs)
+        self._finished = []  # RolloutMetrics of episodes ended since the last get_metrics()
+        if self.worker_index == 0 and self.num_workers > 0 and not self.config.create_local_env_runner:
+            return  # the local runner of a Tune trial holds no env when remote runners sample
+        self.env = ENVS[self.config.env].create_batch(dict(self.env_context))
+        env = self.env
+        self._name = self.config.env
+        self._agents = list(env.possible_agents)
+        self._num_envs = env.num_envs
+        self._device = torch.device(env.device)
+        self._obs_width = max(observation_size(env.observation_spaces[a]) for a in self._agents)
+        widths = [action_width(env.action_spaces[a]) for a in self._agents]
+        floats = any(isinstance(env.action_spaces[a], gym.spaces.Box) for a in self._agents)
+        self._actions = torch.zeros(self._num_envs, len(self._agents), max(widths), device=self._device,
+                                    dtype=torch.float32 if floats else torch.int64)
+        self._groups = {}  # policy id -> indices into self._agents
+        for index, agent in enumerate(self._agents):
+            self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)
+        self._obs_size = {pid: observation_size(env.observation_spaces[self._agents[g[0]]])
+                          for pid, g in self._groups.items()}
+        for policy_id in self._groups:
+            self._check_policy(policy_id)
+        self._trained = [pid for pid in self._groups if self._is_model(pid)
+                         and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
+        self._observations = None
+        self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
+        self._restarting = torch.zeros(self._num_envs, dtype=torch.bool, device=self._device)
+        self._episode_returns = torch.zeros(self._num_envs, len(self._agents), device=self._device)
+        self._episode_lengths = torch.zeros(self._num_envs, dtype=torch.long, device=self._device)
+        self._episode_ids = torch.arange(self._num_envs, device=self._device) + self.worker_index * 10**9
+        self._next_episode_id = int(self._episode_ids[-1]) + 1
+        self._reset_seed = None if self.config.seed is None else self.config.seed + 1000 * self.worker_index
+
+    def _is_model(self, policy_id) -> bool:
+        return getattr(self.policy_map[policy_id], "model", None) is not None
+
+    def _check_policy(self, policy_id) -> None:
+        policy = self.policy_map[policy_id]
+        if not self._is_model(policy_id):
+            return  # a scripted policy: compute_actions on whole arrays
+        if not isinstance(self.filters[policy_id], NoFilter):
+            raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
+        if policy.is_recurrent():
+            requirement = policy.view_requirements.get("state_in_0")
+            if requirement is not None and requirement.shift_from is not None:
+                raise ValueError(f"policy '{policy_id}': attention nets over past states (use_attention) need RLlib's "
+                                 f"stock sampler")
+            model_config = policy.config.get("model") or {}
+            if model_config.get("lstm_use_prev_action") or model_config.get("lstm_use_prev_reward"):
+                raise ValueError(f"policy '{policy_id}': lstm_use_prev_action/lstm_use_prev_reward need RLlib's stock "
+                                 f"sampler")
+
+    # ---- env arrays ----------------------------------------------------------------------------------------------
+
+    def _checked(self, method: str, name: str, array, shape: tuple, kind: str) -> torch.Tensor:
+        """`array` as a tensor on the runner's device, or BatchedEnvError naming the env, the call and the array."""
+        tensor = torch.as_tensor(array, device=self._device)
+        ok_kind = tensor.dtype == torch.bool if kind == "bool" else tensor.is_floating_point()
+        if tuple(tensor.shape) != shape or not ok_kind:
+            raise BatchedEnvError(
+                f"env '{self._name}': {method}() returned {name} of shape {tuple(tensor.shape)} and dtype "
+                f"{str(tensor.dtype).replace('torch.', '')}; expected shape {shape} and a {kind} dtype")
+        return tensor.clone()  # envs may reuse their arrays on the next call
+
+    def _observations_of(self, method: str, observations) -> torch.Tensor:
+        return self._checked(method, "observations", observations,
+                             (self._num_envs, len(self._agents), self._obs_width), "float").float()
+
+    def _reset_all(self) -> None:
+        self._observations = self._observations_of("reset", self.env.reset(self._reset_seed))
+        self._restarting.zero_()
+        for policy_id in self._groups:
+            if self._is_model(policy_id) and self.policy_map[policy_id].is_recurrent():
+                initial = self.policy_map[policy_id].get_initial_state()
+                self._states[policy_id] = [
+                    torch.as_tensor(s).to(self.policy_map[policy_id].device).expand(
+                        (self._num_envs, len(self._groups[policy_id])) + tuple(np.shape(s))).clone() for s in initial]
+
+    # ---- policy passes -------------------------------------------------------------------------------------------
+
+    def _own(self, observations: torch.Tensor, policy_id) -> torch.Tensor:
+        """(games, agents of the policy, its observation size) from the (games, agents, widest) array."""
+        return observations[:, self._groups[policy_id], :self._obs_size[policy_id]]
+
+    @staticmethod
+    def _forward(policy, observations: torch.Tensor, state: list):
+        """Distribution inputs, values and next state of the policy's model for (rows, ...) observations."""
+        rows = observations.to(policy.device)
+        seq_lens = torch.ones(len(rows), dtype=torch.int32, device=policy.device) if state else None
+        with torch.no_grad():
+            dist_inputs, state_out = policy.model(SampleBatch({SampleBatch.OBS: rows}, _is_training=False),
+                                                  state, seq_lens)
+            return dist_inputs, policy.model.value_function(), state_out
+
+    def _state_rows(self, policy_id) -> list:
+        return [s.reshape((-1,) + tuple(s.shape[2:])) for s in self._states.get(policy_id, [])]
+
+    def _env_actions(self, policy, actions: torch.Tensor) -> torch.Tensor:
+        """RLlib's unsquash/clip of policy outputs into the env's action bounds, on whole arrays."""
+        space = policy.action_space
+        if isinstance(space, gym.spaces.Box):
+            low = torch.as_tensor(space.low, device=actions.device)
+            high = torch.as_tensor(space.high, device=actions.device)
+            if self.config.normalize_actions:
+                actions = low + (actions + 1.0) * (high - low) / 2.0
+            if self.config.normalize_actions or self.config.clip_actions:
+                actions = torch.maximum(torch.minimum(actions, high), low)
+        return actions
+
+    def _act(self, policy_id, explore: bool, record: dict | None) -> None:
+        """Writes the actions of one policy's agents in all games into `self._actions`; records training columns."""
+        policy = self.policy_map[policy_id]
+        group = self._groups[policy_id]
+        own = self._own(self._observations, policy_id)
+        rows = own.reshape(self._num_envs * len(group), -1)
+        if not self._is_model(policy_id):
+            actions = torch.as_tensor(np.asarray(policy.compute_actions(rows.cpu().numpy(), explore=explore)[0]))
+            env_actions = actions
+        else:
+            state_in = self._state_rows(policy_id)
+            dist_inputs, values, state_out = self._forward(policy, rows, state_in)
+            with torch.no_grad():
+                distribution = policy.dist_class(dist_inputs, policy.model)
+                actions = distribution.sample() if explore else distribution.deterministic_sample()
+                logp = distribution.logp(actions)
+            if state_in:
+                self._states[policy_id] = [s.reshape(self._states[policy_id][i].shape)
+                                           for i, s in enumerate(state_out)]
+            if record is not None:
+                shape = (self._num_envs, len(group))
+                record["obs"].append(own)
+                record["actions"].append(actions.reshape(shape + tuple(actions.shape[1:])))
+                record["dist_inputs"].append(dist_inputs.reshape(shape + tuple(dist_inputs.shape[1:])))
+                record["logp"].append(logp.reshape(shape).to(self._device))
+                record["values"].append(values.reshape(shape).to(self._device))
+                record["state_in"].append([s.reshape(shape + tuple(s.shape[1:])) for s in state_in])
+            env_actions = self._env_actions(policy, actions)
+        width = 1 if env_actions.dim() == 1 else int(np.prod(env_actions.shape[1:]))
+        self._actions[:, group, :width] = env_actions.reshape(self._num_envs, len(group), width).to(
+            device=self._device, dtype=self._actions.dtype)
+
+    def _last_values(self, policy_id) -> torch.Tensor:
+        """(games, agents of the policy) values of the current observations, the state left as it is."""
+        policy = self.policy_map[policy_id]
+        rows = self._own(self._observations, policy_id).reshape(self._num_envs * len(self._groups[policy_id]), -1)
+        _, values, _ = self._forward(policy, rows, self._state_rows(policy_id))
+        return values.reshape(self._num_envs, -1).to(self._device)
+
+    # ---- sampling ------------------------------------------------------------------------------------------------
+
+    def sample(self, **kwargs):
+        if self._observations is None:
+            self._reset_all()
+        target = self.config.get_rollout_fragment_length(self.worker_index) * self._num_envs
+        explore = self.config.explore
+        agents = len(self._agents)
+        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in")}
+                   for pid in self._trained}
+        steps = {k: [] for k in ("rewards", "terminated", "truncated", "valid", "eps_id", "t")}
+        env_steps = 0
+        while env_steps < target:
+            valid = ~self._restarting
+            steps["valid"].append(valid)
+            steps["eps_id"].append(self._episode_ids.clone())
+            steps["t"].append(self._episode_lengths.clone())
+            for policy_id in self._groups:
+                self._act(policy_id, explore, records.get(policy_id))
+            observations, rewards, terminated, truncated = self.env.step(self._actions)
+            shape = (self._num_envs, agents)
+            self._observations = self._observations_of("step", observations)
+            rewards = self._checked("step", "rewards", rewards, shape, "float").float()
+            terminated = self._checked("step", "terminated", terminated, (self._num_envs,), "bool")
+            truncated = self._checked("step", "truncated", truncated, (self._num_envs,), "bool") & ~terminated
+            steps["rewards"].append(rewards)
+            steps["terminated"].append(terminated)
+            steps["truncated"].append(truncated)
+            env_steps += int(valid.sum())
+            if bool(self._restarting.any()):  # this step started new games: their recurrent state starts at zero
+                for states in self._states.values():
+                    for state in states:
+                        state[self._restarting.to(state.device)] = 0
+            self._episode_returns += rewards
+            self._episode_lengths += valid
+            done = terminated | truncated
+            if bool(done.any()):
+                self._record_episodes(done)
+            self._restarting = done
+        stacked = {k: torch.stack(v) for k, v in steps.items()}
+        batch = self._build_batch(records, stacked, env_steps)
+        self.callbacks.on_sample_end(worker=self, samples=batch)
+        return batch
+
+    def _record_episodes(self, done: torch.Tensor) -> None:
+        for env_index in done.nonzero().flatten().tolist():
+            self._finished.append(RolloutMetrics(
+                episode_length=int(self._episode_lengths[env_index]),
+                episode_reward=float(self._episode_returns[env_index].sum()),
+                agent_rewards={
+                    (agent, self.policy_mapping_fn(agent, None, self)): float(self._episode_returns[env_index, i])
+                    for i, agent in enumerate(self._agents)
+                },
+            ))
+            self._episode_ids[env_index] = self._next_episode_id
+            self._next_episode_id += 1
+        self._episode_returns[done] = 0
+        self._episode_lengths[done] = 0
+
+    # ---- training batch ------------------------------------------------------------------------------------------
+
+    def _advantages(self, values: torch.Tensor, last_values: torch.Tensor, rewards: torch.Tensor,
+                    terminated: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """GAE over (time, games, agents). The row after a finished game is its restart row, whose value is that of
+        the final observation: the bootstrap of a truncated game; a terminated one bootstraps from zero."""
+        gamma, lambda_ = self.config.gamma, self.config.lambda_
+        next_values = torch.cat([values[1:], last_values.unsqueeze(0)])
+        next_values = torch.where(terminated.unsqueeze(-1), torch.zeros_like(next_values), next_values)
+        deltas = rewards + gamma * next_values - values
+        advantages = torch.empty_like(deltas)
+        running = torch.zeros_like(deltas[0])
+        keep = (~done).unsqueeze(-1).float()
+        for t in reversed(range(len(deltas))):
+            running = deltas[t] + gamma * lambda_ * keep[t] * running
+            advantages[t] = running
+        return advantages
+
+    def _build_batch(self, records: dict, steps: dict, env_steps: int) -> MultiAgentBatch:
+        done = steps["terminated"] | steps["truncated"]
+        time_steps = len(done)
+        policy_batches = {}
+        for policy_id, record in records.items():
+            group = self._groups[policy_id]
+            k = len(group)
+            values = torch.stack(record["values"])
+            advantages = self._advantages(values, self._last_values(policy_id), steps["rewards"][:, :, group],
+                                          steps["terminated"], done)
+
+            def per_agent(tensor: torch.Tensor) -> torch.Tensor:
+                """(time, games) -> (time, games, agents of the policy)."""
+                return tensor.unsqueeze(-1).expand(-1, -1, k)
+
+            agent_index = torch.as_tensor(group, device=self._device).expand(time_steps, self._num_envs, k)
+            columns = {
+                SampleBatch.OBS: torch.stack(record["obs"]),
+                SampleBatch.ACTIONS: torch.stack(record["actions"]),
+                SampleBatch.ACTION_DIST_INPUTS: torch.stack(record["dist_inputs"]),
+                SampleBatch.ACTION_LOGP: torch.stack(record["logp"]),
+                SampleBatch.VF_PREDS: values,
+                SampleBatch.REWARDS: steps["rewards"][:, :, group],
+                SampleBatch.TERMINATEDS: per_agent(steps["terminated"]),
+                SampleBatch.TRUNCATEDS: per_agent(steps["truncated"]),
+                SampleBatch.EPS_ID: per_agent(steps["eps_id"]),
+                SampleBatch.T: per_agent(steps["t"]),
+                SampleBatch.AGENT_INDEX: agent_index,
+                Postprocessing.ADVANTAGES: advantages,
+                Postprocessing.VALUE_TARGETS: advantages + values,
+            }
+            valid = per_agent(steps["valid"])
+            state_in = [torch.stack(parts) for parts in zip(*record["state_in"])]
+            if state_in:
+                policy_batches[policy_id] = self._sequences(policy_id, columns, state_in, valid, steps["valid"])
+            else:
+                policy_batches[policy_id] = SampleBatch({
+                    key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
+        return MultiAgentBatch(policy_batches, env_steps=env_steps)
+
+    def _sequences(self, policy_id, columns: dict, state_in: list, valid: torch.Tensor,
+                   valid_steps: torch.Tensor) -> SampleBatch:
+        """A recurrent policy's rows per (game, agent) in time order, cut into sequences of at most `max_seq_len`
+        that start at the fragment's start, at each episode start and every `max_seq_len` rows after."""
+        max_seq_len = self.policy_map[policy_id].max_seq_len
+        time_steps = len(valid_steps)
+        index = torch.arange(time_steps, device=self._device).unsqueeze(1).expand_as(valid_steps)
+        follows_restart = torch.cat([torch.ones_like(valid_steps[:1]), ~valid_steps[:-1]])
+        chunk_start = torch.where(valid_steps & follows_restart, index, torch.full_like(index, -1))
+        position = index - torch.cummax(chunk_start, dim=0).values
+        starts = (valid_steps & (position % max_seq_len == 0)).unsqueeze(-1).expand_as(valid)
+
+        def lanes(tensor: torch.Tensor) -> torch.Tensor:
+            """(time, games, agents, ...) -> rows ordered (game, agent, time), valid rows only."""
+            lane_major = tensor.transpose(0, 1).transpose(1, 2)
+            return lane_major[valid.transpose(0, 1).transpose(1, 2).to(tensor.device)]
+
+        is_start = lanes(starts)
+        first_rows = is_start.nonzero().flatten()
+        seq_lens = torch.diff(first_rows, append=torch.tensor([len(is_start)], device=first_rows.device))
+        batch = {key: _numpy(lanes(column)) for key, column in columns.items()}
+        for i, state in enumerate(state_in):
+            batch[f"state_in_{i}"] = _numpy(lanes(state)[is_start.to(state.device)])
+        batch[SampleBatch.SEQ_LENS] = seq_lens.cpu().numpy().astype(np.int32)
+        return SampleBatch(batch, _max_seq_len=max_seq_len)
+
+    def get_metrics(self) -> list:
+        finished, self._finished = self._finished, []
+        return finished
+
+    def stop(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+        super().stop()
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.cpu().numpy()
