@@ -10,7 +10,7 @@ everything else of it (policies, weight sync, checkpoints), and replaces `sample
     scripted policies (`heuristic:` in YAML) act on the same whole arrays; policies not being trained act but add
     no training rows;
   - recurrent models (RLlib `RecurrentNetwork`s: model/lstm.py, model/attention.py, `use_lstm`) keep their state
-    as arrays per (game, agent), zeroed when a game restarts;
+    as arrays per (game, agent), reset to the model's initial state when a game restarts;
   - the env restarts finished games on the next step (next-step auto-reset): that step's row is not a training row,
     and the policy pass made for it gives the value of the finished game's final observation, which bootstraps
     truncated episodes (terminated ones bootstrap from zero), as RLlib's own postprocessing does;
@@ -34,6 +34,7 @@ import torch
 from ray.rllib.evaluation.metrics import RolloutMetrics
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.evaluation.rollout_worker import RolloutWorker
+from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
 
@@ -59,6 +60,7 @@ class BatchedEnvRunner(RolloutWorker):
         if self.worker_index == 0 and self.num_workers > 0 and not self.config.create_local_env_runner:
             return  # the local runner of a Tune trial holds no env when remote runners sample
         self.env = ENVS[self.config.env].create_batch(dict(self.env_context))
+        self.input_reader = _BatchedInput(self)  # RLlib's health check and local evaluation look for one
         env = self.env
         self._name = self.config.env
         self._agents = list(env.possible_agents)
@@ -127,10 +129,14 @@ class BatchedEnvRunner(RolloutWorker):
         self._restarting.zero_()
         for policy_id in self._groups:
             if self._is_model(policy_id) and self.policy_map[policy_id].is_recurrent():
-                initial = self.policy_map[policy_id].get_initial_state()
                 self._states[policy_id] = [
-                    torch.as_tensor(s).to(self.policy_map[policy_id].device).expand(
-                        (self._num_envs, len(self._groups[policy_id])) + tuple(np.shape(s))).clone() for s in initial]
+                    s.expand((self._num_envs, len(self._groups[policy_id])) + tuple(s.shape)).clone()
+                    for s in self._initial_state(policy_id)]
+
+    def _initial_state(self, policy_id) -> list:
+        """The model's initial recurrent state (asked anew: a learned one changes with training)."""
+        policy = self.policy_map[policy_id]
+        return [torch.as_tensor(np.asarray(s)).to(policy.device) for s in policy.get_initial_state()]
 
     # ---- policy passes -------------------------------------------------------------------------------------------
 
@@ -152,14 +158,17 @@ class BatchedEnvRunner(RolloutWorker):
         return [s.reshape((-1,) + tuple(s.shape[2:])) for s in self._states.get(policy_id, [])]
 
     def _env_actions(self, policy, actions: torch.Tensor) -> torch.Tensor:
-        """RLlib's unsquash/clip of policy outputs into the env's action bounds, on whole arrays."""
+        """RLlib's unsquash/clip of policy outputs into the env's action bounds, on whole arrays: normalize_actions
+        unsquashes (and clips) only into Boxes bounded on every side, as RLlib's own action connectors do; unbounded
+        actions go to the env as sampled."""
         space = policy.action_space
         if isinstance(space, gym.spaces.Box):
             low = torch.as_tensor(space.low, device=actions.device)
             high = torch.as_tensor(space.high, device=actions.device)
-            if self.config.normalize_actions:
+            unsquash = self.config.normalize_actions and bool(np.all(space.bounded_below) and np.all(space.bounded_above))
+            if unsquash:
                 actions = low + (actions + 1.0) * (high - low) / 2.0
-            if self.config.normalize_actions or self.config.clip_actions:
+            if unsquash or self.config.clip_actions:
                 actions = torch.maximum(torch.minimum(actions, high), low)
         return actions
 
@@ -231,10 +240,10 @@ class BatchedEnvRunner(RolloutWorker):
             steps["terminated"].append(terminated)
             steps["truncated"].append(truncated)
             env_steps += int(valid.sum())
-            if bool(self._restarting.any()):  # this step started new games: their recurrent state starts at zero
-                for states in self._states.values():
-                    for state in states:
-                        state[self._restarting.to(state.device)] = 0
+            if bool(self._restarting.any()):  # this step started new games: their recurrent state starts afresh
+                for policy_id, states in self._states.items():
+                    for state, initial in zip(states, self._initial_state(policy_id)):
+                        state[self._restarting.to(state.device)] = initial
             self._episode_returns += rewards
             self._episode_lengths += valid
             done = terminated | truncated
@@ -354,6 +363,16 @@ class BatchedEnvRunner(RolloutWorker):
             self.env.close()
             self.env = None
         super().stop()
+
+
+class _BatchedInput(InputReader):
+    """The runner's `sample()` as RLlib's input reader."""
+
+    def __init__(self, runner: BatchedEnvRunner):
+        self.runner = runner
+
+    def next(self):
+        return self.runner.sample()
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

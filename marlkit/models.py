@@ -24,7 +24,6 @@ from pathlib import Path
 
 import ray.cloudpickle as cloudpickle  # the pickler Ray uses for its registry
 from ray.rllib.models import ModelCatalog
-from ray.rllib.models.torch.recurrent_net import RecurrentNetwork
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
 from marlkit.errors import ConfigError, closest
@@ -69,11 +68,6 @@ def load_model(name: str) -> type:
         raise ConfigError(f"custom_model '{name}': {CLASS_NAME} in {path} must subclass {bases}")
     cloudpickle.register_pickle_by_value(module)
     return model_class
-
-
-def is_recurrent(name: str) -> bool:
-    """Whether model `name` keeps state between steps (an RLlib RecurrentNetwork: state_in/state_out)."""
-    return issubclass(load_model(name), RecurrentNetwork)
 
 
 def check_model_kwargs(name: str, model_class: type, custom_model_config: dict) -> None:

@@ -10,8 +10,8 @@
 At every step the window holds the embeddings of the last `memory` observations plus the current one; the
 transformer's output at the current position feeds the policy and value heads, then the window slides by one. The
 window travels through RLlib's recurrent-model machinery (`state_in`/`state_out`), so PPO trains on sequences of
-`model.max_seq_len` steps like the LSTM, and recurrent models are sampled with RLlib's stock sampler. At an episode's
-start the window is zeros.
+`model.max_seq_len` steps like the LSTM, and batched envs sample it through the batched env runner like the LSTM. At
+an episode's start the window is zeros.
 
 Example (YAML):
     model:

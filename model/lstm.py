@@ -7,8 +7,8 @@
 
 Each agent carries its own LSTM state through its episode (RLlib's recurrent-model machinery: `state_in`/`state_out`
 in the sample batch). PPO trains on sequences of `model.max_seq_len` steps (RLlib default 20), starting from the
-state recorded at each sequence's first step. Recurrent models are sampled with RLlib's stock sampler (the batched
-VMAS runner is feed-forward only; train.py notes the switch).
+state recorded at each sequence's first step. Batched envs (VMAS, Bucket Brigade) sample it through the batched env
+runner (marlkit/batched_runner.py), which keeps the state as arrays per (game, agent).
 
 Example (YAML):
     model:

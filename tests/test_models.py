@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ray.rllib.models import ModelCatalog
+from ray.rllib.models.torch.recurrent_net import RecurrentNetwork
 
 from marlkit import models
 from marlkit.errors import ConfigError
@@ -131,7 +132,8 @@ def test_recurrent_models_carry_memory_through_their_state(name, settings):
     obs_space, action_space = gym.spaces.Box(-1, 1, (6,), np.float32), gym.spaces.Discrete(5)
     model = ModelCatalog.get_model_v2(obs_space, action_space, 5, {
         "custom_model": name, "custom_model_config": settings, "max_seq_len": 4}, framework="torch")
-    assert models.is_recurrent(name) and not models.is_recurrent("fcnet")
+    assert issubclass(models.load_model(name), RecurrentNetwork)
+    assert not issubclass(models.load_model("fcnet"), RecurrentNetwork)
     torch.manual_seed(0)
     batch, steps = 3, 4
     obs = torch.randn(batch, steps, 6)
@@ -153,13 +155,17 @@ def test_recurrent_models_carry_memory_through_their_state(name, settings):
     assert not torch.allclose(alone, logits.reshape(batch, steps, 5)[:, -1], atol=1e-4)
 
 
-def test_recurrent_models_get_the_stock_sampler_with_a_note(tmp_path):
+def test_recurrent_models_get_the_batched_runner_and_use_attention_the_stock_sampler(tmp_path):
     from conftest import tiny_experiment, write_yaml
+    from marlkit.batched_runner import BatchedEnvRunner
     from marlkit.spec import load_experiments
 
-    experiment = tiny_experiment(config={"model": {"custom_model": "lstm", "custom_model_config": {"cell_size": 8}}})
-    (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": experiment}))
-    assert "env_runner_cls" not in loaded.config
-    assert any("recurrent models get RLlib's stock sampler" in note for note in loaded.notes)
-    (feed_forward,) = load_experiments(write_yaml(tmp_path / "ff.yaml", {"exp": tiny_experiment()}))
-    assert feed_forward.config["env_runner_cls"].__name__ == "BatchedVmasRunner"
+    for model in ({"custom_model": "lstm", "custom_model_config": {"cell_size": 8}}, {"use_lstm": True}, {}):
+        experiment = tiny_experiment(config={"model": model})
+        (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": experiment}))
+        assert loaded.config["env_runner_cls"] is BatchedEnvRunner and not loaded.notes
+    for model, reason in (({"use_attention": True}, "use_attention models"),
+                          ({"use_lstm": True, "lstm_use_prev_action": True}, "LSTMs fed previous actions")):
+        (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": tiny_experiment(config={"model": model})}))
+        assert "env_runner_cls" not in loaded.config
+        assert any(f"{reason}" in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes

@@ -81,6 +81,25 @@ def test_batched_env_keeps_num_envs_in_step(tmp_path):
         load_one(tmp_path, experiment)
 
 
+@pytest.mark.parametrize("env, key, value", [
+    ("vmas", "num_envs_per_env_runner", 0), ("bucket_brigade", "num_envs_per_env_runner", 0),
+    ("bucket_brigade", "num_envs_per_env_runner", 2.5), ("vmas", "env_config.num_envs", -1),
+])
+def test_games_per_env_runner_must_be_a_whole_number(tmp_path, env, key, value):
+    experiment = tiny_experiment()
+    if env == "bucket_brigade":
+        experiment.update(env=env)
+        experiment["config"]["env_config"] = {"scenario": "default"}
+    experiment["config"].pop("num_envs_per_env_runner", None)
+    if key == "env_config.num_envs":
+        experiment["config"]["env_config"]["num_envs"] = value
+    else:
+        experiment["config"][key] = value
+    with pytest.raises(ConfigError, match=rf"config.{key} must be a whole number >= 1 \(games per env runner\), "
+                                          rf"got {value}"):
+        load_one(tmp_path, experiment)
+
+
 @pytest.mark.parametrize("gpu_settings, device", [
     ({}, None),
     ({"num_env_runners": 2, "num_gpus_per_env_runner": 0.5}, "cuda"),
