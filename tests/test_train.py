@@ -194,7 +194,10 @@ def test_bucket_brigade_configs_train_and_roll_out(config, trained, tmp_path, ra
     assert run.returncode == 0, run.stderr[-2000:]
     (trial,) = trial_dirs(tmp_path / config)
     results = read_results(trial)
-    assert [r["num_env_steps_sampled_lifetime"] for r in results] == [4000, 8000]
+    # The batched runner samples at least train_batch_size env steps; restart rows of finished games do not count,
+    # so a fragment overshoots by less than one step of its 8 games.
+    first, second = (r["num_env_steps_sampled_lifetime"] for r in results)
+    assert 4000 <= first < 4008 and 4000 <= second - first < 4008
     assert sorted(results[-1]["info"]["learner"]) == trained  # scripted opponents are never trained
     assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
         ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
