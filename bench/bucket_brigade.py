@@ -1,10 +1,21 @@
-"""Bucket Brigade: speed of the Rust core against the numpy reference, and PPO against uniform-random play.
+"""Bucket Brigade: speed of the Rust core, of RLlib's stock sampler and of marlkit's batched env runner, and PPO
+against uniform-random play.
 
-Throughput (default), side by side in one run, one process, uniform random actions drawn beforehand:
-  a. the Rust core batched: one `VecEnv` of --num-envs games, one native call per night for all of them,
+Throughput (default), side by side in one run, one process. Env steps are game-nights; agent steps are env steps x
+agents (all four seats count, scripted ones too):
+  a. the Rust core batched: one `VecEnv` of --num-envs games, one native call per night for all of them, uniform
+     random actions drawn beforehand,
   b. the Rust core one game at a time: a `VecEnv` of 1 game, one call per night (the per-call cost dominates),
-  c. the numpy reference (`envs.bucket_brigade.reference`), --reference-envs games.
-Env steps are game-nights; agent steps are env steps x agents.
+  c. the numpy reference (`envs.bucket_brigade.reference`), --reference-envs games,
+  d. sampling only through RLlib's stock old-stack sampler (`RolloutWorker` as env_runner_cls) over the one-game
+     MultiAgentEnv, --stock-games sub-envs (8, the YAML's setting before the batched runner), with `config/bucket-brigade-ppo.yaml`'s policies: the
+     MLP [128, 128] learner and the scripted opponents,
+  e. sampling only through marlkit's batched env runner (`BatchedEnvRunner`, what train.py picks for
+     `env: bucket_brigade`), same policies, at each of --games-per-runner games per runner; the fastest is "best",
+  f. PPO end to end (`algorithm.train()`: sampling and learning) with the YAML's settings, --train-iters iterations
+     each: the stock sampler at --stock-games games and the batched runner at the best games per runner of (e).
+Every RLlib measurement samples in this process (num_env_runners 0) with --torch-threads torch threads (default 1,
+what Ray gives a Tune trial's process of one CPU: OMP_NUM_THREADS=1). RLlib rows use the YAML's 4 agents.
 
 Learning (--learning): for each of --scenarios, PPO trains `config/bucket-brigade-ppo.yaml`'s learner (agent_0,
 opponents random, random, firefighter) in this process until --cpu-minutes of CPU time, then its reward per night
@@ -12,7 +23,8 @@ opponents random, random, firefighter) in this process until --cpu-minutes of CP
 seat against the same opponents in the same 2,000 games.
 
 Usage:
-    python bench/bucket_brigade.py                         # throughput, ~30 s
+    python bench/bucket_brigade.py                         # throughput, ~3.5 min on 2 CPU cores
+    python bench/bucket_brigade.py --skip-rllib            # the Rust core and the reference only (a-c), ~15 s
     python bench/bucket_brigade.py --learning              # + PPO vs random on default and greedy_neighbor, ~21 min
 Prints a table and, as the last line, one JSON object.
 """
@@ -34,6 +46,7 @@ from envs.bucket_brigade import VecEnv, heuristics, reference  # noqa: E402
 from envs.bucket_brigade.scenarios import get_scenario  # noqa: E402
 
 OPPONENTS = ("random", "random", "firefighter")  # agents 1-3 of config/bucket-brigade-ppo.yaml
+CONFIG = Path(__file__).resolve().parent.parent / "config" / "bucket-brigade-ppo.yaml"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,13 +55,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-agents", type=int, default=4)
     parser.add_argument("--num-envs", type=int, default=4096, help="games of the batched Rust run")
     parser.add_argument("--reference-envs", type=int, default=64, help="games of the numpy reference run")
-    parser.add_argument("--seconds", type=float, default=3.0, help="time each throughput run steps for")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time each Rust core/reference run steps for")
+    parser.add_argument("--stock-games", type=int, default=8,
+                        help="sub-envs of RLlib's stock sampler (default 8: the shipped YAML's setting before the "
+                             "batched runner)")
+    parser.add_argument("--games-per-runner", default="8,64,256,1024,4096",
+                        help="games per batched env runner, comma-separated: each is sampled, the fastest trains")
+    parser.add_argument("--sample-seconds", type=float, default=3.0,
+                        help="time each sampling measurement samples for (at least one fragment, after a warm-up one)")
+    parser.add_argument("--train-iters", type=int, default=10, help="PPO iterations of each end-to-end run")
+    parser.add_argument("--train-batch-size", type=int, default=None,
+                        help="env steps per PPO iteration (default: the YAML's 4000; minibatches are at most this)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads of this process for the RLlib rows (a Tune trial of 1 CPU gets 1)")
+    parser.add_argument("--skip-rllib", action="store_true", help="only the Rust core and the reference (a-c)")
     parser.add_argument("--learning", action="store_true", help="also train PPO and compare with random play")
     parser.add_argument("--scenarios", default="default,greedy_neighbor", help="scenarios of --learning")
     parser.add_argument("--cpu-minutes", type=float, default=10.0, help="CPU time budget of each PPO run")
     parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
     args.scenarios = args.scenarios.split(",")
+    try:
+        args.games_per_runner = [int(games) for games in args.games_per_runner.split(",")]
+    except ValueError:
+        parser.error(f"--games-per-runner takes whole numbers, comma-separated (got {args.games_per_runner})")
+    for name in ("games_per_runner", "stock_games", "train_iters", "train_batch_size", "torch_threads"):
+        values = getattr(args, name)
+        if any(value is not None and value < 1 for value in (values if isinstance(values, list) else [values])):
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
         for name in [args.scenario, *args.scenarios]:
             get_scenario(name)
@@ -85,6 +119,106 @@ def throughput(args) -> dict:
     return {name: steps_per_second(env, args.seconds, rng) for name, env in runs.items()}
 
 
+def rllib_algorithm(args, games: int | None, stock: bool):
+    """PPO of config/bucket-brigade-ppo.yaml sampling in this process: through RLlib's stock old-stack sampler
+    (`RolloutWorker`) or marlkit's batched env runner (what train.py picks), at `games` games per runner."""
+    from ray.rllib.evaluation.rollout_worker import RolloutWorker
+
+    from marlkit import launch, spec
+
+    overrides = {"num_env_runners": 0, "env_config": {"scenario": args.scenario}}
+    if games is not None:
+        overrides["num_envs_per_env_runner"] = games
+    if stock:
+        overrides["env_runner_cls"] = RolloutWorker
+    (experiment,) = spec.load_experiments(CONFIG, overrides)
+    if args.train_batch_size is not None:
+        experiment.config["train_batch_size"] = args.train_batch_size
+        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], args.train_batch_size)
+    launch.register_components([experiment])
+    config = launch.first_trial_config(experiment)
+    algorithm = launch.build_algorithm(experiment.run, config)
+    runner = type(algorithm.env_runner).__name__
+    if runner != ("RolloutWorker" if stock else "BatchedEnvRunner"):
+        raise RuntimeError(f"expected the {'stock' if stock else 'batched'} sampler, the algorithm built a {runner}")
+    return algorithm, config
+
+
+def sample_env_steps_per_s(algorithm, seconds: float) -> float:
+    """Env steps per second of the algorithm's local env runner's `sample()` (no learning): one warm-up fragment,
+    then fragments until `seconds` have passed (at least one)."""
+    runner = algorithm.env_runner
+    runner.sample()
+    steps, start = 0, time.perf_counter()
+    while steps == 0 or time.perf_counter() - start < seconds:
+        steps += runner.sample().env_steps()
+    return steps / (time.perf_counter() - start)
+
+
+def train_run(algorithm, iterations: int) -> dict:
+    """`iterations` calls of `algorithm.train()`: env steps over their summed wall time, and the sampling and
+    learning seconds per iteration (RLlib's timers: means over the last 10 iterations at most)."""
+    seconds, env_steps = 0.0, 0
+    for _ in range(iterations):
+        start = time.perf_counter()
+        result = algorithm.train()
+        seconds += time.perf_counter() - start
+        env_steps += result["num_env_steps_sampled_this_iter"]
+    return {"env_steps_per_s": env_steps / seconds, "env_steps_per_iter": env_steps / iterations,
+            "sample_s": result["timers"]["sample_time_ms"] / 1000, "learn_s": result["timers"]["learn_time_ms"] / 1000}
+
+
+def rllib_rows(args) -> tuple[dict, list]:
+    """(d-f): figures and table rows (label, env steps/s, agents, note)."""
+    figures, rows = {}, []
+    stock, stock_config = rllib_algorithm(args, args.stock_games, stock=True)
+    agents = stock_config["env_config"]["num_agents"]
+    stock_games = stock_config["num_envs_per_env_runner"]
+    batch = stock_config["train_batch_size"]
+    figures["stock_num_envs"] = stock_games
+    try:
+        speed = sample_env_steps_per_s(stock, args.sample_seconds)
+        figures["stock_sample_agent_steps_per_s"] = speed * agents
+        rows.append((f"d. stock RLlib sampler, {stock_games} games (sampling)", speed, agents, ""))
+        print(f"stock sampling: {speed * agents:,.0f} agent steps/s", flush=True)
+        stock_train = train_run(stock, args.train_iters)
+    finally:
+        stock.stop()
+    best, best_speed, best_games = None, 0.0, None
+    try:
+        for games in args.games_per_runner:
+            algorithm, _ = rllib_algorithm(args, games, stock=False)
+            speed = sample_env_steps_per_s(algorithm, args.sample_seconds)
+            figures[f"batched_sample_agent_steps_per_s_{games}"] = speed * agents
+            rows.append((f"e. batched runner, {games} games (sampling)", speed, agents, ""))
+            print(f"batched sampling, {games} games: {speed * agents:,.0f} agent steps/s", flush=True)
+            if speed > best_speed:
+                if best is not None:
+                    best.stop()
+                best, best_speed, best_games = algorithm, speed, games
+            else:
+                algorithm.stop()
+        figures["batched_sample_agent_steps_per_s"] = best_speed * agents
+        figures["batched_best_num_envs"] = best_games
+        rows.append((f"e. batched runner, best: {best_games} games (sampling)", best_speed, agents, ""))
+        batched_train = train_run(best, args.train_iters)
+    finally:
+        if best is not None:
+            best.stop()
+    for key, label, games, run in (("stock", "stock RLlib sampler", stock_games, stock_train),
+                                   ("batched", "batched runner", best_games, batched_train)):
+        figures[f"{key}_train_agent_steps_per_s"] = run["env_steps_per_s"] * agents
+        rows.append((f"f. PPO, {label}, {games} games (train)", run["env_steps_per_s"], agents,
+                     f"{run['env_steps_per_iter']:,.0f} env steps/iter: sample {run['sample_s']:.2f} s + "
+                     f"learn {run['learn_s']:.2f} s"))
+    figures["train_iterations"] = args.train_iters
+    figures["train_batch_size"] = batch
+    for kind in ("sample", "train"):
+        figures[f"batched_vs_stock_{kind}"] = (figures[f"batched_{kind}_agent_steps_per_s"]
+                                               / figures[f"stock_{kind}_agent_steps_per_s"])
+    return figures, rows
+
+
 def seat_reward_per_night(scenario: str, seat_policy, games: int = 2000, max_nights: int = 100) -> float:
     """Agent 0 acting with `seat_policy(obs_rows, rng) -> actions` against OPPONENTS, one game per env (the first
     episode of each of `games` games, same seed for every policy): its total reward over the nights played."""
@@ -109,7 +243,7 @@ def train_ppo(scenario: str, cpu_minutes: float):
     from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
     from marlkit import launch, spec
 
-    (experiment,) = spec.load_experiments(Path(__file__).resolve().parent.parent / "config" / "bucket-brigade-ppo.yaml")
+    (experiment,) = spec.load_experiments(CONFIG)
     experiment.config["env_config"]["scenario"] = scenario
     launch.register_components([experiment])
     config = dict(launch.first_trial_config(experiment), num_env_runners=0)  # one process: its CPU time is all
@@ -127,26 +261,52 @@ def train_ppo(scenario: str, cpu_minutes: float):
     return algorithm, seat_policy, cpu_seconds, result["num_env_steps_sampled_lifetime"]
 
 
+TARGETS = (  # (figure, at least, label) of the issue that asked for rows d-f
+    ("batched_vs_stock_sample", 100.0, "batched sampling >= 100x stock"),
+    ("batched_vs_stock_train", 20.0, "PPO end to end >= 20x stock"),
+    ("batched_vs_stock_train", 50.0, "PPO end to end >= 50x stock (aim)"),
+)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     print(f"Bucket Brigade '{args.scenario}', {args.num_agents} agents; {os.cpu_count()} CPUs", flush=True)
     speeds = throughput(args)
     figures = {f"{name}_env_steps_per_s": value for name, value in speeds.items()}
     figures.update({f"{name}_agent_steps_per_s": value * args.num_agents for name, value in speeds.items()})
+    figures["core_agent_steps_per_s"] = figures["rust_batched_agent_steps_per_s"]
     labels = {"rust_batched": f"a. Rust core, {args.num_envs} games per call", "rust_one_game": "b. Rust core, 1 game per call",
               "reference": f"c. numpy reference, {args.reference_envs} games"}
-    print(f"\n{'measurement':<44}{'env steps/s':>14}{'agent steps/s':>16}")
-    for name, label in labels.items():
-        print(f"{label:<44}{speeds[name]:>14,.0f}{speeds[name] * args.num_agents:>16,.0f}")
+    rows = [(label, speeds[name], args.num_agents, "") for name, label in labels.items()]
     figures["rust_batched_vs_reference"] = speeds["rust_batched"] / speeds["reference"]
     figures["rust_batched_vs_one_game"] = speeds["rust_batched"] / speeds["rust_one_game"]
-    print(f"ratios: batched / reference = {figures['rust_batched_vs_reference']:.0f}x, "
-          f"batched / one game per call = {figures['rust_batched_vs_one_game']:.0f}x")
-    if args.learning:
+    ratios = [f"core batched / reference = {figures['rust_batched_vs_reference']:.0f}x",
+              f"core batched / one game per call = {figures['rust_batched_vs_one_game']:.0f}x"]
+    if not args.skip_rllib or args.learning:
         import ray
+        import torch
 
+        torch.set_num_threads(args.torch_threads)
         ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
-        try:
+    try:
+        if not args.skip_rllib:
+            print(f"RLlib rows: torch threads {torch.get_num_threads()}, PPO {args.train_iters} iterations each",
+                  flush=True)
+            rllib_figures, rllib_table = rllib_rows(args)
+            figures.update(rllib_figures)
+            rows += rllib_table
+            ratios += [f"batched / stock sampling = {figures['batched_vs_stock_sample']:.1f}x",
+                       f"batched / stock PPO end to end = {figures['batched_vs_stock_train']:.1f}x"]
+        print(f"\n{'measurement':<46}{'env steps/s':>13}{'agent steps/s':>15}")
+        for label, speed, agents, note in rows:
+            print(f"{label:<46}{speed:>13,.0f}{speed * agents:>15,.0f}" + (f"   {note}" if note else ""))
+        print("ratios: " + ", ".join(ratios))
+        if not args.skip_rllib:
+            print(f"PPO: {args.train_iters} iterations each, train_batch_size {figures['train_batch_size']} (an "
+                  f"iteration samples whole fragments until it has that many env steps)")
+            print("targets: " + "; ".join(f"{label}: {'met' if figures[key] >= bound else 'not met'} "
+                                          f"({figures[key]:.1f}x)" for key, bound, label in TARGETS))
+        if args.learning:
             print(f"\n{'scenario':<20}{'PPO reward/night':>18}{'random reward/night':>21}{'CPU s':>8}{'env steps':>11}")
             for scenario in args.scenarios:
                 algorithm, seat_policy, cpu_seconds, steps = train_ppo(scenario, args.cpu_minutes)
@@ -158,7 +318,8 @@ def main(argv=None) -> dict:
                 figures[f"ppo_reward_per_night_{scenario}"] = learned
                 figures[f"random_reward_per_night_{scenario}"] = random_play
                 print(f"{scenario:<20}{learned:>18.2f}{random_play:>21.2f}{cpu_seconds:>8.0f}{steps:>11,}", flush=True)
-        finally:
+    finally:
+        if not args.skip_rllib or args.learning:
             ray.shutdown()
     print(json.dumps({key: round(value, 4) for key, value in figures.items()}))
     return figures

@@ -8,7 +8,12 @@ Measures, at `--num-envs` worlds (default 600), 3 agents:
   d. end-to-end PPO: this project (the same Algorithm a `train.py` trial runs) and BenchMARL's MAPPO, with the same
      hyperparameters (frames per batch, epochs, minibatch size, MLP sizes and activation, learning rate, gamma,
      GAE lambda, clip, gradient-norm clip, number of envs) for the same number of frames,
-  e. the mean per-agent episode return of each at equal frames (episodes of the last batch), over `--seeds` seeds.
+  e. the mean per-agent episode return of each at equal frames (episodes of the last batch), over `--seeds` seeds,
+  f. recurrent models on `config/benchmark/level_1_basic.yaml` (2 agents, 32 worlds, 3,200 frames per batch, sampled
+     in the training process): PPO with `custom_model: lstm` through RLlib's stock old-stack sampler (`RolloutWorker`
+     as env_runner_cls) and through this project's batched env runner, and `custom_model: fcnet` through the batched
+     runner, each model with its defaults (fcnet MLP [256, 256]; lstm MLP [128] + LSTM 128, max_seq_len 10), for the
+     same --recurrent-iters iterations.
 
 A frame is one step of one world (all agents), counted the same way for all. Training time is the sum of
 training iterations (sampling + learning), without process start and model/env construction, for both.
@@ -16,8 +21,9 @@ Prints a table and, as the last line, one JSON object with the figures.
 
 Usage:
     python bench/vmas.py                                  # defaults below, ~15 min on 2 CPU cores
+    python bench/vmas.py --only-recurrent                 # only the recurrent rows (f), ~2 min
     python bench/vmas.py --num-envs 6 --frames-per-batch 600 --train-frames 1200 --minibatch-size 200 \\
-        --sample-iters 1 --naive-steps 1 --seeds 1         # a tiny run (CI)
+        --sample-iters 1 --naive-steps 1 --seeds 1 --recurrent-iters 1 --recurrent-batch-size 64   # a tiny run (CI)
 """
 
 from __future__ import annotations
@@ -47,7 +53,20 @@ TASK = {
 }
 GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP = 0.99, 0.9, 0.2, 5.0
 JSON_KEYS = ("raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
-             "ours_return", "benchmarl_return")
+             "ours_return", "benchmarl_return", "lstm_stock_train_fps", "lstm_batched_train_fps",
+             "fcnet_batched_train_fps")
+RECURRENT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "benchmark" / "level_1_basic.yaml"
+# (f): JSON key, table label, custom_model, RLlib's stock sampler?
+RECURRENT_RUNS = (
+    ("lstm_stock", "f. level 1, LSTM PPO, stock RLlib sampler (train)", "lstm", True),
+    ("lstm_batched", "f. level 1, LSTM PPO, batched runner (train)", "lstm", False),
+    ("fcnet_batched", "f. level 1, MLP PPO, batched runner (train)", "fcnet", False),
+)
+# (f): (figure, bound, label); a ratio >= bound meets the target
+RECURRENT_TARGETS = (
+    ("lstm_batched / lstm_stock", 3.0, "LSTM batched >= 3x stock"),
+    ("lstm_batched / fcnet_batched", 0.5, "LSTM batched within 2x of the MLP"),
+)
 
 
 @dataclass
@@ -80,6 +99,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="BenchMARL reference runs, comma-separated: mappo (centralised critic: one critic pass "
                              "per world) and/or ippo (a critic pass per agent, as this project's PPO)")
     parser.add_argument("--skip-training", action="store_true", help="only the sampling measurements (a-c)")
+    parser.add_argument("--recurrent-iters", type=int, default=5,
+                        help="PPO iterations of each recurrent-row run (f); 0 skips the recurrent rows")
+    parser.add_argument("--recurrent-batch-size", type=int, default=None,
+                        help="frames per iteration of the recurrent rows (default: level_1_basic.yaml's 3,200; a "
+                             "multiple of its 32 worlds)")
+    parser.add_argument("--only-recurrent", action="store_true", help="only the recurrent rows (f), not a-e")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch threads of this process (default: torch's own, one per core)")
     parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
     args.hiddens = [int(size) for size in args.hiddens.split(",")]
@@ -92,6 +119,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--train-frames must be a multiple of --frames-per-batch (both frameworks stop at batch ends)")
     if args.frames_per_batch % args.minibatch_size:
         parser.error("--frames-per-batch must be a multiple of --minibatch-size")
+    if args.recurrent_iters < 0 or (args.only_recurrent and args.recurrent_iters < 1):
+        parser.error("--only-recurrent needs --recurrent-iters >= 1" if args.only_recurrent
+                     else "--recurrent-iters must be >= 0")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        parser.error("--torch-threads must be >= 1")
+    if args.recurrent_batch_size is not None and (args.recurrent_batch_size < 32 or args.recurrent_batch_size % 32):
+        parser.error(f"--recurrent-batch-size {args.recurrent_batch_size} must be a multiple of level_1_basic.yaml's "
+                     f"32 worlds")
     if args.minibatch_size * TASK["n_agents"] > args.frames_per_batch:
         parser.error(f"--minibatch-size x {TASK['n_agents']} agents must be <= --frames-per-batch (RLlib's check on "
                      "its minibatch rows, one per agent and frame)")
@@ -252,6 +287,46 @@ def ours_train(args, seed: int) -> TrainRun:
         algorithm.stop()
 
 
+def recurrent_train(args, custom_model: str, stock: bool) -> tuple[float, str]:
+    """(f) PPO of config/benchmark/level_1_basic.yaml with `custom_model` (its defaults), sampling in this process
+    through RLlib's stock old-stack sampler or this project's batched env runner: frames over the summed time of
+    --recurrent-iters `algorithm.train()` calls; and a note for the table."""
+    from ray.rllib.evaluation.rollout_worker import RolloutWorker
+
+    from marlkit import launch, spec
+
+    overrides = {"num_env_runners": 0, "model": {"custom_model": custom_model}}
+    if stock:
+        overrides["env_runner_cls"] = RolloutWorker
+    (experiment,) = spec.load_experiments(RECURRENT_CONFIG, overrides)
+    if args.recurrent_batch_size is not None:
+        experiment.config["train_batch_size"] = args.recurrent_batch_size
+        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], args.recurrent_batch_size)
+    launch.register_components([experiment])
+    config = launch.first_trial_config(experiment)
+    algorithm = launch.build_algorithm(experiment.run, config)
+    try:
+        runner = type(algorithm.env_runner).__name__
+        if runner != ("RolloutWorker" if stock else "BatchedEnvRunner"):
+            raise RuntimeError(f"expected the {'stock' if stock else 'batched'} sampler, got a {runner}")
+        seconds, frames = 0.0, 0
+        for _ in range(args.recurrent_iters):
+            start = time.perf_counter()
+            result = algorithm.train()
+            seconds += time.perf_counter() - start
+            frames += result["num_env_steps_sampled_this_iter"]
+        # RLlib's timers: means over the last 10 iterations at most
+        note = (f"{args.recurrent_iters} iterations of {config['train_batch_size']:,} frames "
+                f"({config['env_config']['n_agents']} agents, {config['num_envs_per_env_runner']} worlds): "
+                f"sample {result['timers']['sample_time_ms'] / 1000:.2f} s + learn "
+                f"{result['timers']['learn_time_ms'] / 1000:.2f} s per iteration")
+        print(f"level 1, {custom_model}, {'stock' if stock else 'batched'}: {frames:,} frames in {seconds:.1f} s "
+              f"({frames / seconds:,.0f} frames/s); {note}", flush=True)
+        return frames / seconds, note
+    finally:
+        algorithm.stop()
+
+
 def benchmarl_train(args, algorithm_name: str, seed: int, folder: Path) -> TrainRun:
     """(d, e) BenchMARL's MAPPO or IPPO on the same task with the same hyperparameters."""
     from benchmarl.algorithms import IppoConfig, MappoConfig
@@ -306,6 +381,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import ray
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     print(f"VMAS navigation, {TASK['n_agents']} agents, {args.num_envs} envs; torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs", flush=True)
     figures = {}
@@ -315,6 +392,8 @@ def main(argv=None) -> dict:
         print(f"{key}: {figures[key]:,.0f}", flush=True)
 
     rows = []
+    main_rows = not args.only_recurrent
+    training = main_rows and not args.skip_training
 
     def add_training_rows(key: str, label: str, runs: list[TrainRun]) -> None:
         fps, mean_return, spread = summarize(runs)
@@ -322,37 +401,51 @@ def main(argv=None) -> dict:
         per_seed = ", ".join(f"{run.mean_return:.3f}" for run in runs)
         rows.append((label, fps, f"{mean_return:.3f} ± {spread:.3f} (seeds: {per_seed})"))
 
-    measure("raw_vmas_fps", raw_vmas_fps)
+    if main_rows:
+        measure("raw_vmas_fps", raw_vmas_fps)
     ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
     try:
-        measure("ours_sample_fps", ours_sample_fps)
-        measure("naive_rllib_sample_fps", naive_rllib_sample_fps)
-        rows += [
-            ("a. raw VMAS, random actions", figures["raw_vmas_fps"], ""),
-            ("b. marlkit batched runner (sampling)", figures["ours_sample_fps"], ""),
-            ("c. naive MultiAgentEnv, stock RLlib (sampling)", figures["naive_rllib_sample_fps"], ""),
-        ]
-        if not args.skip_training:
+        if main_rows:
+            measure("ours_sample_fps", ours_sample_fps)
+            measure("naive_rllib_sample_fps", naive_rllib_sample_fps)
+            rows += [
+                ("a. raw VMAS, random actions", figures["raw_vmas_fps"], ""),
+                ("b. marlkit batched runner (sampling)", figures["ours_sample_fps"], ""),
+                ("c. naive MultiAgentEnv, stock RLlib (sampling)", figures["naive_rllib_sample_fps"], ""),
+            ]
+        if training:
             add_training_rows("ours", "d. marlkit PPO (train)", [ours_train(args, seed) for seed in range(args.seeds)])
+        recurrent_rows = []
+        if args.recurrent_iters:
+            for key, label, custom_model, stock in RECURRENT_RUNS:
+                figures[f"{key}_train_fps"], note = recurrent_train(args, custom_model, stock)
+                recurrent_rows.append((label, figures[f"{key}_train_fps"], note))
     finally:
         ray.shutdown()
-    if not args.skip_training:
+    if training:
         for algorithm in args.benchmarl_algorithms:
             with tempfile.TemporaryDirectory(prefix="bench-benchmarl-") as folder:
                 runs = [benchmarl_train(args, algorithm, seed, Path(folder)) for seed in range(args.seeds)]
             add_training_rows(benchmarl_key(algorithm), f"d. BenchMARL {algorithm.upper()} (train)", runs)
-    frames = f"after {args.train_frames:,} frames" if not args.skip_training else ""
-    print(f"\n{'measurement':<50}{'frames/s':>12}   mean per-agent return {frames}")
+    rows += recurrent_rows
+    notes = f"mean per-agent return after {args.train_frames:,} frames" if training else "notes"
+    print(f"\n{'measurement':<50}{'frames/s':>12}   {notes}")
     for label, fps, note in rows:
         print(f"{label:<50}{fps:>12,.0f}   {note}")
-    ratios = {
-        "ours_sample / raw": figures["ours_sample_fps"] / figures["raw_vmas_fps"],
-        "ours_sample / naive": figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"],
-    }
-    for algorithm in args.benchmarl_algorithms if not args.skip_training else ():
+    ratios = {}
+    if main_rows:
+        ratios["ours_sample / raw"] = figures["ours_sample_fps"] / figures["raw_vmas_fps"]
+        ratios["ours_sample / naive"] = figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"]
+    for algorithm in args.benchmarl_algorithms if training else ():
         key = benchmarl_key(algorithm)
         ratios[f"ours_train / {key}_train"] = figures["ours_train_fps"] / figures[f"{key}_train_fps"]
+    if args.recurrent_iters:
+        ratios["lstm_batched / lstm_stock"] = figures["lstm_batched_train_fps"] / figures["lstm_stock_train_fps"]
+        ratios["lstm_batched / fcnet_batched"] = figures["lstm_batched_train_fps"] / figures["fcnet_batched_train_fps"]
     print("ratios: " + ", ".join(f"{name} = {value:.2f}" for name, value in ratios.items()))
+    if args.recurrent_iters:
+        print("targets: " + "; ".join(f"{label}: {'met' if ratios[name] >= bound else 'not met'} ({name} = "
+                                      f"{ratios[name]:.2f})" for name, bound, label in RECURRENT_TARGETS))
     figures = {key: figures.get(key) for key in (*JSON_KEYS, *figures)}
     # null where a figure was not measured, or where no episode ended within the training frames (returns)
     print(json.dumps({key: None if value is None or math.isnan(value) else round(value, 4)

@@ -74,6 +74,7 @@ class BatchedEnvRunner(RolloutWorker):
         self._groups = {}  # policy id -> indices into self._agents
         for index, agent in enumerate(self._agents):
             self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)
+        self._agent_policy_keys = [(agent, self.policy_mapping_fn(agent, None, self)) for agent in self._agents]
         self._obs_size = {pid: observation_size(env.observation_spaces[self._agents[g[0]]])
                           for pid, g in self._groups.items()}
         for policy_id in self._groups:
@@ -256,17 +257,17 @@ class BatchedEnvRunner(RolloutWorker):
         return batch
 
     def _record_episodes(self, done: torch.Tensor) -> None:
-        for env_index in done.nonzero().flatten().tolist():
+        finished = done.nonzero().flatten()
+        lengths = self._episode_lengths[finished].tolist()
+        returns = self._episode_returns[finished].tolist()
+        for length, agent_returns in zip(lengths, returns):
             self._finished.append(RolloutMetrics(
-                episode_length=int(self._episode_lengths[env_index]),
-                episode_reward=float(self._episode_returns[env_index].sum()),
-                agent_rewards={
-                    (agent, self.policy_mapping_fn(agent, None, self)): float(self._episode_returns[env_index, i])
-                    for i, agent in enumerate(self._agents)
-                },
+                episode_length=length, episode_reward=float(sum(agent_returns)),
+                agent_rewards=dict(zip(self._agent_policy_keys, agent_returns)),
             ))
-            self._episode_ids[env_index] = self._next_episode_id
-            self._next_episode_id += 1
+        self._episode_ids[finished] = torch.arange(self._next_episode_id, self._next_episode_id + len(finished),
+                                                   device=self._device)
+        self._next_episode_id += len(finished)
         self._episode_returns[done] = 0
         self._episode_lengths[done] = 0
 

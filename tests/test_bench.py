@@ -8,18 +8,31 @@ from conftest import run_script
 
 VMAS_KEYS = {"raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
              "ours_return", "benchmarl_return"}
+RECURRENT_KEYS = {"lstm_stock_train_fps", "lstm_batched_train_fps", "fcnet_batched_train_fps"}
 IPPO_KEYS = {"benchmarl_ippo_train_fps", "benchmarl_ippo_return"}
+RECURRENT_LABELS = ("f. level 1, LSTM PPO, stock RLlib sampler", "f. level 1, LSTM PPO, batched runner",
+                    "f. level 1, MLP PPO, batched runner")
+BUCKET_BRIGADE_KEYS = {
+    *(f"{run}_{unit}_steps_per_s" for run in ("rust_batched", "rust_one_game", "reference")
+      for unit in ("env", "agent")),
+    "rust_batched_vs_reference", "rust_batched_vs_one_game", "core_agent_steps_per_s", "stock_num_envs",
+    "stock_sample_agent_steps_per_s", "batched_sample_agent_steps_per_s_8", "batched_sample_agent_steps_per_s_32",
+    "batched_sample_agent_steps_per_s", "batched_best_num_envs", "stock_train_agent_steps_per_s",
+    "batched_train_agent_steps_per_s", "train_iterations", "train_batch_size", "batched_vs_stock_sample",
+    "batched_vs_stock_train",
+}
 
 
 def test_vmas_benchmark_tiny_run(ray_temp_dir):
     result = run_script(
         "bench/vmas.py", "--num-envs", "6", "--frames-per-batch", "600", "--train-frames", "1200",
         "--minibatch-size", "200", "--sample-iters", "1", "--naive-steps", "1", "--seeds", "2",
+        "--recurrent-iters", "1", "--recurrent-batch-size", "64",
         temp_dir=ray_temp_dir, timeout=600,
     )
     assert result.returncode == 0
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(figures) == VMAS_KEYS | IPPO_KEYS
+    assert set(figures) == VMAS_KEYS | RECURRENT_KEYS | IPPO_KEYS
     for key in figures:
         if key.endswith("_fps"):
             assert figures[key] > 0, key
@@ -29,9 +42,55 @@ def test_vmas_benchmark_tiny_run(ray_temp_dir):
         assert -50 < figures[key] < 50, key
     table = result.stdout
     for label in ("a. raw VMAS", "b. marlkit batched runner", "c. naive MultiAgentEnv", "d. marlkit PPO",
-                  "d. BenchMARL MAPPO", "d. BenchMARL IPPO"):
+                  "d. BenchMARL MAPPO", "d. BenchMARL IPPO", *RECURRENT_LABELS):
         assert label in table
     assert table.count("(seeds: ") == 3
+    assert "targets: LSTM batched >= 3x stock: " in table
+
+
+def test_vmas_benchmark_only_recurrent_rows(ray_temp_dir):
+    """--only-recurrent: the recurrent rows alone; the main comparison's figures are null."""
+    result = run_script("bench/vmas.py", "--only-recurrent", "--recurrent-iters", "1", "--recurrent-batch-size", "64",
+                        temp_dir=ray_temp_dir, timeout=300)
+    assert result.returncode == 0
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(figures) == VMAS_KEYS | RECURRENT_KEYS
+    assert all(figures[key] is None for key in VMAS_KEYS)
+    assert all(figures[key] > 0 for key in RECURRENT_KEYS)
+    assert all(label in result.stdout for label in RECURRENT_LABELS)
+    assert "a. raw VMAS" not in result.stdout
+
+
+def test_bucket_brigade_benchmark_tiny_run(ray_temp_dir):
+    result = run_script(
+        "bench/bucket_brigade.py", "--seconds", "0.1", "--num-envs", "64", "--reference-envs", "4",
+        "--games-per-runner", "8,32", "--sample-seconds", "0.2", "--train-iters", "1", "--train-batch-size", "128",
+        temp_dir=ray_temp_dir, timeout=300,
+    )
+    assert result.returncode == 0
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(figures) == BUCKET_BRIGADE_KEYS
+    for key, value in figures.items():
+        assert value > 0, key
+    assert figures["batched_best_num_envs"] in (8, 32)
+    assert figures["batched_sample_agent_steps_per_s"] == max(figures["batched_sample_agent_steps_per_s_8"],
+                                                              figures["batched_sample_agent_steps_per_s_32"])
+    assert figures["core_agent_steps_per_s"] == figures["rust_batched_agent_steps_per_s"]
+    assert (figures["train_iterations"], figures["train_batch_size"], figures["stock_num_envs"]) == (1, 128, 8)
+    table, best = result.stdout, figures["batched_best_num_envs"]
+    for label in ("a. Rust core, 64 games per call", "b. Rust core, 1 game per call", "c. numpy reference, 4 games",
+                  "d. stock RLlib sampler, 8 games (sampling)", "e. batched runner, 8 games (sampling)",
+                  "e. batched runner, 32 games (sampling)", f"e. batched runner, best: {best} games (sampling)",
+                  "f. PPO, stock RLlib sampler, 8 games (train)", f"f. PPO, batched runner, {best} games (train)",
+                  "batched / stock sampling = ", "batched / stock PPO end to end = ",
+                  "targets: batched sampling >= 100x stock: "):
+        assert label in table, label
+
+
+def test_bucket_brigade_benchmark_rejects_bad_arguments():
+    result = run_script("bench/bucket_brigade.py", "--games-per-runner", "8,many")
+    assert result.returncode == 2
+    assert "--games-per-runner takes whole numbers" in result.stderr
 
 
 def test_vmas_benchmark_rejects_bad_arguments():
@@ -41,3 +100,6 @@ def test_vmas_benchmark_rejects_bad_arguments():
     result = run_script("bench/vmas.py", "--benchmarl-algorithms", "mappo,qmix")
     assert result.returncode == 2
     assert "--benchmarl-algorithms: choose from mappo, ippo (got mappo,qmix)" in result.stderr
+    result = run_script("bench/vmas.py", "--only-recurrent", "--recurrent-iters", "0")
+    assert result.returncode == 2
+    assert "--only-recurrent needs --recurrent-iters >= 1" in result.stderr

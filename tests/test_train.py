@@ -194,10 +194,10 @@ def test_bucket_brigade_configs_train_and_roll_out(config, trained, tmp_path, ra
     assert run.returncode == 0, run.stderr[-2000:]
     (trial,) = trial_dirs(tmp_path / config)
     results = read_results(trial)
-    # The batched runner samples at least train_batch_size env steps; restart rows of finished games do not count,
-    # so a fragment overshoots by less than one step of its 8 games.
+    # train_batch_size 4000 over 256 games: fragments of 16 nights (4,096 env steps); restart rows of finished games
+    # do not count, so the batched runner steps on until 4,096 and overshoots by less than one step of all games.
     first, second = (r["num_env_steps_sampled_lifetime"] for r in results)
-    assert 4000 <= first < 4008 and 4000 <= second - first < 4008
+    assert 4096 <= first < 4096 + 256 and 4096 <= second - first < 4096 + 256
     assert sorted(results[-1]["info"]["learner"]) == trained  # scripted opponents are never trained
     assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
         ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
