@@ -166,7 +166,8 @@ class BatchedEnvRunner(RolloutWorker):
         if isinstance(space, gym.spaces.Box):
             low = torch.as_tensor(space.low, device=actions.device)
             high = torch.as_tensor(space.high, device=actions.device)
-            unsquash = self.config.normalize_actions and bool(np.all(space.bounded_below) and np.all(space.bounded_above))
+            bounded = bool(np.all(space.bounded_below) and np.all(space.bounded_above))
+            unsquash = self.config.normalize_actions and bounded
             if unsquash:
                 actions = low + (actions + 1.0) * (high - low) / 2.0
             if unsquash or self.config.clip_actions:

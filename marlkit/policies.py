@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -193,7 +194,11 @@ class ScriptedPolicy(Policy):
     def __init__(self, observation_space, action_space, config):
         super().__init__(observation_space, action_space, config)
         self.act = config["act"]
-        self.rng = np.random.default_rng(config.get("seed"))
+        # Each scripted policy on each env runner draws its own stream: the algorithm's seed alone would give two
+        # `random` policies, and every runner, the same actions.
+        seed = config.get("seed")
+        self.rng = np.random.default_rng(None if seed is None else [
+            seed, config.get("worker_index", 0), zlib.crc32(str(config.get("__policy_id")).encode())])
 
     def init_view_requirements(self):
         super().init_view_requirements()

@@ -241,7 +241,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config.update(OLD_STACK_ONLY)
     entry = ENVS.get(env)
     if entry and entry.create_batch:
-        _sync_batched_num_envs(name, config, notes)
+        _sync_batched_num_envs(name, run, config, notes)
     if entry and entry.torch_device:
         _default_env_device(config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
@@ -353,7 +353,7 @@ def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]
     return translated, notes
 
 
-def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
+def _sync_batched_num_envs(name: str, run: str, config: dict, notes: list[str]) -> None:
     """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that step many games per call, and picks
     the batched env runner unless the experiment needs RLlib's stock sampler (`stock_sampler_reason`)."""
     env_config = config.setdefault("env_config", {})
@@ -374,7 +374,7 @@ def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
     env_config["num_envs"] = config["num_envs_per_env_runner"] = count
     if "env_runner_cls" in config:
         return
-    reason = stock_sampler_reason(config)
+    reason = stock_sampler_reason(run, config)
     if reason:
         notes.append(f"{name}: {reason} get RLlib's stock sampler (the batched env runner does not run them); "
                      f"sampling is slower")
@@ -382,9 +382,14 @@ def _sync_batched_num_envs(name: str, config: dict, notes: list[str]) -> None:
         config["env_runner_cls"] = BatchedEnvRunner
 
 
-def stock_sampler_reason(config: dict) -> str | None:
-    """Why an experiment cannot use the batched env runner: user callbacks (per-episode hooks), attention nets over
+def stock_sampler_reason(run: str, config: dict) -> str | None:
+    """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages, no next
+    observations): another algorithm or `use_gae: false`, user callbacks (per-episode hooks), attention nets over
     past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
+    if run != "PPO":
+        return f"{run} experiments"
+    if config.get("use_gae") is False:
+        return "use_gae: false"
     if "callbacks" in config:
         return "user callbacks (per-episode hooks)"
     for variant in config_variants(config):

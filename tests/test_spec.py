@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
@@ -226,3 +227,31 @@ def test_curriculum_starts_at_its_first_stage_and_needs_an_env_with_set_task(tmp
                       "curriculum": {"stages": [{"env_config": {}, "until": 1}, {"env_config": {}}]}}
     with pytest.raises(ConfigError, match="env 'bucket_brigade' has no task parameters that change while it runs"):
         load_one(tmp_path, bucket_brigade)
+
+
+@pytest.mark.parametrize("run, settings, reason", [
+    ("APPO", {}, "APPO experiments"), ("PPO", {"use_gae": False}, "use_gae: false"),
+    ("PPO", {"callbacks": "ray.rllib.algorithms.callbacks.RLlibCallback"}, "user callbacks"),
+])
+def test_experiments_the_batched_runner_cannot_serve_get_the_stock_sampler_with_a_note(tmp_path, run, settings, reason):
+    loaded = load_one(tmp_path, tiny_experiment(run=run, config=settings))
+    assert "env_runner_cls" not in loaded.config
+    assert any(reason in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes
+    assert load_one(tmp_path, tiny_experiment()).config["env_runner_cls"].__name__ == "BatchedEnvRunner"
+
+
+def test_scripted_policies_draw_their_own_random_streams():
+    from envs.bucket_brigade.rllib_env import BucketBrigadeBatch
+    from marlkit.policies import ScriptedPolicy
+
+    act = BucketBrigadeBatch({}).scripted_policies["random"]
+    obs = np.zeros((64, 47), dtype=np.float32)
+    space, actions = gym.spaces.Box(0, 1, (47,)), gym.spaces.MultiDiscrete([10, 2, 2])
+
+    def drawn(policy_id, worker_index):
+        config = {"act": act, "seed": 3, "__policy_id": policy_id, "worker_index": worker_index}
+        return ScriptedPolicy(space, actions, config).compute_actions(obs)[0]
+
+    assert np.array_equal(drawn("random_a", 1), drawn("random_a", 1))  # seeded: reproducible
+    assert not np.array_equal(drawn("random_a", 1), drawn("random_b", 1))
+    assert not np.array_equal(drawn("random_a", 1), drawn("random_a", 2))

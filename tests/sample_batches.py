@@ -1,0 +1,472 @@
+"""Samples fragments with real PPO algorithms' local BatchedEnvRunner; pickles what test_batched_runner.py checks.
+
+Run as a script by test_batched_runner.py, so that Ray and torch start in a process of their own:
+    python tests/sample_batches.py OUT_DIR TEMP_DIR CASE [CASE ...]
+writes OUT_DIR/<CASE>.pkl for each CASE of `CASES`.
+
+Every case logs what its batched env was asked and answered (`EnvLog`), so the tests rebuild the trajectories from
+the env's side rather than from the runner's batch. For each trained policy and fragment, it also computes here,
+where the policy lives (`analyse`):
+  - `replay`: a fresh forward pass of the policy's model over the batch as PPO's loss sees it (recurrent: padded
+    sequences from `seq_lens` and the `state_in_*` at sequence starts);
+  - `stock`: RLlib's stock machinery on the env log: per-step `compute_actions_from_input_dict` with the recurrent
+    state carried per (game, agent) from each episode's start, `compute_log_likelihoods`, one SampleBatch per
+    (episode, agent) postprocessed by the policy's own `postprocess_trajectory` (GAE, bootstrap from NEXT_OBS and
+    the last state_out), concatenated and padded into sequences by RLlib's `pad_batch_to_sequences_of_same_size`;
+  - the first PPO loss (`policy.loss`, same weights) on the runner's batch and on the stock batch.
+
+`Countdown` is a user-style batched env of the tests (registered as `countdown` in `envs.ENVS` here) whose games end
+at different steps, by termination or by truncation.
+
+Cases: vmas (navigation, a shared feed-forward policy), simple_tag (VMAS agents observing different sizes),
+countdown (feed-forward, two fragments), countdown_lstm (model/lstm.py with a non-zero initial state, two fragments),
+countdown_box (Box actions, bounded and unbounded), bucket_brigade (a learner, a frozen network, scripted
+opponents), faults (env arrays of the wrong shape or dtype).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import ray
+import torch
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.rnn_sequencing import pad_batch_to_sequences_of_same_size
+from ray.rllib.policy.sample_batch import SampleBatch, concat_samples
+
+import envs
+from conftest import tiny_experiment
+from envs.batched import BatchedEnv
+from marlkit import launch, spec
+from marlkit.batched_runner import BatchedEnvError, BatchedEnvRunner
+
+NUM_ENVS, FRAGMENT, SEED = 3, 12, 7
+GAMMA, LAMBDA = 0.9, 0.8
+VMAS_MAX_STEPS = 5
+COUNTDOWN_ENVS, COUNTDOWN_MAX_STEPS, COUNTDOWN_FRAGMENTS, MAX_SEQ_LEN = 4, 5, 2, 3
+BB_CONFIG = {"scenario": "hard", "num_agents": 4, "max_nights": 6, "min_nights": 2, "reward_scale": 0.01}
+
+
+class Countdown(BatchedEnv):
+    """Two agents per game, each paid 1 for repeating a bit it sees (action == bit). Every game draws its length
+    (2 to 7 steps) when it starts: it terminates after that many steps (with a bonus of 1 to each agent), or is
+    truncated at `max_steps` first; a game that terminates on its last allowed step reports both flags (Gymnasium
+    allows it; it counts as terminated). Observations (clock / max_steps, the bit, a constant of the game and agent)
+    make every final observation differ from the next game's first.
+
+    env_config: num_envs, max_steps (default 5), seed, box_actions (default false: Discrete(2) actions; true:
+    agent_0 acts in Box [0, 4], agent_1 in an unbounded Box, both paid 1 - min(|action - bit|, 2)).
+    `fault` (attribute): None, or (call, array, kind): that call ("reset" or "step") returns that array with a wrong
+    "shape" or "dtype" (the `faults` case).
+    """
+
+    fault = None
+
+    def __init__(self, env_config: dict):
+        self.num_envs = int(env_config.get("num_envs", 1))
+        self.max_steps = int(env_config.get("max_steps", 5))
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.observation_spaces = {a: gym.spaces.Box(-10.0, 10.0, (3,), np.float32) for a in self.possible_agents}
+        self.box_actions = bool(env_config.get("box_actions", False))
+        self.action_spaces = {a: gym.spaces.Discrete(2) for a in self.possible_agents} if not self.box_actions else {
+            "agent_0": gym.spaces.Box(0.0, 4.0, (1,), np.float32),
+            "agent_1": gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)}
+        self._rng = np.random.default_rng(env_config.get("seed"))
+
+    def _start(self, games: np.ndarray) -> None:
+        count = int(games.sum())
+        self.clock[games] = 0
+        self.length[games] = self._rng.integers(2, 8, count)
+        self.constant[games] = self._rng.normal(size=(count, 2)).astype(np.float32)
+        self.bit[games] = self._rng.integers(0, 2, (count, 2))
+
+    def _observations(self) -> np.ndarray:
+        clock = np.broadcast_to((self.clock / self.max_steps)[:, None], (self.num_envs, 2))
+        return np.stack([clock, self.bit, self.constant], axis=-1).astype(np.float32)
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.clock = np.zeros(self.num_envs, dtype=np.int64)
+        self.length = np.zeros(self.num_envs, dtype=np.int64)
+        self.constant = np.zeros((self.num_envs, 2), dtype=np.float32)
+        self.bit = np.zeros((self.num_envs, 2), dtype=np.int64)
+        self.restart = np.zeros(self.num_envs, dtype=bool)
+        self._start(np.ones(self.num_envs, dtype=bool))
+        return self._faulty("reset", {"observations": self._observations()})[0]
+
+    def step(self, actions):
+        actions = actions.cpu().numpy()[..., 0]
+        playing = ~self.restart
+        if self.box_actions:
+            rewards = (1.0 - np.minimum(np.abs(actions - self.bit), 2.0)).astype(np.float32)
+        else:
+            rewards = (actions == self.bit).astype(np.float32)
+        self.clock[playing] += 1
+        terminated = playing & (self.clock >= self.length)
+        truncated = playing & (self.clock >= self.max_steps)
+        rewards[terminated] += 1.0
+        self.bit[playing] = self._rng.integers(0, 2, (int(playing.sum()), 2))
+        rewards[self.restart] = 0.0
+        self._start(self.restart)
+        self.restart = terminated | truncated
+        return self._faulty("step", {"observations": self._observations(), "rewards": rewards,
+                                     "terminated": terminated, "truncated": truncated})
+
+    def _faulty(self, call: str, arrays: dict) -> tuple:
+        """The arrays, one of them broken as `fault` says."""
+        if self.fault is not None and self.fault[0] == call:
+            _, name, kind = self.fault
+            array = arrays[name]
+            if kind == "dtype":
+                arrays[name] = array.astype(np.int64)
+            else:  # a missing axis entry (games, 1, ...), or an extra axis for flags (games, 1)
+                arrays[name] = array[:, :1] if array.ndim > 1 else array[:, None]
+        return tuple(arrays.values())
+
+
+def register_countdown() -> None:
+    envs.ENVS["countdown"] = envs.EnvEntry(create=lambda config: Countdown({**config, "num_envs": 1}),
+                                           check_config=lambda config: None, create_batch=Countdown)
+
+
+class EnvLog:
+    """What a batched env was asked and answered: the first observations of `reset` and, per step, the actions in
+    and the arrays out (numpy copies); `sample_ends`: the number of steps logged when each sample() returned."""
+
+    def __init__(self, env):
+        self.first, self.steps, self.sample_ends = None, [], []
+        reset, step = env.reset, env.step
+
+        def logged_reset(seed=None):
+            observations = reset(seed)
+            assert self.first is None, "one reset per runner"
+            self.first = _numpy(observations)
+            return observations
+
+        def logged_step(actions):
+            answer = step(actions)
+            self.steps.append((_numpy(actions), *(_numpy(a) for a in answer)))
+            return answer
+
+        env.reset, env.step = logged_reset, logged_step
+
+    def arrays(self) -> dict:
+        """(steps, games, ...) arrays: obs_in (what the policies saw), actions, obs_out, rewards, terminated,
+        truncated (not terminated), both (both flags came), valid (false on the step after a game ended: its
+        restart)."""
+        actions, obs_out, rewards, terminated, truncated = (np.stack(column) for column in zip(*self.steps))
+        done = terminated | truncated
+        return {
+            "obs_in": np.concatenate([self.first[None], obs_out[:-1]]), "actions": actions, "obs_out": obs_out,
+            "rewards": rewards, "terminated": terminated, "truncated": truncated & ~terminated,
+            "both": terminated & truncated,
+            "valid": np.concatenate([np.ones_like(done[:1]), ~done[:-1]]), "sample_ends": list(self.sample_ends),
+        }
+
+
+def _numpy(array) -> np.ndarray:
+    return array.detach().cpu().numpy().copy() if isinstance(array, torch.Tensor) else np.array(array, copy=True)
+
+
+def row_keys(valid: np.ndarray, steps: range, group: list[int], recurrent: bool) -> np.ndarray:
+    """(rows, 3) = (step, game, agent) of a policy's rows in the runner's documented order: (step, game, agent) for
+    feed-forward policies, (game, agent, step) for recurrent ones; valid steps of the fragment only."""
+    keys = [(s, e, a) for s in steps for e in range(valid.shape[1]) for a in group if valid[s, e]]
+    if recurrent:
+        keys.sort(key=lambda key: (key[1], group.index(key[2]), key[0]))
+    return np.array(keys, dtype=np.int64).reshape(-1, 3)
+
+
+def stock_forward(policy, group: list[int], size: int, log: dict) -> dict:
+    """RLlib's per-step action computation over the whole log, state carried per (game, agent) lane from each
+    episode's first step: (steps, games, agents of the policy, ...) arrays of VF_PREDS, ACTION_DIST_INPUTS, state
+    in and out, and the value of the observation each step returned (with the state out)."""
+    steps, games, k = len(log["valid"]), log["valid"].shape[1], len(group)
+    initial = [np.asarray(s) for s in policy.get_initial_state()]
+    state = [np.broadcast_to(s, (games * k,) + s.shape).copy() for s in initial]
+    out = {"vf": [], "dist_inputs": [], "next_vf": [], "state_in": [], "state_out": []}
+
+    def forward(observations, state_in):
+        rows = SampleBatch({SampleBatch.OBS: observations.reshape(games * k, size),
+                            **{f"state_in_{i}": s for i, s in enumerate(state_in)}})
+        _, state_out, fetches = policy.compute_actions_from_input_dict(rows, explore=False)
+        return fetches, [np.asarray(s) for s in state_out]
+
+    for s in range(steps):
+        starts = np.repeat(log["valid"][s] & ((s == 0) | ~log["valid"][max(s - 1, 0)]), k)
+        for i, init in enumerate(initial):
+            state[i][starts] = init
+        fetches, state_out = forward(log["obs_in"][s][:, group, :size], state)
+        next_fetches, _ = forward(log["obs_out"][s][:, group, :size], state_out)
+        out["vf"].append(fetches[SampleBatch.VF_PREDS].reshape(games, k))
+        out["dist_inputs"].append(fetches[SampleBatch.ACTION_DIST_INPUTS].reshape(games, k, -1))
+        out["next_vf"].append(next_fetches[SampleBatch.VF_PREDS].reshape(games, k))
+        out["state_in"].append([x.reshape((games, k) + x.shape[1:]).copy() for x in state])
+        out["state_out"].append([x.reshape((games, k) + x.shape[1:]) for x in state_out])
+        state = state_out
+    return {"vf": np.stack(out["vf"]), "dist_inputs": np.stack(out["dist_inputs"]),
+            "next_vf": np.stack(out["next_vf"]),
+            "state_in": [np.stack(parts) for parts in zip(*out["state_in"])],
+            "state_out": [np.stack(parts) for parts in zip(*out["state_out"])]}
+
+
+def padded_loss(policy, batch: SampleBatch) -> float:
+    """PPO's loss (same weights) on a copy of `batch`, padded into sequences as RLlib's learn_on_batch does."""
+    batch = batch.copy()
+    if policy.is_recurrent():
+        pad_batch_to_sequences_of_same_size(batch, max_seq_len=policy.max_seq_len, shuffle=False,
+                                            batch_divisibility_req=1, view_requirements=policy.view_requirements)
+    batch.set_training(True)
+    with torch.no_grad():
+        return float(policy.loss(policy.model, policy.dist_class, policy._lazy_tensor_dict(batch)))
+
+
+def replay(policy, batch: SampleBatch, initial_states: bool = False) -> dict:
+    """The model's forward pass over the batch as PPO's loss makes it; per row, in the batch's order. With
+    `initial_states`, every sequence starts from the model's initial state instead of its `state_in_*`."""
+    padded = batch.copy()
+    for i, initial in enumerate(policy.get_initial_state() if initial_states else []):
+        padded[f"state_in_{i}"] = np.broadcast_to(initial, padded[f"state_in_{i}"].shape).copy()
+    mask = np.ones(len(batch), dtype=bool)
+    if policy.is_recurrent():
+        pad_batch_to_sequences_of_same_size(padded, max_seq_len=policy.max_seq_len, shuffle=False,
+                                            batch_divisibility_req=1, view_requirements=policy.view_requirements)
+        length = padded.max_seq_len
+        mask = (np.arange(length)[None, :] < padded[SampleBatch.SEQ_LENS][:, None]).reshape(-1)
+    padded.set_training(True)
+    tensors = policy._lazy_tensor_dict(padded)
+    with torch.no_grad():
+        dist_inputs, _ = policy.model(tensors)
+        values = policy.model.value_function()
+        logp = policy.dist_class(dist_inputs, policy.model).logp(tensors[SampleBatch.ACTIONS])
+    return {"dist_inputs": dist_inputs.cpu().numpy()[mask], "vf": values.cpu().numpy()[mask],
+            "logp": logp.cpu().numpy()[mask]}
+
+
+def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch) -> dict:
+    """Replay and stock reference of one policy's batch of the fragment `steps` (see the module docstring)."""
+    recurrent = policy.is_recurrent()
+    keys = row_keys(log["valid"], steps, group, recurrent)
+    stock = stock_forward(policy, group, size, log)
+    slot = {a: j for j, a in enumerate(group)}
+    raw_actions = {tuple(key): action for key, action in zip(keys.tolist(), batch[SampleBatch.ACTIONS])}
+
+    # one SampleBatch per (episode, agent): a maximal run of valid steps of a (game, agent) lane in the fragment
+    per_row, episodes = {}, []
+    for e in range(log["valid"].shape[1]):
+        for a in group:
+            run = []
+            for s in list(steps) + [None]:
+                if s is not None and log["valid"][s, e]:
+                    run.append(s)
+                    continue
+                if run:
+                    episodes.append((e, a, run))
+                run = []
+    trajectories = []
+    for number, (e, a, run) in enumerate(episodes):
+        j = slot[a]
+        first = run[0]
+        while first > 0 and log["valid"][first - 1, e]:
+            first -= 1  # the episode's first step, maybe in an earlier fragment
+        actions = np.stack([raw_actions[(s, e, a)] for s in run])
+        obs = log["obs_in"][run, e, a, :size]
+        state_in = [x[run, e, j] for x in stock["state_in"]]
+        logp = policy.compute_log_likelihoods(actions, obs, state_batches=state_in or None)
+        trajectory = SampleBatch({
+            SampleBatch.OBS: obs, SampleBatch.NEXT_OBS: log["obs_out"][run, e, a, :size],
+            SampleBatch.ACTIONS: actions, SampleBatch.REWARDS: log["rewards"][run, e, a],
+            SampleBatch.TERMINATEDS: log["terminated"][run, e], SampleBatch.TRUNCATEDS: log["truncated"][run, e],
+            SampleBatch.VF_PREDS: stock["vf"][run, e, j],
+            SampleBatch.ACTION_DIST_INPUTS: stock["dist_inputs"][run, e, j],
+            SampleBatch.ACTION_LOGP: np.asarray(logp, dtype=np.float32),
+            SampleBatch.EPS_ID: np.full(len(run), number), SampleBatch.UNROLL_ID: np.full(len(run), number),
+            SampleBatch.AGENT_INDEX: np.full(len(run), a),
+            SampleBatch.T: np.array(run) - first,
+            **{f"state_in_{i}": x for i, x in enumerate(state_in)},
+            **{f"state_out_{i}": x[run, e, j] for i, x in enumerate(stock["state_out"])},
+        })
+        trajectory = policy.postprocess_trajectory(trajectory)
+        trajectories.append(trajectory)
+        for index, s in enumerate(run):
+            per_row[(s, e, a)] = {key: trajectory[key][index] for key in (
+                SampleBatch.VF_PREDS, SampleBatch.ACTION_DIST_INPUTS, SampleBatch.ACTION_LOGP, SampleBatch.T,
+                Postprocessing.ADVANTAGES, Postprocessing.VALUE_TARGETS)}
+            per_row[(s, e, a)]["state_in"] = [x[s, e, j] for x in stock["state_in"]]
+            per_row[(s, e, a)]["next_vf"] = stock["next_vf"][s, e, j]
+    stock_batch = concat_samples(trajectories)
+    rows = [per_row[tuple(key)] for key in keys.tolist()]
+    stock_rows = {key: np.stack([row[key] for row in rows]) for key in rows[0] if key != "state_in"}
+    stock_rows["state_in"] = [np.stack([row["state_in"][i] for row in rows]) for i in range(len(rows[0]["state_in"]))]
+    padded_stock = stock_batch.copy()
+    if recurrent:
+        pad_batch_to_sequences_of_same_size(padded_stock, max_seq_len=policy.max_seq_len, shuffle=False,
+                                            batch_divisibility_req=1, view_requirements=policy.view_requirements)
+    return {
+        "keys": keys, "recurrent": recurrent, "max_seq_len": policy.max_seq_len if recurrent else None,
+        "replay": replay(policy, batch), "stock": stock_rows,
+        "replay_initial_states": replay(policy, batch, initial_states=True) if recurrent else None,
+        "stock_seq_lens": np.asarray(padded_stock.get(SampleBatch.SEQ_LENS, [])),
+        "loss": padded_loss(policy, batch), "stock_loss": padded_loss(policy, stock_batch),
+    }
+
+
+def build(experiment: dict):
+    loaded = spec.parse_experiment("batched", experiment)
+    launch.register_components([loaded])
+    algorithm = launch.build_algorithm("PPO", launch.first_trial_config(loaded))
+    assert isinstance(algorithm.env_runner, BatchedEnvRunner), type(algorithm.env_runner)
+    return algorithm, loaded.config["env_config"]
+
+
+def sample(experiment: dict, fragments: int = 1, prepare=None) -> dict:
+    """Fragments of a freshly built algorithm's local runner, the env log, metrics and analyses per fragment;
+    `prepare(runner)` runs before the first sample."""
+    algorithm, env_config = build(experiment)
+    try:
+        runner = algorithm.env_runner
+        if prepare is not None:
+            prepare(runner)
+        log = EnvLog(runner.env)
+        batches, metrics = [], []
+        for _ in range(fragments):
+            batches.append(runner.sample())
+            metrics.append(runner.get_metrics())
+            log.sample_ends.append(len(log.steps))
+        arrays = log.arrays()
+        agents = list(runner.env.possible_agents)  # the agent axis of the env's arrays
+        groups = {}  # policy id -> indices of its agents, from the experiment's policy mapping
+        for index, agent in enumerate(agents):
+            groups.setdefault(runner.policy_mapping_fn(agent, None, runner), []).append(index)
+        sizes = {pid: gym.spaces.flatdim(runner.env.observation_spaces[agents[group[0]]])
+                 for pid, group in groups.items()}
+        analyses = []
+        for index, batch in enumerate(batches):
+            steps = range(([0] + log.sample_ends)[index], log.sample_ends[index])
+            analyses.append({pid: analyse(runner.policy_map[pid], groups[pid], sizes[pid], arrays, steps, rows)
+                             for pid, rows in batch.policy_batches.items()})
+        policies = {pid: {"trained": runner.is_policy_to_train is None or runner.is_policy_to_train(pid),
+                          "model": getattr(runner.policy_map[pid], "model", None) is not None} for pid in groups}
+        return {"batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses,
+                "env_config": env_config, "agents": agents, "groups": groups, "policies": policies,
+                "config": {"gamma": runner.config.gamma, "lambda": runner.config.lambda_}}
+    finally:
+        algorithm.stop()
+
+
+def ppo_config(**overrides) -> dict:
+    return {"rollout_fragment_length": FRAGMENT, "seed": SEED, "explore": True, "gamma": GAMMA, "lambda": LAMBDA,
+            "minibatch_size": FRAGMENT, **overrides}
+
+
+def case_vmas() -> dict:
+    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
+                                                   train_batch_size=FRAGMENT * NUM_ENVS))
+    experiment["config"]["env_config"]["max_steps"] = VMAS_MAX_STEPS
+    return sample(experiment)
+
+
+def case_simple_tag() -> dict:
+    """2 predators (one policy) and 1 prey (another), whose observations differ in size."""
+    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
+                                                   train_batch_size=FRAGMENT * NUM_ENVS))
+    experiment["config"]["env_config"] = {"scenario": "simple_tag", "num_adversaries": 2, "num_good_agents": 1,
+                                          "max_steps": VMAS_MAX_STEPS}
+    experiment["config"]["multiagent"] = {"policies": {"predator": {"agents": "adversary_*"},
+                                                       "prey": {"agents": "agent_*"}}}
+    return sample(experiment)
+
+
+def countdown_experiment(model: dict) -> dict:
+    return {"run": "PPO", "env": "countdown", "config": ppo_config(
+        env_config={"num_envs": COUNTDOWN_ENVS, "max_steps": COUNTDOWN_MAX_STEPS},
+        num_env_runners=0, train_batch_size=FRAGMENT * COUNTDOWN_ENVS, num_epochs=1, model=model)}
+
+
+def case_countdown() -> dict:
+    return sample(countdown_experiment({"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}}),
+                  fragments=COUNTDOWN_FRAGMENTS)
+
+
+def learned_initial_state(runner) -> None:
+    """Gives the LSTM a non-zero initial state, as a learned one would be: every episode must start from
+    `get_initial_state()` (RLlib's stock sampler does), not from zeros."""
+    model = runner.policy_map["shared"].model
+    initial = [torch.full((model.cell_size,), 0.5), torch.full((model.cell_size,), -0.25)]
+    model.get_initial_state = lambda: [state.clone() for state in initial]
+
+
+def case_countdown_lstm() -> dict:
+    return sample(countdown_experiment({"custom_model": "lstm", "custom_model_config": {"hiddens": [8], "cell_size": 8},
+                                        "max_seq_len": MAX_SEQ_LEN}),
+                  fragments=COUNTDOWN_FRAGMENTS, prepare=learned_initial_state)
+
+
+def case_countdown_box() -> dict:
+    """Box actions, a policy per agent: agent_0's [-1, 1] outputs unsquashed into [0, 4], agent_1's unbounded."""
+    experiment = countdown_experiment({"custom_model": "fcnet", "custom_model_config": {"hiddens": [8]}})
+    experiment["config"]["env_config"]["box_actions"] = True
+    experiment["config"]["multiagent"] = {"policies": "per_agent"}
+    return sample(experiment)
+
+
+def case_bucket_brigade() -> dict:
+    """A learner, a frozen network policy (not trained) and scripted opponents."""
+    return sample({"run": "PPO", "env": "bucket_brigade", "config": ppo_config(
+        env_config=dict(BB_CONFIG, num_envs=NUM_ENVS), num_env_runners=0, train_batch_size=FRAGMENT * NUM_ENVS,
+        model={"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
+        multiagent={"policies": {"learner": {"agents": "agent_0"}, "frozen": {"agents": "agent_1"},
+                                 "firefighter": {"agents": "agent_2", "heuristic": "firefighter"},
+                                 "others": {"agents": "agent_3", "heuristic": "random"}},
+                    "policies_to_train": ["learner"]})})
+
+
+FAULTS = [("reset", "observations", "shape"), ("reset", "observations", "dtype"), ("step", "observations", "shape"),
+          ("step", "rewards", "shape"), ("step", "rewards", "dtype"), ("step", "terminated", "dtype"),
+          ("step", "truncated", "shape")]
+
+
+def case_faults() -> dict:
+    """What each of FAULTS raises from runner.sample(): (type name, is a BatchedEnvError, message); reset faults
+    first (the runner resets on its first sample() only)."""
+    algorithm, _ = build(countdown_experiment({"custom_model": "fcnet", "custom_model_config": {"hiddens": [4]}}))
+    errors = {}
+    try:
+        for fault in FAULTS:
+            algorithm.env_runner.env.fault = fault
+            try:
+                algorithm.env_runner.sample()
+                errors[fault] = None
+            except Exception as error:  # noqa: BLE001 - the test checks which
+                errors[fault] = (type(error).__name__, isinstance(error, BatchedEnvError), str(error))
+        algorithm.env_runner.env.fault = None
+        errors[None] = len(algorithm.env_runner.sample().policy_batches["shared"])  # sound arrays sample again
+    finally:
+        algorithm.stop()
+    return {"errors": errors, "num_envs": COUNTDOWN_ENVS}
+
+
+CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_countdown,
+         "countdown_lstm": case_countdown_lstm, "countdown_box": case_countdown_box,
+         "bucket_brigade": case_bucket_brigade, "faults": case_faults}
+
+
+def main(out_dir: str, temp_dir: str, *cases: str) -> None:
+    register_countdown()
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=temp_dir)
+    try:
+        for case in cases:
+            result = CASES[case]()
+            with open(Path(out_dir) / f"{case}.pkl", "wb") as file:
+                pickle.dump(result, file)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
