@@ -122,26 +122,12 @@ def throughput(args) -> dict:
 def rllib_algorithm(args, games: int | None, stock: bool):
     """PPO of config/bucket-brigade-ppo.yaml sampling in this process: through RLlib's stock old-stack sampler
     (`RolloutWorker`) or marlkit's batched env runner (what train.py picks), at `games` games per runner."""
-    from ray.rllib.evaluation.rollout_worker import RolloutWorker
-
-    from marlkit import launch, spec
+    from marlkit import launch
 
     overrides = {"num_env_runners": 0, "env_config": {"scenario": args.scenario}}
     if games is not None:
         overrides["num_envs_per_env_runner"] = games
-    if stock:
-        overrides["env_runner_cls"] = RolloutWorker
-    (experiment,) = spec.load_experiments(CONFIG, overrides)
-    if args.train_batch_size is not None:
-        experiment.config["train_batch_size"] = args.train_batch_size
-        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], args.train_batch_size)
-    launch.register_components([experiment])
-    config = launch.first_trial_config(experiment)
-    algorithm = launch.build_algorithm(experiment.run, config)
-    runner = type(algorithm.env_runner).__name__
-    if runner != ("RolloutWorker" if stock else "BatchedEnvRunner"):
-        raise RuntimeError(f"expected the {'stock' if stock else 'batched'} sampler, the algorithm built a {runner}")
-    return algorithm, config
+    return launch.build_for_bench(CONFIG, overrides, stock, args.train_batch_size)
 
 
 def sample_env_steps_per_s(algorithm, seconds: float) -> float:

@@ -291,24 +291,11 @@ def recurrent_train(args, custom_model: str, stock: bool) -> tuple[float, str]:
     """(f) PPO of config/benchmark/level_1_basic.yaml with `custom_model` (its defaults), sampling in this process
     through RLlib's stock old-stack sampler or this project's batched env runner: frames over the summed time of
     --recurrent-iters `algorithm.train()` calls; and a note for the table."""
-    from ray.rllib.evaluation.rollout_worker import RolloutWorker
+    from marlkit import launch
 
-    from marlkit import launch, spec
-
-    overrides = {"num_env_runners": 0, "model": {"custom_model": custom_model}}
-    if stock:
-        overrides["env_runner_cls"] = RolloutWorker
-    (experiment,) = spec.load_experiments(RECURRENT_CONFIG, overrides)
-    if args.recurrent_batch_size is not None:
-        experiment.config["train_batch_size"] = args.recurrent_batch_size
-        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], args.recurrent_batch_size)
-    launch.register_components([experiment])
-    config = launch.first_trial_config(experiment)
-    algorithm = launch.build_algorithm(experiment.run, config)
+    algorithm, config = launch.build_for_bench(RECURRENT_CONFIG, {"num_env_runners": 0, "model": {
+        "custom_model": custom_model}}, stock, args.recurrent_batch_size)
     try:
-        runner = type(algorithm.env_runner).__name__
-        if runner != ("RolloutWorker" if stock else "BatchedEnvRunner"):
-            raise RuntimeError(f"expected the {'stock' if stock else 'batched'} sampler, got a {runner}")
         seconds, frames = 0.0, 0
         for _ in range(args.recurrent_iters):
             start = time.perf_counter()

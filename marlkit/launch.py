@@ -350,6 +350,30 @@ def build_algorithm(run: str, config: dict):
     return algorithm_class(run).get_default_config().update_from_dict(config).build_algo()
 
 
+def build_for_bench(path: str | Path, overrides: dict, stock_sampler: bool, train_batch_size: int | None = None):
+    """(algorithm, resolved config) of the first experiment in `path` with RLlib `overrides`, built in this process,
+    sampling through RLlib's stock old-stack sampler (`stock_sampler`) or what train.py picks; for the benches.
+    `train_batch_size` (optional) also caps the minibatch size."""
+    from ray.rllib.evaluation.rollout_worker import RolloutWorker
+
+    from marlkit.spec import load_experiments
+
+    if stock_sampler:
+        overrides = {**overrides, "env_runner_cls": RolloutWorker}
+    (experiment,) = load_experiments(path, overrides)
+    if train_batch_size is not None:
+        experiment.config["train_batch_size"] = train_batch_size
+        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], train_batch_size)
+    register_components([experiment])
+    config = first_trial_config(experiment)
+    algorithm = build_algorithm(experiment.run, config)
+    runner = type(algorithm.env_runner).__name__
+    if runner != ("RolloutWorker" if stock_sampler else "BatchedEnvRunner"):
+        algorithm.stop()
+        raise RuntimeError(f"expected the {'stock' if stock_sampler else 'batched'} sampler, got a {runner}")
+    return algorithm, config
+
+
 def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list) -> None:
     algorithm = build_algorithm(experiment.run, trial.config)
     # Outside Tune an algorithm logs to a temporary folder; point it at the trial folder (evaluation videos).
