@@ -306,6 +306,10 @@ def test_env_config_and_heuristic_policy_errors(tmp_path):
     with pytest.raises(ConfigError, match="policies_to_train names 'rival', a heuristic policy"):
         load(policies={"learner": learner, "rival": {"agents": "agent_*", "heuristic": "hero"}},
              policies_to_train=["rival"])
+    with pytest.raises(ConfigError, match=r"policies.rival: a heuristic policy acts by rule and has no model; remove "
+                                          r"its config.model \(\['custom_model', 'use_lstm'\]\)"):
+        load(policies={"learner": learner, "rival": {"agents": "agent_*", "heuristic": "hero",
+                                                     "config": {"model": {"use_lstm": True, "custom_model": "lstm"}}}})
     with pytest.raises(ConfigError, match="every policy is a heuristic"):
         load(policies={"rival": {"agents": "agent_*", "heuristic": "hero"}})
     (experiment,) = load({"scenario": "easy", "spread_before_burnout": True},
