@@ -99,10 +99,8 @@ def observation_size(space: gym.Space) -> int:
 
 def action_width(space: gym.Space) -> int:
     """Entries one agent's action takes in the action array: Box its flat size, Discrete 1, MultiDiscrete one each."""
-    if isinstance(space, gym.spaces.Box):
-        return int(np.prod(space.shape))
     if isinstance(space, gym.spaces.Discrete):
         return 1
-    if isinstance(space, gym.spaces.MultiDiscrete):
+    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiDiscrete)):
         return int(np.prod(space.shape))
     raise ValueError(f"batched envs take Box, Discrete or MultiDiscrete actions, not {space}")

@@ -324,7 +324,7 @@ class VmasBatch(_VmasWorld, BatchedEnv):
         self.num_envs = int(config.get("num_envs", 1))
         self._build(config, num_envs=self.num_envs)
         self.device = str(self._world.device)
-        self._sizes = [observation_size(self.observation_spaces[agent]) for agent in self.possible_agents]
+        self._widest = max(observation_size(space) for space in self.observation_spaces.values())
         self._widths = [action_width(self.action_spaces[agent]) for agent in self.possible_agents]
         self._discrete = [isinstance(self.action_spaces[agent], gym.spaces.Discrete) for agent in self.possible_agents]
         self._restart = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -333,8 +333,7 @@ class VmasBatch(_VmasWorld, BatchedEnv):
         """(num_envs, num_agents, ...) from VMAS's per-agent dict; observations zero-padded to the widest."""
         parts = [per_agent[agent] for agent in self.possible_agents]
         if parts[0].dim() > 1:
-            widest = max(self._sizes)
-            parts = [torch.nn.functional.pad(p.reshape(len(p), -1), (0, widest - p[0].numel())) for p in parts]
+            parts = [torch.nn.functional.pad(p.reshape(len(p), -1), (0, self._widest - p[0].numel())) for p in parts]
         return torch.stack(parts, dim=1)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
