@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             raise ConfigError("--resume continues Tune experiments; it does not combine with --local-mode")
         for experiment in experiments:
             launch.check_resumable(experiment, storages[args.local_dir or experiment.local_dir or "results"])
-    restores = {e.name: launch.check_checkpoint(args.restore or e.restore) for e in experiments if args.restore or e.restore}
+    restores = {e.name: launch.check_checkpoint(args.restore or e.restore, e) for e in experiments if args.restore or e.restore}
 
     resources = launch.start_ray(launch.RayOptions(
         address=args.ray_address, num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,

@@ -40,6 +40,7 @@ from ray.rllib.utils.filter import NoFilter
 
 from envs import ENVS
 from envs.batched import action_width, observation_size
+from marlkit.mappo import CRITIC_OBS, CRITIC_TARGETS, CRITIC_WEIGHTS, CentralCriticPPOPolicy, joint_input
 
 
 class BatchedEnvError(ValueError):
@@ -81,6 +82,8 @@ class BatchedEnvRunner(RolloutWorker):
             self._check_policy(policy_id)
         self._trained = [pid for pid in self._groups if self._is_model(pid)
                          and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
+        self._central = {pid for pid in self._trained if isinstance(self.policy_map[pid], CentralCriticPPOPolicy)}
+        self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
         self._restarting = torch.zeros(self._num_envs, dtype=torch.bool, device=self._device)
@@ -97,6 +100,11 @@ class BatchedEnvRunner(RolloutWorker):
         policy = self.policy_map[policy_id]
         if not self._is_model(policy_id):
             return  # a scripted policy: compute_actions on whole arrays
+        if isinstance(policy, CentralCriticPPOPolicy) and (policy.critic_agents != self._agents
+                                                            or policy.critic_width != self._obs_width):
+            raise ValueError(f"policy '{policy_id}': its centralised critic was built for agents "
+                             f"{policy.critic_agents} (observation width {policy.critic_width}), but env "
+                             f"'{self._name}' has {self._agents} (width {self._obs_width})")
         if not isinstance(self.filters[policy_id], NoFilter):
             raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
         if policy.is_recurrent():
@@ -147,13 +155,19 @@ class BatchedEnvRunner(RolloutWorker):
 
     @staticmethod
     def _forward(policy, observations: torch.Tensor, state: list):
-        """Distribution inputs, values and next state of the policy's model for (rows, ...) observations."""
+        """Distribution inputs, values (None for a centralised critic) and next state of the policy's model for
+        (rows, ...) observations."""
         rows = observations.to(policy.device)
         seq_lens = torch.ones(len(rows), dtype=torch.int32, device=policy.device) if state else None
         with torch.no_grad():
             dist_inputs, state_out = policy.model(SampleBatch({SampleBatch.OBS: rows}, _is_training=False),
                                                   state, seq_lens)
-            return dist_inputs, policy.model.value_function(), state_out
+            central = isinstance(policy, CentralCriticPPOPolicy)
+            return dist_inputs, None if central else policy.model.value_function(), state_out
+
+    def _joint(self) -> torch.Tensor:
+        """(games, joint input) of the current observations, for centralised critics (marlkit/mappo.py)."""
+        return joint_input(self._observations, self._all_present)
 
     def _state_rows(self, policy_id) -> list:
         return [s.reshape((-1,) + tuple(s.shape[2:])) for s in self._states.get(policy_id, [])]
@@ -195,6 +209,10 @@ class BatchedEnvRunner(RolloutWorker):
                                            for i, s in enumerate(state_out)]
             if record is not None:
                 shape = (self._num_envs, len(group))
+                if policy_id in self._central:  # one critic pass per game for all the policy's agents
+                    joint = self._joint()
+                    values = policy.central_values(joint)
+                    record["critic_obs"].append(joint)
                 record["obs"].append(own)
                 record["actions"].append(actions.reshape(shape + tuple(actions.shape[1:])))
                 record["dist_inputs"].append(dist_inputs.reshape(shape + tuple(dist_inputs.shape[1:])))
@@ -209,6 +227,8 @@ class BatchedEnvRunner(RolloutWorker):
     def _last_values(self, policy_id) -> torch.Tensor:
         """(games, agents of the policy) values of the current observations, the state left as it is."""
         policy = self.policy_map[policy_id]
+        if policy_id in self._central:
+            return policy.central_values(self._joint()).to(self._device)
         rows = self._own(self._observations, policy_id).reshape(self._num_envs * len(self._groups[policy_id]), -1)
         _, values, _ = self._forward(policy, rows, self._state_rows(policy_id))
         return values.reshape(self._num_envs, -1).to(self._device)
@@ -221,7 +241,7 @@ class BatchedEnvRunner(RolloutWorker):
         target = self.config.get_rollout_fragment_length(self.worker_index) * self._num_envs
         explore = self.config.explore
         agents = len(self._agents)
-        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in")}
+        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in", "critic_obs")}
                    for pid in self._trained}
         steps = {k: [] for k in ("rewards", "terminated", "truncated", "valid", "eps_id", "t")}
         env_steps = 0
@@ -321,6 +341,8 @@ class BatchedEnvRunner(RolloutWorker):
                 Postprocessing.ADVANTAGES: advantages,
                 Postprocessing.VALUE_TARGETS: advantages + values,
             }
+            if policy_id in self._central:
+                columns.update(self._critic_columns(torch.stack(record["critic_obs"]), advantages + values))
             valid = per_agent(steps["valid"])
             state_in = [torch.stack(parts) for parts in zip(*record["state_in"])]
             if state_in:
@@ -329,6 +351,19 @@ class BatchedEnvRunner(RolloutWorker):
                 policy_batches[policy_id] = SampleBatch({
                     key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
         return MultiAgentBatch(policy_batches, env_steps=env_steps)
+
+    @staticmethod
+    def _critic_columns(joint: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Training columns of a centralised critic: the first agent row of each (time, game) carries the joint input
+        and the value targets of all the policy's agents, the others zeros, so training runs the critic once per game
+        row. joint: (time, games, joint input); targets: (time, games, agents of the policy)."""
+        k = targets.shape[-1]
+        first = torch.zeros(k, device=targets.device)
+        first[0] = 1.0
+        carrier = first.view(1, 1, k, 1)
+        return {CRITIC_OBS: joint.unsqueeze(2) * carrier.to(joint.device),
+                CRITIC_TARGETS: targets.unsqueeze(2) * carrier,
+                CRITIC_WEIGHTS: carrier.expand(targets.shape + (k,))}
 
     def _sequences(self, policy_id, columns: dict, state_in: list, valid: torch.Tensor,
                    valid_steps: torch.Tensor) -> SampleBatch:

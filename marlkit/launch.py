@@ -32,6 +32,7 @@ from marlkit import models
 from marlkit.callbacks import (
     Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
 )
+from marlkit.checkpoints import load_algorithm_state
 from marlkit.errors import ConfigError, closest, exception_line
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
@@ -117,8 +118,9 @@ def check_resources(experiment: Experiment, resources: dict, local_mode: bool) -
             )
 
 
-def check_checkpoint(path: str) -> str:
-    """Absolute path of an RLlib checkpoint folder, or ConfigError."""
+def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
+    """Absolute path of an RLlib checkpoint folder, or ConfigError; with `experiment`, also that the checkpoint's
+    critics (centralised or per agent, marlkit/mappo.py) are the experiment's, whose weights it must load."""
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"--restore {path}: no such folder; pass a checkpoint_* folder of a trial")
@@ -126,6 +128,16 @@ def check_checkpoint(path: str) -> str:
         get_checkpoint_info(str(folder))
     except (ValueError, FileNotFoundError):
         raise ConfigError(f"--restore {path} is not an RLlib checkpoint (no algorithm_state file); pass a checkpoint_* folder") from None
+    layout = experiment.policy_layout if experiment else None
+    if layout is not None:
+        states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
+        centralized = any(key.startswith("central_critic.") for state in states.values()
+                          for key in (state.get("weights") or {}))
+        if centralized != (layout.critic == "centralized"):
+            trained = "a centralised critic" if centralized else "per-agent critics (decentralized)"
+            raise ConfigError(
+                f"--restore {path}: its policies were trained with {trained}, but {experiment.name}.config.multiagent."
+                f"critic is {layout.critic}; restore it into an experiment with the same critic, or train from scratch")
     return str(folder)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -22,3 +23,16 @@ def mlp(in_size: int, hiddens, activation: str) -> tuple[nn.Sequential, int]:
         layers += [nn.Linear(in_size, size), ACTIVATIONS[activation]()]
         in_size = size
     return nn.Sequential(*layers), in_size
+
+
+class CentralCritic(nn.Module):
+    """The default centralised critic (marlkit/mappo.py): an MLP from the joint input to one value per agent of the
+    policy."""
+
+    def __init__(self, input_size: int, num_values: int, hiddens, activation: str = "tanh"):
+        super().__init__()
+        self.trunk, size = mlp(input_size, hiddens, activation)
+        self.head = nn.Linear(size, num_values)
+
+    def forward(self, joint: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(joint))

@@ -13,6 +13,8 @@ In an experiment's `config`:
       #   rival: {agents: "agent_3", heuristic: firefighter}  # a scripted policy the env offers; never trained
       policies_to_train: [blue] # optional; default: all
       count_steps_by: env_steps # optional RLlib setting
+      critic: centralized       # optional, PPO: each trained policy's critic sees the whole game (MAPPO,
+                                # marlkit/mappo.py); default decentralized
 
 Agent ids and per-agent spaces come from one instance of the env built in the driver, so policies get explicit
 observation/action spaces and every agent that shares a policy must have the same spaces.
@@ -34,9 +36,11 @@ import numpy as np
 from ray.rllib.policy.policy import Policy, PolicySpec
 from ray.rllib.policy.sample_batch import SampleBatch
 
+from envs.batched import observation_size
 from marlkit.errors import ConfigError, closest
+from marlkit.mappo import CRITICS, CentralCriticPPOPolicy
 
-LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by")
+LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic")
 NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 
@@ -49,6 +53,7 @@ class PolicyLayout:
     policies_to_train: tuple[str, ...] | None = None
     count_steps_by: str | None = None
     group_of: Callable[[str], str] | None = None  # per_group: agent id -> policy id (a module-level function)
+    critic: str = "decentralized"  # or "centralized": trained policies are CentralCriticPPOPolicy (marlkit/mappo.py)
 
     @classmethod
     def parse(cls, block: dict | None, group_of: Callable[[str], str] | None = None) -> "PolicyLayout":
@@ -63,9 +68,14 @@ class PolicyLayout:
         to_train = block.get("policies_to_train")
         if to_train is not None and not isinstance(to_train, list):
             raise ConfigError("config.multiagent.policies_to_train must be a list of policy ids")
+        critic = block.get("critic", "decentralized")
+        if critic not in CRITICS:
+            raise ConfigError(f"config.multiagent.critic: {critic!r} is not a critic{closest(str(critic), CRITICS)}; "
+                              f"use centralized (one critic over the whole game, MAPPO) or decentralized (the default)")
         common = dict(
             policies_to_train=None if to_train is None else tuple(to_train),
             count_steps_by=block.get("count_steps_by"),
+            critic=critic,
         )
         if policies in ("shared", "per_agent"):
             return cls(mode=policies, **common)
@@ -160,6 +170,13 @@ class PolicyLayout:
             specs[pid] = PolicySpec(ScriptedPolicy, specs[pid].observation_space, specs[pid].action_space,
                                     {**self.policy_configs.get(pid, {}), "act": offered[name]})
         to_train = self.policies_to_train or [pid for pid in specs if pid not in self.heuristics]
+        if self.critic == "centralized":
+            width = max(observation_size(env.observation_spaces[a]) for a in agent_ids)
+            for pid in to_train:
+                own = [i for i, aid in enumerate(agent_ids) if mapping[aid] == pid]
+                layout = {"agents": agent_ids, "own": own, "width": width}
+                specs[pid] = PolicySpec(CentralCriticPPOPolicy, specs[pid].observation_space,
+                                        specs[pid].action_space, {**specs[pid].config, "central_critic": layout})
         block = {
             "policies": specs,
             "policy_mapping_fn": PolicyMapping(self),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from envs import ENVS
 from marlkit import models
 from marlkit.batched_runner import BatchedEnvRunner
 from marlkit.errors import ConfigError, closest
+from marlkit.mappo import joint_input_size
 from marlkit.policies import PolicyLayout
 
 # Experiment keys and what each does (the module docstring shows them in use).
@@ -248,6 +250,8 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         config["env_config"] = entry.absolute_paths(config["env_config"])
     curriculum = _check_curriculum(name, body.get("curriculum"), config)
     layout = _check_env_and_models(name, env, config)
+    if layout is not None and layout.critic == "centralized":
+        _check_centralized_critic(name, run, config)
     if curriculum:
         if entry is None:
             raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
@@ -423,8 +427,9 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
     layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
+    centralized = layout is not None and layout.critic == "centralized"
     for variant in config_variants(config):
-        _check_model(name, variant.get("model") or {})
+        _check_model(name, variant.get("model") or {}, centralized)
         if entry is None:
             continue
         env_config = variant.get("env_config") or {}
@@ -434,25 +439,67 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
         try:
-            layout.rllib_multiagent(probe)
+            multiagent = layout.rllib_multiagent(probe)
         finally:
             probe.close()
+        if centralized:
+            _check_critic_memory(name, variant, multiagent)
     return layout
 
 
-def _check_model(name: str, model: dict) -> None:
+def _check_centralized_critic(name: str, run: str, config: dict) -> None:
+    """`multiagent.critic: centralized` is PPO with GAE and a value loss (marlkit/mappo.py)."""
+    if run != "PPO":
+        raise ConfigError(f"{name}.config.multiagent.critic: centralized is built for PPO (MAPPO), not {run}; "
+                          f"use run: PPO or remove the key")
+    for key in ("use_critic", "use_gae"):
+        if config.get(key) is False:
+            raise ConfigError(f"{name}.config.{key}: false does not go with multiagent.critic: centralized, whose "
+                              f"critic gives GAE's values; remove one of them")
+
+
+def _check_critic_memory(name: str, variant: dict, multiagent: dict) -> None:
+    """Refuses a centralised critic whose training columns (the joint input on every agent row, marlkit/mappo.py)
+    would take more than a quarter of this machine's memory."""
+    for pid, policy in multiagent["policies"].items():
+        layout = policy.config.get("central_critic")
+        if not layout:
+            continue
+        joint = joint_input_size(len(layout["agents"]), layout["width"])
+        rows = int(variant.get("train_batch_size") or 4000) * len(layout["own"])
+        needed = rows * (joint + 2 * len(layout["own"])) * 4
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory / 4:
+            raise ConfigError(
+                f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads "
+                f"{len(layout['agents'])} agents x {layout['width'] + 1} inputs; its training columns for "
+                f"train_batch_size {variant.get('train_batch_size')} would take {needed / 2**30:.1f} GiB, more "
+                f"than a quarter of this machine's {memory / 2**30:.1f} GiB; lower train_batch_size, or use "
+                f"critic: decentralized")
+
+
+def _check_model(name: str, model: dict, centralized: bool = False) -> None:
     if not isinstance(model, dict):
         raise ConfigError(f"{name}.config.model must be a mapping of RLlib model settings")
     for key in model:
         if key not in MODEL_DEFAULTS:
             raise ConfigError(f"{name}.config.model.{key} is not an RLlib model setting{closest(key, MODEL_DEFAULTS)}")
+    custom_config = dict(model.get("custom_model_config") or {})
+    if "critic_hiddens" in custom_config:
+        hiddens = custom_config.pop("critic_hiddens")
+        where = f"{name}.config.model.custom_model_config.critic_hiddens"
+        if not centralized:
+            raise ConfigError(f"{where} sizes a centralised critic; it needs config.multiagent.critic: centralized")
+        if not isinstance(hiddens, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                                                    for h in hiddens):
+            raise ConfigError(f"{where} must be a list of layer sizes such as [256, 256], got {hiddens!r}")
     custom = model.get("custom_model")
     if custom is None:
         return
     if not isinstance(custom, str):
         raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
     model_class = models.load_model(custom)
-    models.check_model_kwargs(custom, model_class, model.get("custom_model_config") or {})
+    models.check_model_kwargs(custom, model_class, custom_config)
 
 
 def custom_model_names(config: dict) -> set[str]:

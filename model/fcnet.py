@@ -5,6 +5,9 @@
     activation   "tanh" (default), "relu" or "elu"
     vf_share_layers  whether the value head reads the policy trunk (default false: separate value trunk)
 
+With `multiagent.critic: centralized` (marlkit/mappo.py) the per-agent value branch is dropped: the centralised critic,
+built by `make_central_critic` with this model's activation, gives the values.
+
 Observations may carry a discrete action mask (marlkit/masking.py): masked actions are never sampled.
 
 Example (YAML):
@@ -19,7 +22,7 @@ from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
 from marlkit import masking
-from marlkit.layers import mlp
+from marlkit.layers import CentralCritic, mlp
 
 
 class CustomModel(TorchModelV2, nn.Module):
@@ -33,8 +36,14 @@ class CustomModel(TorchModelV2, nn.Module):
         self.policy_head = nn.Linear(out_size, num_outputs)
         self.value_trunk = None if vf_share_layers else mlp(in_size, hiddens, activation)[0]
         self.value_head = nn.Linear(out_size, 1)
+        self._activation = activation
         self._features = None
         self._value_features = None
+
+    def make_central_critic(self, input_size, num_values, hiddens):
+        """The centralised critic (marlkit/mappo.py); the per-agent value branch goes, as nothing reads it."""
+        self.value_trunk = self.value_head = None
+        return CentralCritic(input_size, num_values, hiddens, self._activation)
 
     def forward(self, input_dict, state, seq_lens):
         if self._masked:
@@ -44,7 +53,8 @@ class CustomModel(TorchModelV2, nn.Module):
         else:
             obs, mask = input_dict["obs_flat"].float(), None
         self._features = self.policy_trunk(obs)
-        self._value_features = self._features if self.value_trunk is None else self.value_trunk(obs)
+        if self.value_head is not None:
+            self._value_features = self._features if self.value_trunk is None else self.value_trunk(obs)
         return masking.apply_mask(self.policy_head(self._features), mask), state
 
     def value_function(self):
