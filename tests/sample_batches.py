@@ -43,6 +43,7 @@ from conftest import tiny_experiment
 from envs.batched import BatchedEnv
 from marlkit import launch, spec
 from marlkit.batched_runner import BatchedEnvError, BatchedEnvRunner
+from marlkit.mappo import CentralCriticPPOPolicy
 
 NUM_ENVS, FRAGMENT, SEED = 3, 12, 7
 GAMMA, LAMBDA = 0.9, 0.8
@@ -182,10 +183,26 @@ def row_keys(valid: np.ndarray, steps: range, group: list[int], recurrent: bool)
     return np.array(keys, dtype=np.int64).reshape(-1, 3)
 
 
+def joint_of(observations: np.ndarray) -> np.ndarray:
+    """(..., agents, widest) env observations -> the documented joint input of marlkit/mappo.py, built here
+    apart from it: every agent's observation in the env's order, then a presence flag per agent (all present)."""
+    flat = observations.reshape(observations.shape[:-2] + (-1,))
+    return np.concatenate([flat, np.ones(observations.shape[:-1], np.float32)], axis=-1).astype(np.float32)
+
+
+def critic_values(policy, observations: np.ndarray) -> np.ndarray:
+    """(steps, games, agents, widest) -> (steps, games, agents of the policy): its centralised critic's values."""
+    joint = joint_of(observations)
+    with torch.no_grad():
+        values = policy.model.central_critic(torch.as_tensor(joint.reshape(-1, joint.shape[-1])))
+    return values.numpy().reshape(joint.shape[:2] + (-1,))
+
+
 def stock_forward(policy, group: list[int], size: int, log: dict) -> dict:
     """RLlib's per-step action computation over the whole log, state carried per (game, agent) lane from each
     episode's first step: (steps, games, agents of the policy, ...) arrays of VF_PREDS, ACTION_DIST_INPUTS, state
-    in and out, and the value of the observation each step returned (with the state out)."""
+    in and out, and the value of the observation each step returned (with the state out). A centralised critic's
+    values come from the critic over the joint input of the env's observations (`critic_values`)."""
     steps, games, k = len(log["valid"]), log["valid"].shape[1], len(group)
     initial = [np.asarray(s) for s in policy.get_initial_state()]
     state = [np.broadcast_to(s, (games * k,) + s.shape).copy() for s in initial]
@@ -203,9 +220,13 @@ def stock_forward(policy, group: list[int], size: int, log: dict) -> dict:
             state[i][starts] = init
         fetches, state_out = forward(log["obs_in"][s][:, group, :size], state)
         next_fetches, _ = forward(log["obs_out"][s][:, group, :size], state_out)
-        out["vf"].append(fetches[SampleBatch.VF_PREDS].reshape(games, k))
+        if isinstance(policy, CentralCriticPPOPolicy):
+            out["vf"].append(critic_values(policy, log["obs_in"][s][None])[0])
+            out["next_vf"].append(critic_values(policy, log["obs_out"][s][None])[0])
+        else:
+            out["vf"].append(fetches[SampleBatch.VF_PREDS].reshape(games, k))
+            out["next_vf"].append(next_fetches[SampleBatch.VF_PREDS].reshape(games, k))
         out["dist_inputs"].append(fetches[SampleBatch.ACTION_DIST_INPUTS].reshape(games, k, -1))
-        out["next_vf"].append(next_fetches[SampleBatch.VF_PREDS].reshape(games, k))
         out["state_in"].append([x.reshape((games, k) + x.shape[1:]).copy() for x in state])
         out["state_out"].append([x.reshape((games, k) + x.shape[1:]) for x in state_out])
         state = state_out
@@ -215,15 +236,22 @@ def stock_forward(policy, group: list[int], size: int, log: dict) -> dict:
             "state_out": [np.stack(parts) for parts in zip(*out["state_out"])]}
 
 
-def padded_loss(policy, batch: SampleBatch) -> float:
-    """PPO's loss (same weights) on a copy of `batch`, padded into sequences as RLlib's learn_on_batch does."""
+def padded_loss(policy, batch: SampleBatch) -> tuple[float, int]:
+    """PPO's loss (same weights) on a copy of `batch`, padded into sequences as RLlib's learn_on_batch does, and
+    the rows a centralised critic was run on for it (0 without one)."""
     batch = batch.copy()
     if policy.is_recurrent():
         pad_batch_to_sequences_of_same_size(batch, max_seq_len=policy.max_seq_len, shuffle=False,
                                             batch_divisibility_req=1, view_requirements=policy.view_requirements)
     batch.set_training(True)
+    critic_rows = []
+    critic = getattr(policy.model, "central_critic", None)
+    hook = critic.register_forward_hook(lambda module, args, out: critic_rows.append(len(args[0]))) if critic else None
     with torch.no_grad():
-        return float(policy.loss(policy.model, policy.dist_class, policy._lazy_tensor_dict(batch)))
+        loss = float(policy.loss(policy.model, policy.dist_class, policy._lazy_tensor_dict(batch)))
+    if hook:
+        hook.remove()
+    return loss, sum(critic_rows)
 
 
 def replay(policy, batch: SampleBatch, initial_states: bool = False) -> dict:
@@ -242,15 +270,26 @@ def replay(policy, batch: SampleBatch, initial_states: bool = False) -> dict:
     tensors = policy._lazy_tensor_dict(padded)
     with torch.no_grad():
         dist_inputs, _ = policy.model(tensors)
-        values = policy.model.value_function()
+        values = None if isinstance(policy, CentralCriticPPOPolicy) else policy.model.value_function().cpu().numpy()
         logp = policy.dist_class(dist_inputs, policy.model).logp(tensors[SampleBatch.ACTIONS])
-    return {"dist_inputs": dist_inputs.cpu().numpy()[mask], "vf": values.cpu().numpy()[mask],
+    return {"dist_inputs": dist_inputs.cpu().numpy()[mask], "vf": None if values is None else values[mask],
             "logp": logp.cpu().numpy()[mask]}
 
 
-def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch) -> dict:
-    """Replay and stock reference of one policy's batch of the fragment `steps` (see the module docstring)."""
+class EpisodeIndex:
+    """What a centralised critic's postprocessing reads of RLlib's episode: agent id -> its index in the episode."""
+
+    def __init__(self, agents: list[str]):
+        self._agent_to_index = {agent: index for index, agent in enumerate(agents)}
+
+
+def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch,
+            agents: list[str], sizes: list[int]) -> dict:
+    """Replay and stock reference of one policy's batch of the fragment `steps` (see the module docstring).
+    `agents`/`sizes`: every agent of the env and its observation size; a centralised critic's postprocessing gets
+    the other agents' rows of each episode, as RLlib's stock sampler gives them."""
     recurrent = policy.is_recurrent()
+    central = isinstance(policy, CentralCriticPPOPolicy)
     keys = row_keys(log["valid"], steps, group, recurrent)
     stock = stock_forward(policy, group, size, log)
     slot = {a: j for j, a in enumerate(group)}
@@ -291,7 +330,13 @@ def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch:
             **{f"state_in_{i}": x for i, x in enumerate(state_in)},
             **{f"state_out_{i}": x[run, e, j] for i, x in enumerate(stock["state_out"])},
         })
-        trajectory = policy.postprocess_trajectory(trajectory)
+        if central:
+            others = {agents[b]: (None, None, SampleBatch({
+                SampleBatch.OBS: log["obs_in"][run, e, b, :sizes[b]], SampleBatch.NEXT_OBS: log["obs_out"][run, e, b, :sizes[b]],
+                SampleBatch.T: np.array(run) - first})) for b in range(len(agents)) if b != a}
+            trajectory = policy.postprocess_trajectory(trajectory, others, EpisodeIndex(agents))
+        else:
+            trajectory = policy.postprocess_trajectory(trajectory)
         trajectories.append(trajectory)
         for index, s in enumerate(run):
             per_row[(s, e, a)] = {key: trajectory[key][index] for key in (
@@ -307,13 +352,24 @@ def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch:
     if recurrent:
         pad_batch_to_sequences_of_same_size(padded_stock, max_seq_len=policy.max_seq_len, shuffle=False,
                                             batch_divisibility_req=1, view_requirements=policy.view_requirements)
+    replayed = replay(policy, batch)
+    if central:  # the critic over the joint input of the env's observations at each row's step
+        replayed["vf"] = at(stock["vf"], np.stack([keys[:, 0], keys[:, 1], [slot[a] for a in keys[:, 2]]], 1))
+    loss, critic_rows = padded_loss(policy, batch)
+    stock_loss, stock_critic_rows = padded_loss(policy, stock_batch)
     return {
         "keys": keys, "recurrent": recurrent, "max_seq_len": policy.max_seq_len if recurrent else None,
-        "replay": replay(policy, batch), "stock": stock_rows,
+        "replay": replayed, "stock": stock_rows,
         "replay_initial_states": replay(policy, batch, initial_states=True) if recurrent else None,
         "stock_seq_lens": np.asarray(padded_stock.get(SampleBatch.SEQ_LENS, [])),
-        "loss": padded_loss(policy, batch), "stock_loss": padded_loss(policy, stock_batch),
+        "loss": loss, "stock_loss": stock_loss, "central": central,
+        "critic_rows": critic_rows, "stock_critic_rows": stock_critic_rows,
+        "joint": joint_of(log["obs_in"]) if central else None,
     }
+
+
+def at(array: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    return array[keys[:, 0], keys[:, 1], keys[:, 2]]
 
 
 def build(experiment: dict):
@@ -333,26 +389,32 @@ def sample(experiment: dict, fragments: int = 1, prepare=None) -> dict:
         if prepare is not None:
             prepare(runner)
         log = EnvLog(runner.env)
+        critic_calls = {}  # centralised policy id -> rows of each critic pass while sampling
+        hooks = [policy.model.central_critic.register_forward_hook(
+                     lambda module, args, out, pid=pid: critic_calls.setdefault(pid, []).append(len(args[0])))
+                 for pid, policy in runner.policy_map.items() if isinstance(policy, CentralCriticPPOPolicy)]
         batches, metrics = [], []
         for _ in range(fragments):
             batches.append(runner.sample())
             metrics.append(runner.get_metrics())
             log.sample_ends.append(len(log.steps))
+        for hook in hooks:
+            hook.remove()
         arrays = log.arrays()
         agents = list(runner.env.possible_agents)  # the agent axis of the env's arrays
         groups = {}  # policy id -> indices of its agents, from the experiment's policy mapping
         for index, agent in enumerate(agents):
             groups.setdefault(runner.policy_mapping_fn(agent, None, runner), []).append(index)
-        sizes = {pid: gym.spaces.flatdim(runner.env.observation_spaces[agents[group[0]]])
-                 for pid, group in groups.items()}
+        agent_sizes = [gym.spaces.flatdim(runner.env.observation_spaces[agent]) for agent in agents]
         analyses = []
         for index, batch in enumerate(batches):
             steps = range(([0] + log.sample_ends)[index], log.sample_ends[index])
-            analyses.append({pid: analyse(runner.policy_map[pid], groups[pid], sizes[pid], arrays, steps, rows)
+            analyses.append({pid: analyse(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays,
+                                          steps, rows, agents, agent_sizes)
                              for pid, rows in batch.policy_batches.items()})
         policies = {pid: {"trained": runner.is_policy_to_train is None or runner.is_policy_to_train(pid),
                           "model": getattr(runner.policy_map[pid], "model", None) is not None} for pid in groups}
-        return {"batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses,
+        return {"batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses, "critic_calls": critic_calls,
                 "env_config": env_config, "agents": agents, "groups": groups, "policies": policies,
                 "config": {"gamma": runner.config.gamma, "lambda": runner.config.lambda_}}
     finally:
@@ -426,6 +488,45 @@ def case_bucket_brigade() -> dict:
                     "policies_to_train": ["learner"]})})
 
 
+def case_vmas_mappo() -> dict:
+    """3 agents, one shared policy with a centralised critic."""
+    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
+                                                   train_batch_size=FRAGMENT * NUM_ENVS))
+    experiment["config"]["env_config"].update(n_agents=3, max_steps=VMAS_MAX_STEPS)
+    experiment["config"]["multiagent"] = {"critic": "centralized"}
+    return sample(experiment)
+
+
+def case_simple_tag_mappo() -> dict:
+    """simple_tag's predators and prey (observations of different sizes), each policy with a centralised critic."""
+    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
+                                                   train_batch_size=FRAGMENT * NUM_ENVS))
+    experiment["config"]["env_config"] = {"scenario": "simple_tag", "num_adversaries": 2, "num_good_agents": 1,
+                                          "max_steps": VMAS_MAX_STEPS}
+    experiment["config"]["multiagent"] = {"policies": {"predator": {"agents": "adversary_*"},
+                                                       "prey": {"agents": "agent_*"}}, "critic": "centralized"}
+    return sample(experiment)
+
+
+def case_countdown_lstm_mappo() -> dict:
+    """A recurrent actor (model/lstm.py) with the default centralised critic (critic_hiddens)."""
+    experiment = countdown_experiment({"custom_model": "lstm", "max_seq_len": MAX_SEQ_LEN, "custom_model_config": {
+        "hiddens": [8], "cell_size": 8, "critic_hiddens": [12]}})
+    experiment["config"]["multiagent"] = {"critic": "centralized"}
+    return sample(experiment, fragments=COUNTDOWN_FRAGMENTS)
+
+
+def case_bucket_brigade_mappo() -> dict:
+    """A learner with a centralised critic among scripted opponents, whose observations it reads."""
+    return sample({"run": "PPO", "env": "bucket_brigade", "config": ppo_config(
+        env_config=dict(BB_CONFIG, num_envs=NUM_ENVS), num_env_runners=0, train_batch_size=FRAGMENT * NUM_ENVS,
+        model={"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
+        multiagent={"policies": {"learner": {"agents": "agent_0"},
+                                 "firefighter": {"agents": ["agent_1", "agent_2"], "heuristic": "firefighter"},
+                                 "others": {"agents": "agent_3", "heuristic": "random"}},
+                    "critic": "centralized"})})
+
+
 FAULTS = [("reset", "observations", "shape"), ("reset", "observations", "dtype"), ("step", "observations", "shape"),
           ("step", "rewards", "shape"), ("step", "rewards", "dtype"), ("step", "terminated", "dtype"),
           ("step", "truncated", "shape")]
@@ -453,7 +554,9 @@ def case_faults() -> dict:
 
 CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_countdown,
          "countdown_lstm": case_countdown_lstm, "countdown_box": case_countdown_box,
-         "bucket_brigade": case_bucket_brigade, "faults": case_faults}
+         "bucket_brigade": case_bucket_brigade, "faults": case_faults, "vmas_mappo": case_vmas_mappo,
+         "simple_tag_mappo": case_simple_tag_mappo, "countdown_lstm_mappo": case_countdown_lstm_mappo,
+         "bucket_brigade_mappo": case_bucket_brigade_mappo}
 
 
 def main(out_dir: str, temp_dir: str, *cases: str) -> None:

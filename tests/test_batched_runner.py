@@ -1,4 +1,5 @@
-"""The batched env runner (marlkit/batched_runner.py) on VMAS, Bucket Brigade and a user-style batched env.
+"""The batched env runner (marlkit/batched_runner.py) on VMAS, Bucket Brigade and a user-style batched env, with
+per-agent critics and with centralised ones (marlkit/mappo.py: the `*_mappo` cases).
 
 One subprocess (tests/sample_batches.py, with its own Ray) builds real PPO algorithms, samples fragments with their
 local BatchedEnvRunner and logs everything the env was asked and answered. The tests rebuild the trajectories from
@@ -26,7 +27,8 @@ from sample_batches import (
     BB_CONFIG, CASES, COUNTDOWN_ENVS, FAULTS, FRAGMENT, GAMMA, LAMBDA, MAX_SEQ_LEN, NUM_ENVS, SEED, VMAS_MAX_STEPS,
 )
 
-MODEL_CASES = ("vmas", "simple_tag", "countdown", "countdown_lstm", "countdown_box", "bucket_brigade")
+MAPPO_CASES = ("vmas_mappo", "simple_tag_mappo", "countdown_lstm_mappo", "bucket_brigade_mappo")
+MODEL_CASES = ("vmas", "simple_tag", "countdown", "countdown_lstm", "countdown_box", "bucket_brigade", *MAPPO_CASES)
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -96,7 +98,7 @@ def episodes(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def env_actions(case: str, policy_id: str, actions: np.ndarray) -> np.ndarray:
     """What the env must receive for the policy's sampled actions (rows, width)."""
     actions = actions.reshape(len(actions), -1)
-    if case in ("vmas", "simple_tag"):  # Box [-1, 1]: unsquashing is the identity, then clipped
+    if case in ("vmas", "simple_tag", "vmas_mappo", "simple_tag_mappo"):  # Box [-1, 1]: unsquashing is the identity, then clipped
         return np.clip(actions, -1.0, 1.0)
     if case == "countdown_box":  # agent_0: Box [0, 4], unsquashed from [-1, 1]; agent_1: unbounded, as sampled
         return np.clip((actions + 1.0) * 2.0, 0.0, 4.0) if policy_id == "agent_0" else actions
@@ -205,7 +207,7 @@ def test_stored_logp_dist_inputs_and_values_are_a_fresh_forward_pass(sampled, ca
         close(rows["action_logp"], replay["logp"])
         close(rows["vf_preds"], replay["vf"])
         if analysis["recurrent"]:  # the stored states matter: from initial states only, the pass differs
-            assert np.abs(analysis["replay_initial_states"]["vf"] - rows["vf_preds"]).max() > 1e-3
+            assert np.abs(analysis["replay_initial_states"]["dist_inputs"] - rows["action_dist_inputs"]).max() > 1e-3
 
 
 def gae(rows, keys: np.ndarray, log: dict, bootstrap: np.ndarray, gamma: float, lambda_: float,
@@ -472,3 +474,39 @@ def test_bad_env_arrays_are_one_line_errors_naming_the_env_call_and_array(sample
                    f"expected shape {wanted} and a {kind} dtype")
         assert errors[(call, array, _)] == ("BatchedEnvError", True, message)
     assert errors[None] >= FRAGMENT * g * 2  # sound arrays again: the runner samples on
+
+
+# ---- centralised critics (MAPPO) ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", MAPPO_CASES)
+def test_centralised_critic_runs_once_per_game_when_sampling_and_training(sampled, case):
+    """While sampling, each critic pass reads one row per game (never one per agent); in PPO's loss the critic reads
+    only the first agent row of each (step, game), which carries the joint input of all agents at that step
+    (scripted ones and other policies' included, each padded to the widest observation, then presence flags) and
+    the value targets of all the policy's agents; the other rows carry nothing. The stock-sampler path (per agent
+    row, the same joint input gathered from the episode's rows at the same step) gives the same loss (the shared
+    stock-machinery test) with one critic row per agent row."""
+    result = sampled[case]
+    trained = [pid for pid, p in result["policies"].items() if p["trained"] and p["model"]]
+    assert sorted(result["critic_calls"]) == sorted(trained)
+    num_envs = result["env_config"]["num_envs"]
+    for pid, calls in result["critic_calls"].items():
+        assert set(calls) == {num_envs}, calls
+    for _, pid, rows, analysis, _ in policy_batches(result):
+        assert analysis["central"]
+        keys, k = analysis["keys"], len(result["groups"][pid])
+        carriers = rows["critic_weights"].sum(axis=1) > 0
+        first_agent = keys[:, 2] == result["groups"][pid][0]
+        np.testing.assert_array_equal(carriers, first_agent)
+        np.testing.assert_array_equal(rows["critic_weights"][carriers], np.ones((carriers.sum(), k)))
+        assert not rows["critic_obs"][~carriers].any() and not rows["critic_targets"][~carriers].any()
+        close(rows["critic_obs"][carriers], game_at(analysis["joint"], keys[carriers]))
+        row_of = {tuple(key): i for i, key in enumerate(keys.tolist())}
+        for i in np.flatnonzero(carriers):
+            s, e, _ = keys[i]
+            expected = [rows["value_targets"][row_of[(s, e, a)]] for a in result["groups"][pid]]
+            close(rows["critic_targets"][i], expected)
+        assert analysis["critic_rows"] == carriers.sum() == len(rows) // k
+        assert analysis["stock_critic_rows"] == len(rows)
+    assert rows["critic_obs"].shape[1] == len(result["agents"]) * (result["log"]["obs_in"].shape[-1] + 1)
