@@ -1,13 +1,15 @@
-"""VMAS navigation throughput and learning, side by side in one run on one machine.
+"""VMAS throughput and learning, side by side in one run on one machine (navigation by default; --scenario balance).
 
-Measures, at `--num-envs` worlds (default 600), 3 agents:
+Measures, at `--num-envs` worlds (default 600), on the scenario as BenchMARL's task file sets it (navigation: 3
+agents, balance: 4):
   a. raw VMAS stepping with random actions (the ceiling),
   b. this project's sampling: its batched env runner with the PPO policy forward, no learning,
   c. a hand-written MultiAgentEnv with one VMAS simulator per sub-env on stock RLlib 2.60 (new API stack), the
      wrapper a user would write, sampled by RLlib's own MultiAgentEnvRunner,
-  d. end-to-end PPO: this project (the same Algorithm a `train.py` trial runs) and BenchMARL's MAPPO, with the same
-     hyperparameters (frames per batch, epochs, minibatch size, MLP sizes and activation, learning rate, gamma,
-     GAE lambda, clip, gradient-norm clip, number of envs) for the same number of frames,
+  d. end-to-end PPO: this project (the same Algorithm a `train.py` trial runs) with per-agent critics (`ours`) and
+     with the centralised critic of `multiagent.critic: centralized` (`ours_mappo`, marlkit/mappo.py), and
+     BenchMARL's MAPPO (and IPPO), with the same hyperparameters (frames per batch, epochs, minibatch size, MLP sizes
+     and activation, learning rate, gamma, GAE lambda, clip, gradient-norm clip, number of envs) for the same frames,
   e. the mean per-agent episode return of each at equal frames (episodes of the last batch), over `--seeds` seeds,
   f. recurrent models on `config/benchmark/level_1_basic.yaml` (2 agents, 32 worlds, 3,200 frames per batch, sampled
      in the training process): PPO with `custom_model: lstm` through RLlib's stock old-stack sampler (`RolloutWorker`
@@ -22,6 +24,8 @@ Prints a table and, as the last line, one JSON object with the figures.
 Usage:
     python bench/vmas.py                                  # defaults below, ~15 min on 2 CPU cores
     python bench/vmas.py --only-recurrent                 # only the recurrent rows (f), ~2 min
+    python bench/vmas.py --scenario balance --skip-sampling --recurrent-iters 0 --benchmarl-algorithms mappo
+                                                          # the balance return table (d, e), ~30 min
     python bench/vmas.py --num-envs 6 --frames-per-batch 600 --train-frames 1200 --minibatch-size 200 \\
         --sample-iters 1 --naive-steps 1 --seeds 1 --recurrent-iters 1 --recurrent-batch-size 64   # a tiny run (CI)
 """
@@ -46,14 +50,17 @@ import torch
 # package: put the repository root there instead (for marlkit and envs).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-# VMAS navigation as BenchMARL's task file `vmas/navigation.yaml` sets it; both frameworks get exactly this.
-TASK = {
-    "n_agents": 3, "max_steps": 100, "collisions": True, "agents_with_same_goal": 1, "split_goals": False,
-    "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35, "agent_radius": 0.1,
+# The scenarios as BenchMARL's task files (`vmas/<scenario>.yaml`) set them; both frameworks get exactly these.
+TASKS = {
+    "navigation": {
+        "n_agents": 3, "max_steps": 100, "collisions": True, "agents_with_same_goal": 1, "split_goals": False,
+        "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35, "agent_radius": 0.1,
+    },
+    "balance": {"n_agents": 4, "max_steps": 100, "random_package_pos_on_line": True, "package_mass": 5},
 }
 GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP = 0.99, 0.9, 0.2, 5.0
 JSON_KEYS = ("raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
-             "ours_return", "benchmarl_return", "lstm_stock_train_fps", "lstm_batched_train_fps",
+             "ours_return", "benchmarl_return", "ours_mappo_train_fps", "ours_mappo_return", "lstm_stock_train_fps", "lstm_batched_train_fps",
              "fcnet_batched_train_fps")
 RECURRENT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "benchmark" / "level_1_basic.yaml"
 # (f): JSON key, table label, custom_model, RLlib's stock sampler?
@@ -62,6 +69,11 @@ RECURRENT_RUNS = (
     ("lstm_batched", "f. level 1, LSTM PPO, batched runner (train)", "lstm", False),
     ("fcnet_batched", "f. level 1, MLP PPO, batched runner (train)", "fcnet", False),
 )
+# (d): ours' critics: JSON key prefix, table label, multiagent.critic
+OURS_RUNS = {
+    "decentralized": ("ours", "d. marlkit PPO, per-agent critics (train)"),
+    "centralized": ("ours_mappo", "d. marlkit MAPPO, centralised critic (train)"),
+}
 # (f): (figure, bound, label); a ratio >= bound meets the target
 RECURRENT_TARGETS = (
     ("lstm_batched / lstm_stock", 3.0, "LSTM batched >= 3x stock"),
@@ -83,6 +95,9 @@ class TrainRun:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=sorted(TASKS), default="navigation")
+    parser.add_argument("--ours-critics", default="decentralized,centralized",
+                        help="this project's PPO runs: per-agent critics, the centralised critic (MAPPO), or both")
     parser.add_argument("--num-envs", type=int, default=600, help="VMAS worlds stepped together (all measurements)")
     parser.add_argument("--sample-iters", type=int, default=5,
                         help="timed sampling fragments for (a) and (b), each max_steps steps of every world")
@@ -99,6 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="BenchMARL reference runs, comma-separated: mappo (centralised critic: one critic pass "
                              "per world) and/or ippo (a critic pass per agent, as this project's PPO)")
     parser.add_argument("--skip-training", action="store_true", help="only the sampling measurements (a-c)")
+    parser.add_argument("--skip-sampling", action="store_true", help="no sampling measurements (a-c)")
     parser.add_argument("--recurrent-iters", type=int, default=5,
                         help="PPO iterations of each recurrent-row run (f); 0 skips the recurrent rows")
     parser.add_argument("--recurrent-batch-size", type=int, default=None,
@@ -111,6 +127,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.hiddens = [int(size) for size in args.hiddens.split(",")]
     args.benchmarl_algorithms = args.benchmarl_algorithms.split(",")
+    args.ours_critics = args.ours_critics.split(",")
+    if set(args.ours_critics) - set(OURS_RUNS):
+        parser.error(f"--ours-critics: choose from {', '.join(OURS_RUNS)} (got {','.join(args.ours_critics)})")
+    args.task = TASKS[args.scenario]
     if set(args.benchmarl_algorithms) - {"mappo", "ippo"}:
         parser.error(f"--benchmarl-algorithms: choose from mappo, ippo (got {','.join(args.benchmarl_algorithms)})")
     if args.frames_per_batch % args.num_envs:
@@ -127,8 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.recurrent_batch_size is not None and (args.recurrent_batch_size < 32 or args.recurrent_batch_size % 32):
         parser.error(f"--recurrent-batch-size {args.recurrent_batch_size} must be a multiple of level_1_basic.yaml's "
                      f"32 worlds")
-    if args.minibatch_size * TASK["n_agents"] > args.frames_per_batch:
-        parser.error(f"--minibatch-size x {TASK['n_agents']} agents must be <= --frames-per-batch (RLlib's check on "
+    if args.minibatch_size * args.task["n_agents"] > args.frames_per_batch:
+        parser.error(f"--minibatch-size x {args.task['n_agents']} agents must be <= --frames-per-batch (RLlib's check on "
                      "its minibatch rows, one per agent and frame)")
     return args
 
@@ -137,10 +157,10 @@ def raw_vmas_fps(args) -> float:
     """(a) One VMAS simulator, random actions, finished worlds reset as they end."""
     import vmas
 
-    env = vmas.make_env("navigation", num_envs=args.num_envs, continuous_actions=True, seed=0,
-                        terminated_truncated=True, **TASK)
+    env = vmas.make_env(args.scenario, num_envs=args.num_envs, continuous_actions=True, seed=0,
+                        terminated_truncated=True, **args.task)
     env.reset()
-    steps = args.sample_iters * TASK["max_steps"]
+    steps = args.sample_iters * args.task["max_steps"]
     start = time.perf_counter()
     for _ in range(steps):
         _, _, terminated, truncated, _ = env.step([env.get_random_action(agent) for agent in env.agents])
@@ -153,21 +173,21 @@ def raw_vmas_fps(args) -> float:
     return steps * args.num_envs / (time.perf_counter() - start)
 
 
-def ours_experiment(args, seed: int):
+def ours_experiment(args, seed: int, critic: str = "decentralized"):
     """This project's experiment for the benchmark task, as a YAML file would declare it."""
     from marlkit import spec
 
-    return spec.parse_experiment("bench-vmas-navigation", {
+    return spec.parse_experiment(f"bench-vmas-{args.scenario}", {
         "run": "PPO",
         "env": "vmas",
         "config": {
-            "env_config": {"scenario": "navigation", "continuous_actions": True, **TASK},
+            "env_config": {"scenario": args.scenario, "continuous_actions": True, **args.task},
             "num_env_runners": 0,  # sample in the training process, as BenchMARL's collector does
             "num_envs_per_env_runner": args.num_envs,
             "rollout_fragment_length": args.frames_per_batch // args.num_envs,
             "train_batch_size": args.frames_per_batch,
             # RLlib's minibatches count rows of the policy's batch, one per agent and frame; BenchMARL's count frames.
-            "minibatch_size": args.minibatch_size * TASK["n_agents"],
+            "minibatch_size": args.minibatch_size * args.task["n_agents"],
             "num_epochs": args.epochs,
             "lr": args.lr,
             "gamma": GAMMA,
@@ -181,16 +201,16 @@ def ours_experiment(args, seed: int):
             "kl_coeff": 0.0,
             "seed": seed,
             "metrics_num_episodes_for_smoothing": args.num_envs,  # all episodes of a batch, like BenchMARL's figure
-            "multiagent": {"policies": "shared"},
+            "multiagent": {"policies": "shared", "critic": critic},
             "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": args.hiddens, "activation": "tanh"}},
         },
     })
 
 
-def build_ours(args, seed: int):
+def build_ours(args, seed: int, critic: str = "decentralized"):
     from marlkit import launch
 
-    experiment = ours_experiment(args, seed)
+    experiment = ours_experiment(args, seed, critic)
     launch.register_components([experiment])
     return launch.build_algorithm(experiment.run, launch.first_trial_config(experiment))
 
@@ -208,7 +228,7 @@ def ours_sample_fps(args) -> float:
         algorithm.stop()
 
 
-def naive_env_class():
+def naive_env_class(args):
     """A user's MultiAgentEnv: one VMAS simulator (num_envs=1) per RLlib sub-env, numpy dicts in and out."""
     import gymnasium as gym
     import vmas
@@ -217,8 +237,8 @@ def naive_env_class():
     class NaiveVmasEnv(MultiAgentEnv):
         def __init__(self, config=None):
             super().__init__()
-            self.env = vmas.make_env("navigation", num_envs=1, continuous_actions=True, dict_spaces=True,
-                                     terminated_truncated=True, **TASK)
+            self.env = vmas.make_env(args.scenario, num_envs=1, continuous_actions=True, dict_spaces=True,
+                                     terminated_truncated=True, **args.task)
             self.agents = self.possible_agents = [agent.name for agent in self.env.agents]
             self.observation_spaces = {
                 aid: gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
@@ -255,7 +275,7 @@ def naive_rllib_sample_fps(args) -> float:
 
     config = (
         PPOConfig()
-        .environment(naive_env_class())
+        .environment(naive_env_class(args))
         .env_runners(num_env_runners=0, num_envs_per_env_runner=args.num_envs)
         .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, episode, **kwargs: "shared")
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=args.hiddens, fcnet_activation="tanh"))
@@ -271,9 +291,9 @@ def naive_rllib_sample_fps(args) -> float:
         runner.stop()
 
 
-def ours_train(args, seed: int) -> TrainRun:
-    """(d, e) This project's PPO: `algorithm.train()` until --train-frames, as a Tune trial calls it."""
-    algorithm = build_ours(args, seed)
+def ours_train(args, seed: int, critic: str) -> TrainRun:
+    """(d, e) This project's PPO with `critic`: `algorithm.train()` until --train-frames, as a Tune trial calls it."""
+    algorithm = build_ours(args, seed, critic)
     try:
         seconds, frames, result = 0.0, 0, {}
         while frames < args.train_frames:
@@ -282,7 +302,7 @@ def ours_train(args, seed: int) -> TrainRun:
             seconds += time.perf_counter() - start
             frames = result["num_env_steps_sampled_lifetime"]
         mean_return = result["env_runners"]["policy_reward_mean"].get("shared", math.nan)
-        return report("marlkit", TrainRun(seed, frames, seconds, mean_return))
+        return report(f"marlkit ({critic} critic)", TrainRun(seed, frames, seconds, mean_return))
     finally:
         algorithm.stop()
 
@@ -337,8 +357,8 @@ def benchmarl_train(args, algorithm_name: str, seed: int, folder: Path) -> Train
     config.save_folder = str(folder)
     algorithm = {"mappo": MappoConfig, "ippo": IppoConfig}[algorithm_name].get_from_yaml()
     algorithm.lmbda, algorithm.clip_epsilon, algorithm.entropy_coef, algorithm.critic_coef = GAE_LAMBDA, CLIP, 0.0, 1.0
-    task = VmasTask.NAVIGATION.get_from_yaml()
-    task.config.update(TASK)
+    task = VmasTask[args.scenario.upper()].get_from_yaml()
+    task.config.update(args.task)
     model = MlpConfig(num_cells=args.hiddens, activation_class=torch.nn.Tanh, layer_class=torch.nn.Linear)
     experiment = Experiment(task=task, algorithm_config=algorithm, model_config=model, critic_model_config=model,
                             seed=seed, config=config)
@@ -370,7 +390,7 @@ def main(argv=None) -> dict:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    print(f"VMAS navigation, {TASK['n_agents']} agents, {args.num_envs} envs; torch threads {torch.get_num_threads()}, "
+    print(f"VMAS {args.scenario}, {args.task['n_agents']} agents, {args.num_envs} envs; torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs", flush=True)
     figures = {}
 
@@ -380,6 +400,7 @@ def main(argv=None) -> dict:
 
     rows = []
     main_rows = not args.only_recurrent
+    sampling = main_rows and not args.skip_sampling
     training = main_rows and not args.skip_training
 
     def add_training_rows(key: str, label: str, runs: list[TrainRun]) -> None:
@@ -388,11 +409,11 @@ def main(argv=None) -> dict:
         per_seed = ", ".join(f"{run.mean_return:.3f}" for run in runs)
         rows.append((label, fps, f"{mean_return:.3f} ± {spread:.3f} (seeds: {per_seed})"))
 
-    if main_rows:
+    if sampling:
         measure("raw_vmas_fps", raw_vmas_fps)
     ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
     try:
-        if main_rows:
+        if sampling:
             measure("ours_sample_fps", ours_sample_fps)
             measure("naive_rllib_sample_fps", naive_rllib_sample_fps)
             rows += [
@@ -400,8 +421,9 @@ def main(argv=None) -> dict:
                 ("b. marlkit batched runner (sampling)", figures["ours_sample_fps"], ""),
                 ("c. naive MultiAgentEnv, stock RLlib (sampling)", figures["naive_rllib_sample_fps"], ""),
             ]
-        if training:
-            add_training_rows("ours", "d. marlkit PPO (train)", [ours_train(args, seed) for seed in range(args.seeds)])
+        for critic in args.ours_critics if training else ():
+            key, label = OURS_RUNS[critic]
+            add_training_rows(key, label, [ours_train(args, seed, critic) for seed in range(args.seeds)])
         recurrent_rows = []
         if args.recurrent_iters:
             for key, label, custom_model, stock in RECURRENT_RUNS:
@@ -420,12 +442,14 @@ def main(argv=None) -> dict:
     for label, fps, note in rows:
         print(f"{label:<50}{fps:>12,.0f}   {note}")
     ratios = {}
-    if main_rows:
+    if sampling:
         ratios["ours_sample / raw"] = figures["ours_sample_fps"] / figures["raw_vmas_fps"]
         ratios["ours_sample / naive"] = figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"]
     for algorithm in args.benchmarl_algorithms if training else ():
         key = benchmarl_key(algorithm)
-        ratios[f"ours_train / {key}_train"] = figures["ours_train_fps"] / figures[f"{key}_train_fps"]
+        for critic in args.ours_critics:
+            ours = OURS_RUNS[critic][0]
+            ratios[f"{ours}_train / {key}_train"] = figures[f"{ours}_train_fps"] / figures[f"{key}_train_fps"]
     if args.recurrent_iters:
         ratios["lstm_batched / lstm_stock"] = figures["lstm_batched_train_fps"] / figures["lstm_stock_train_fps"]
         ratios["lstm_batched / fcnet_batched"] = figures["lstm_batched_train_fps"] / figures["fcnet_batched_train_fps"]

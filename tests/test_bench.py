@@ -7,7 +7,7 @@ import json
 from conftest import run_script
 
 VMAS_KEYS = {"raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
-             "ours_return", "benchmarl_return"}
+             "ours_return", "benchmarl_return", "ours_mappo_train_fps", "ours_mappo_return"}
 RECURRENT_KEYS = {"lstm_stock_train_fps", "lstm_batched_train_fps", "fcnet_batched_train_fps"}
 IPPO_KEYS = {"benchmarl_ippo_train_fps", "benchmarl_ippo_return"}
 RECURRENT_LABELS = ("f. level 1, LSTM PPO, stock RLlib sampler", "f. level 1, LSTM PPO, batched runner",
@@ -38,13 +38,14 @@ def test_vmas_benchmark_tiny_run(ray_temp_dir):
             assert figures[key] > 0, key
     # 100 steps per world in a 600-frame batch: every world ends an episode each batch; navigation returns are
     # per-agent sums of shaped rewards, finite and far below the goal bonus at 1,200 frames.
-    for key in ("ours_return", "benchmarl_return", "benchmarl_ippo_return"):
+    for key in ("ours_return", "ours_mappo_return", "benchmarl_return", "benchmarl_ippo_return"):
         assert -50 < figures[key] < 50, key
     table = result.stdout
-    for label in ("a. raw VMAS", "b. marlkit batched runner", "c. naive MultiAgentEnv", "d. marlkit PPO",
-                  "d. BenchMARL MAPPO", "d. BenchMARL IPPO", *RECURRENT_LABELS):
+    for label in ("a. raw VMAS", "b. marlkit batched runner", "c. naive MultiAgentEnv", "d. marlkit PPO, per-agent",
+                  "d. marlkit MAPPO, centralised critic", "d. BenchMARL MAPPO", "d. BenchMARL IPPO", *RECURRENT_LABELS):
         assert label in table
-    assert table.count("(seeds: ") == 3
+    assert table.count("(seeds: ") == 4
+    assert "ours_mappo_train / benchmarl_train = " in table
     assert "targets: LSTM batched >= 3x stock: " in table
 
 
