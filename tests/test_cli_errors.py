@@ -1,10 +1,16 @@
-"""Bad input gets one line naming the problem, exit code 2 and no traceback (train.py as users run it)."""
+"""Bad input gets one line naming the problem, exit code 2 and no traceback (train.py as users run it, and its entry
+point in the test process for the many bad-YAML cases, which are refused before Ray starts)."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
 
+import pytest
+import ray
+
+import train
 from conftest import run_train, tiny_experiment, write_yaml
+from marlkit.cli import run_cli
 
 
 def assert_one_line_error(run, *fragments: str) -> None:
@@ -14,6 +20,16 @@ def assert_one_line_error(run, *fragments: str) -> None:
     assert last.startswith("error: "), last
     for fragment in fragments:
         assert fragment in last, (fragment, last)
+
+
+def train_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """train.py's entry point (`run_cli(train.main)`) in this process: exit code and output as a subprocess gives
+    them, without a Python start per case. Bad input must be refused before Ray starts: it must not start here."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(train.main, list(args))
+    assert not ray.is_initialized(), "train.py started Ray before refusing the input"
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit_.value.code, out, err)
 
 
 def experiment_with(**changes) -> dict:
@@ -45,9 +61,9 @@ BAD_EXPERIMENTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_EXPERIMENTS))
-def test_bad_experiment_yaml(case, tmp_path):
+def test_bad_experiment_yaml(case, tmp_path, capsys):
     document, fragments = BAD_EXPERIMENTS[case]
-    run = run_train("-f", str(write_yaml(tmp_path / "bad.yaml", document)), "--local-dir", str(tmp_path))
+    run = train_in_process(capsys, "-f", str(write_yaml(tmp_path / "bad.yaml", document)), "--local-dir", str(tmp_path))
     assert_one_line_error(run, *fragments)
     assert not (tmp_path / "bad").exists(), "a rejected experiment must not leave a results folder"
 
