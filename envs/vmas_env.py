@@ -16,7 +16,9 @@
                         use is an error.
 
 Agent ids are VMAS's agent names (`agent_0`, `agent_1`, ...). Each agent has its own observation and action
-space, reward and action; `terminated`/`truncated` are shared by all agents of the VMAS world.
+space, reward and action; `terminated`/`truncated` are shared by all agents of the VMAS world. VMAS scenarios
+offer no global state: a centralised critic (`multiagent.critic: centralized`, marlkit/mappo.py) reads the joint
+observation of all agents of the world.
 
 Example:
     >>> from envs.vmas_env import VmasEnv

@@ -100,11 +100,6 @@ class BatchedEnvRunner(RolloutWorker):
         policy = self.policy_map[policy_id]
         if not self._is_model(policy_id):
             return  # a scripted policy: compute_actions on whole arrays
-        if isinstance(policy, CentralCriticPPOPolicy) and (policy.critic_agents != self._agents
-                                                            or policy.critic_width != self._obs_width):
-            raise ValueError(f"policy '{policy_id}': its centralised critic was built for agents "
-                             f"{policy.critic_agents} (observation width {policy.critic_width}), but env "
-                             f"'{self._name}' has {self._agents} (width {self._obs_width})")
         if not isinstance(self.filters[policy_id], NoFilter):
             raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
         if policy.is_recurrent():
@@ -235,8 +230,19 @@ class BatchedEnvRunner(RolloutWorker):
 
     # ---- sampling ------------------------------------------------------------------------------------------------
 
+    def _check_critics(self) -> None:
+        """A centralised critic must have been built for this env's agents. Checked when training samples, not
+        when the runner is built: rollout.py may play a checkpoint's actors on games with other agents."""
+        for policy_id in self._central:
+            policy = self.policy_map[policy_id]
+            if policy.critic_agents != self._agents or policy.critic_width != self._obs_width:
+                raise ValueError(f"policy '{policy_id}': its centralised critic was built for agents "
+                                 f"{policy.critic_agents} (observation width {policy.critic_width}), but env "
+                                 f"'{self._name}' has {self._agents} (width {self._obs_width})")
+
     def sample(self, **kwargs):
         if self._observations is None:
+            self._check_critics()
             self._reset_all()
         target = self.config.get_rollout_fragment_length(self.worker_index) * self._num_envs
         explore = self.config.explore

@@ -426,22 +426,26 @@ def ppo_config(**overrides) -> dict:
             "minibatch_size": FRAGMENT, **overrides}
 
 
-def case_vmas() -> dict:
+SIMPLE_TAG = {"scenario": "simple_tag", "num_adversaries": 2, "num_good_agents": 1}
+PREDATORS_AND_PREY = {"predator": {"agents": "adversary_*"}, "prey": {"agents": "agent_*"}}
+
+
+def vmas_experiment(env_config: dict, multiagent: dict | None = None) -> dict:
     experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
-                                                   train_batch_size=FRAGMENT * NUM_ENVS))
-    experiment["config"]["env_config"]["max_steps"] = VMAS_MAX_STEPS
-    return sample(experiment)
+                                                   train_batch_size=FRAGMENT * NUM_ENVS,
+                                                   env_config={**env_config, "max_steps": VMAS_MAX_STEPS}))
+    if multiagent:
+        experiment["config"]["multiagent"] = multiagent
+    return experiment
+
+
+def case_vmas() -> dict:
+    return sample(vmas_experiment({"scenario": "navigation", "n_agents": 2}))
 
 
 def case_simple_tag() -> dict:
     """2 predators (one policy) and 1 prey (another), whose observations differ in size."""
-    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
-                                                   train_batch_size=FRAGMENT * NUM_ENVS))
-    experiment["config"]["env_config"] = {"scenario": "simple_tag", "num_adversaries": 2, "num_good_agents": 1,
-                                          "max_steps": VMAS_MAX_STEPS}
-    experiment["config"]["multiagent"] = {"policies": {"predator": {"agents": "adversary_*"},
-                                                       "prey": {"agents": "agent_*"}}}
-    return sample(experiment)
+    return sample(vmas_experiment(SIMPLE_TAG, {"policies": PREDATORS_AND_PREY}))
 
 
 def countdown_experiment(model: dict) -> dict:
@@ -490,22 +494,12 @@ def case_bucket_brigade() -> dict:
 
 def case_vmas_mappo() -> dict:
     """3 agents, one shared policy with a centralised critic."""
-    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
-                                                   train_batch_size=FRAGMENT * NUM_ENVS))
-    experiment["config"]["env_config"].update(n_agents=3, max_steps=VMAS_MAX_STEPS)
-    experiment["config"]["multiagent"] = {"critic": "centralized"}
-    return sample(experiment)
+    return sample(vmas_experiment({"scenario": "navigation", "n_agents": 3}, {"critic": "centralized"}))
 
 
 def case_simple_tag_mappo() -> dict:
     """simple_tag's predators and prey (observations of different sizes), each policy with a centralised critic."""
-    experiment = tiny_experiment(config=ppo_config(num_envs_per_env_runner=NUM_ENVS,
-                                                   train_batch_size=FRAGMENT * NUM_ENVS))
-    experiment["config"]["env_config"] = {"scenario": "simple_tag", "num_adversaries": 2, "num_good_agents": 1,
-                                          "max_steps": VMAS_MAX_STEPS}
-    experiment["config"]["multiagent"] = {"policies": {"predator": {"agents": "adversary_*"},
-                                                       "prey": {"agents": "agent_*"}}, "critic": "centralized"}
-    return sample(experiment)
+    return sample(vmas_experiment(SIMPLE_TAG, {"policies": PREDATORS_AND_PREY, "critic": "centralized"}))
 
 
 def case_countdown_lstm_mappo() -> dict:

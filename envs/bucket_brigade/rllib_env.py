@@ -12,7 +12,9 @@
 Observations are the core's per-agent rows (see envs/bucket_brigade/__init__.py) with the large-valued entries
 scaled for neural networks: scenario features divided by `FEATURE_SCALES` and the night by max_nights. Houses,
 signals, locations, last actions and identity keep their raw values (the heuristics read them). Actions are
-`MultiDiscrete([houses, 2, 2])` = (house, mode, signal).
+`MultiDiscrete([houses, 2, 2])` = (house, mode, signal). The game offers no global state beyond its observations: a
+centralised critic (`multiagent.critic: centralized`, marlkit/mappo.py) reads the joint observation of all agents of
+the game, scripted ones included.
 
 Scripted opponents in an experiment YAML (see config/bucket-brigade-ppo.yaml):
 

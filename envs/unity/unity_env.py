@@ -22,7 +22,9 @@ one discrete branch -> Discrete, several -> MultiDiscrete, hybrid -> Tuple(Box, 
 Reward = the agent's reward + its group reward. An agent's episode ends when the game reports it done (interrupted ->
 truncated); the RLlib episode ends when every agent in it is done, and the game's auto-reset observations of that
 same message start the next one. The game's discrete action masks (True = unavailable, ML-Agents' convention) are in
-`infos[agent]["action_mask"]`, and in the observations with `action_masks: true`.
+`infos[agent]["action_mask"]`, and in the observations with `action_masks: true`. ML-Agents has no global state: a
+centralised critic (`multiagent.critic: centralized`, marlkit/mappo.py) reads the joint observation of the agents
+present at the first reset (`possible_agents`); agents that appear later have no slot in it.
 
 Each env gets its own worker id, so its own port (5005 + worker id, picked free), and many runners and trials share
 a node.
