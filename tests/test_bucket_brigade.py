@@ -185,6 +185,65 @@ def test_seeding(make):
     np.testing.assert_array_equal(env.reset(seed=5), first)
 
 
+# Random fires (rho) that houses survive (kappa < 1 with workers, and rho < 1 spares a house put out), and every
+# ownership term non-zero, distinct and asymmetric: each reward term leaves its own trace.
+SAVES = Scenario(0.3, 0.7, 0.3, 50, 80, 0.4, 3, reward_own_house_survives=1.7, penalty_own_house_burns=2.3,
+                 reward_other_house_survives=0.9, penalty_other_house_burns=0.6, reward_rest=0.25,
+                 distance_cost_alpha=0.15, agent_home_positions=(1, 4, 6, 9))
+
+
+def expected_rewards(scenario: Scenario, start: np.ndarray, end: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """The game's reward rule (README of the rules: dense, per night), written out here for one night of one game:
+    houses (H,) at the start and end of the night, actions (agents, 3) -> rewards (agents,)."""
+    houses, agents = len(start), len(actions)
+    saved, ruined = (start != SAFE) & (end == SAFE), end == RUINED
+    team = (scenario.team_reward_house_survives * np.sum(end == SAFE)
+            - scenario.team_penalty_house_burns * np.sum(ruined)) / houses
+    rewards = np.zeros(agents)
+    for agent in range(agents):
+        own = np.arange(houses) % agents == agent
+        home, target = scenario.homes(agents)[agent], actions[agent, 0]
+        distance = min(abs(home - target), houses - abs(home - target))
+        work = actions[agent, 1] == 1
+        rewards[agent] = (team + (-scenario.cost_to_work_one_night - scenario.distance_cost_alpha * distance
+                                  if work else scenario.reward_rest)
+                          + scenario.reward_own_house_survives * np.sum(saved & own)
+                          + scenario.reward_other_house_survives * np.sum(saved & ~own)
+                          - scenario.penalty_own_house_burns * np.sum(ruined & own)
+                          - scenario.penalty_other_house_burns * np.sum(ruined & ~own))
+    return rewards
+
+
+@pytest.mark.parametrize("make", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS)
+def test_rewards_follow_the_rule_exactly_when_houses_are_saved(make):
+    """Every night's rewards equal the rule applied to the houses the observations show before and after it, in a
+    scenario where fires are put out and stay out: own and other houses saved (both terms non-zero), own and other
+    houses ruined, work at a distance and rest. The restart step after a finished game pays nothing."""
+    run = play(make, SAVES, nights=120, num_envs=24, seed=3, max_nights=15)
+    houses = obs_layout(10, 4)["houses"]
+    saves = 0
+    without_save_terms = SAVES.with_options(reward_own_house_survives=0.0, reward_other_house_survives=0.0)
+    ended = np.zeros(24, dtype=bool)
+    for night in range(120):
+        start, end = run["obs"][night][:, 0, houses], run["obs"][night + 1][:, 0, houses]
+        for game in range(24):
+            if ended[game]:
+                assert (run["rewards"][night][game] == 0).all()
+                continue
+            actions = run["actions"][night][game]
+            rewards = run["rewards"][night][game]
+            np.testing.assert_allclose(rewards, expected_rewards(SAVES, start[game], end[game], actions),
+                                       rtol=1e-5, atol=1e-4)
+            saved = (start[game] != SAFE) & (end[game] == SAFE)
+            workers = np.bincount(actions[actions[:, 1] == 1, 0], minlength=10)
+            assert not (saved & (workers == 0)).any(), "a fire went out with nobody working it"
+            if saved.any():  # the owner gets the own-house term, the other agents the other-house term
+                saves += int(saved.sum())
+                assert np.abs(rewards - expected_rewards(without_save_terms, start[game], end[game], actions)).min() > 0.5
+        ended = run["terminated"][night] | run["truncated"][night]
+    assert saves > 20, saves
+
+
 @pytest.mark.parametrize("make", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS)
 def test_auto_reset_ignores_the_finished_games_actions(make):
     env = make(CERTAIN["no_one_saves"], 3, 2, seed=0, max_nights=10)
