@@ -1,5 +1,5 @@
-"""Bucket Brigade: speed of the Rust core, of RLlib's stock sampler and of marlkit's batched env runner, and PPO
-against uniform-random play.
+"""Bucket Brigade: speed of the Rust core, of RLlib's stock sampler and of marlkit's batched env runner, and a PPO
+learner against every scripted agent in the same seat.
 
 Throughput (default), side by side in one run, one process. Env steps are game-nights; agent steps are env steps x
 agents (all four seats count, scripted ones too):
@@ -17,15 +17,17 @@ agents (all four seats count, scripted ones too):
 Every RLlib measurement samples in this process (num_env_runners 0) with --torch-threads torch threads (default 1,
 what Ray gives a Tune trial's process of one CPU: OMP_NUM_THREADS=1). RLlib rows use the YAML's 4 agents.
 
-Learning (--learning): for each of --scenarios, PPO trains `config/bucket-brigade-ppo.yaml`'s learner (agent_0,
-opponents random, random, firefighter) in this process until --cpu-minutes of CPU time, then its reward per night
-(its most likely actions, in 2,000 games on the Rust core) is compared with a uniform-random agent's in the same
-seat against the same opponents in the same 2,000 games.
+Learning (--learning): for each of --scenarios, the experiment of --learning-config (default
+`config/bucket-brigade-ppo.yaml`: a learner in agent_0's seat among random, random, firefighter) trains with its own
+settings (env runners included, as a train.py trial) for --minutes of wall time with the scenario set. Then the
+learner (its most likely actions) and every scripted agent (`heuristics.HEURISTICS`: the archetypes, random, rest)
+are scored in that seat, against the same opponents, on the same 2,000 games (envs/bucket_brigade/evaluation.py):
+reward per night. Target: the learner >= the best scripted agent.
 
 Usage:
     python bench/bucket_brigade.py                         # throughput, ~3.5 min on 2 CPU cores
     python bench/bucket_brigade.py --skip-rllib            # the Rust core and the reference only (a-c), ~15 s
-    python bench/bucket_brigade.py --learning              # + PPO vs random on default and greedy_neighbor, ~21 min
+    python bench/bucket_brigade.py --skip-rllib --learning --minutes 20   # learner vs scripted agents, 4 scenarios, ~82 min
 Prints a table and, as the last line, one JSON object.
 """
 
@@ -42,11 +44,12 @@ import numpy as np
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository root, for `envs` and `marlkit`
 
-from envs.bucket_brigade import VecEnv, heuristics, reference  # noqa: E402
+from envs.bucket_brigade import VecEnv, reference  # noqa: E402
+from envs.bucket_brigade.evaluation import policy_seat, seat_reward_per_night, seat_table  # noqa: E402
 from envs.bucket_brigade.scenarios import get_scenario  # noqa: E402
 
-OPPONENTS = ("random", "random", "firefighter")  # agents 1-3 of config/bucket-brigade-ppo.yaml
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "bucket-brigade-ppo.yaml"
+LEARNING_SCENARIOS = "default,greedy_neighbor,trivial_cooperation,chain_reaction"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,9 +72,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads of this process for the RLlib rows (a Tune trial of 1 CPU gets 1)")
     parser.add_argument("--skip-rllib", action="store_true", help="only the Rust core and the reference (a-c)")
-    parser.add_argument("--learning", action="store_true", help="also train PPO and compare with random play")
-    parser.add_argument("--scenarios", default="default,greedy_neighbor", help="scenarios of --learning")
-    parser.add_argument("--cpu-minutes", type=float, default=10.0, help="CPU time budget of each PPO run")
+    parser.add_argument("--learning", action="store_true",
+                        help="also train the learner and score it against every scripted agent in its seat")
+    parser.add_argument("--scenarios", default=LEARNING_SCENARIOS, help="scenarios of --learning")
+    parser.add_argument("--learning-config", default=str(CONFIG),
+                        help="experiment YAML of --learning: its policy `learner` in agent_0's seat, scripted opponents")
+    parser.add_argument("--minutes", type=float, default=20.0, help="wall time each --learning run trains for")
     parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
     args.scenarios = args.scenarios.split(",")
@@ -205,46 +211,59 @@ def rllib_rows(args) -> tuple[dict, list]:
     return figures, rows
 
 
-def seat_reward_per_night(scenario: str, seat_policy, games: int = 2000, max_nights: int = 100) -> float:
-    """Agent 0 acting with `seat_policy(obs_rows, rng) -> actions` against OPPONENTS, one game per env (the first
-    episode of each of `games` games, same seed for every policy): its total reward over the nights played."""
-    env = VecEnv(scenario, games, 1 + len(OPPONENTS), seed=12345, max_nights=max_nights)
-    rng = np.random.default_rng(12345)
-    obs = env.reset()
-    finished = np.zeros(games, dtype=bool)
-    total_reward, nights = 0.0, 0
-    while not finished.all():
-        opponents = [heuristics.act(name, obs[:, agent], env.num_houses, env.num_agents, rng)
-                     for agent, name in enumerate(OPPONENTS, start=1)]
-        obs, rewards, terminated, truncated = env.step(np.stack([seat_policy(obs[:, 0], rng), *opponents], axis=1))
-        playing = ~finished
-        total_reward += float(rewards[playing, 0].sum())
-        nights += int(playing.sum())
-        finished |= terminated | truncated
-    return total_reward / nights
-
-
-def train_ppo(scenario: str, cpu_minutes: float):
-    """PPO as config/bucket-brigade-ppo.yaml, in this process, until the CPU budget: (seat policy, CPU s, steps)."""
+def train_learner(config_path: str, scenario: str, minutes: float):
+    """The experiment of `config_path` with `scenario`, trained as a train.py trial would (its env runners included)
+    for `minutes` of wall time: (algorithm, the learner's seat policy, the opponents, wall seconds, agent steps)."""
     from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
     from marlkit import launch, spec
 
-    (experiment,) = spec.load_experiments(CONFIG)
-    experiment.config["env_config"]["scenario"] = scenario
+    (experiment,) = spec.load_experiments(config_path, {"env_config": {"scenario": scenario}})
     launch.register_components([experiment])
-    config = dict(launch.first_trial_config(experiment), num_env_runners=0)  # one process: its CPU time is all
+    config = launch.first_trial_config(experiment)
     algorithm = launch.build_algorithm(experiment.run, config)
-    start = time.process_time()
-    while time.process_time() - start < cpu_minutes * 60:
+    start = time.perf_counter()
+    while time.perf_counter() - start < minutes * 60:
         result = algorithm.train()
-    cpu_seconds = time.process_time() - start
-    policy = algorithm.get_policy("learner")
-    env = BucketBrigadeEnv(experiment.config["env_config"])
+    wall_seconds = time.perf_counter() - start
+    env = BucketBrigadeEnv(config["env_config"])
+    layout = experiment.policy_layout
+    scripted = [layout.heuristics.get(layout.policy_for(agent)) for agent in env.possible_agents[1:]]
+    if None in scripted:
+        raise SystemExit(f"--learning-config {config_path}: agents 1.. must be scripted opponents (heuristic:)")
+    seat = policy_seat(algorithm.get_policy(layout.policy_for(env.possible_agents[0])), env.scale_observations)
+    env.close()
+    return algorithm, seat, tuple(scripted), wall_seconds, result["num_agent_steps_sampled_lifetime"]
 
-    def seat_policy(obs_rows, rng):
-        return np.asarray(policy.compute_actions(env.scale_observations(obs_rows), explore=False)[0])
 
-    return algorithm, seat_policy, cpu_seconds, result["num_env_steps_sampled_lifetime"]
+def learning_rows(args) -> dict:
+    """--learning: per scenario, the learner and every scripted agent in its seat (reward per night)."""
+    learning = {}
+    for scenario in args.scenarios:
+        algorithm, seat, opponents, wall_seconds, agent_steps = train_learner(args.learning_config, scenario,
+                                                                              args.minutes)
+        try:
+            learner = seat_reward_per_night(scenario, seat, opponents)
+        finally:
+            algorithm.stop()
+        scripted = seat_table(scenario, opponents)
+        best = max(scripted, key=scripted.get)
+        learning[scenario] = {"learner": learner, "best_heuristic": scripted[best], "best_heuristic_name": best,
+                              "random": scripted["random"], "rest": scripted["rest"], "agent_steps": agent_steps,
+                              "wall_s": wall_seconds, "heuristics": scripted}
+        print(f"\n{scenario} (opponents {', '.join(opponents)}; {agent_steps:,} agent steps in {wall_seconds:.0f} s): "
+              f"reward per night in agent_0's seat, 2,000 games", flush=True)
+        for name, value in sorted({"learner": learner, **scripted}.items(), key=lambda item: -item[1]):
+            print(f"  {name:<14}{value:>9.2f}")
+        print(f"  learner - best scripted ({best}) = {learner - scripted[best]:+.2f}: "
+              f"{'met' if learner >= scripted[best] else 'not met'}", flush=True)
+    return learning
+
+
+def rounded(value):
+    """Figures at 4 decimals, nested mappings included."""
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
 
 
 TARGETS = (  # (figure, at least, label) of the issue that asked for rows d-f
@@ -293,21 +312,11 @@ def main(argv=None) -> dict:
             print("targets: " + "; ".join(f"{label}: {'met' if figures[key] >= bound else 'not met'} "
                                           f"({figures[key]:.1f}x)" for key, bound, label in TARGETS))
         if args.learning:
-            print(f"\n{'scenario':<20}{'PPO reward/night':>18}{'random reward/night':>21}{'CPU s':>8}{'env steps':>11}")
-            for scenario in args.scenarios:
-                algorithm, seat_policy, cpu_seconds, steps = train_ppo(scenario, args.cpu_minutes)
-                learned = seat_reward_per_night(scenario, seat_policy)
-                algorithm.stop()
-                houses = get_scenario(scenario).num_houses
-                random_play = seat_reward_per_night(
-                    scenario, lambda obs, rng: heuristics.act("random", obs, houses, 1 + len(OPPONENTS), rng))
-                figures[f"ppo_reward_per_night_{scenario}"] = learned
-                figures[f"random_reward_per_night_{scenario}"] = random_play
-                print(f"{scenario:<20}{learned:>18.2f}{random_play:>21.2f}{cpu_seconds:>8.0f}{steps:>11,}", flush=True)
+            figures["learning"] = learning_rows(args)
     finally:
         if not args.skip_rllib or args.learning:
             ray.shutdown()
-    print(json.dumps({key: round(value, 4) for key, value in figures.items()}))
+    print(json.dumps(rounded(figures)))
     return figures
 
 

@@ -223,8 +223,10 @@ class ScriptedPolicy(Policy):
         infos.used_for_training = infos.used_for_compute_actions = False
 
     def compute_actions(self, obs_batch, state_batches=None, prev_action_batch=None, prev_reward_batch=None,
-                        **kwargs):
-        return self.act(np.asarray(obs_batch), rng=self.rng), [], {}
+                        rng: np.random.Generator | None = None, **kwargs):
+        """The rule's actions; `rng`: draw from this stream instead of the policy's own (evaluations that replay
+        the same games for several candidates)."""
+        return self.act(np.asarray(obs_batch), rng=self.rng if rng is None else rng), [], {}
 
     def learn_on_batch(self, samples):
         return {}

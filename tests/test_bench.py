@@ -63,13 +63,25 @@ def test_vmas_benchmark_only_recurrent_rows(ray_temp_dir):
 
 
 def test_bucket_brigade_benchmark_tiny_run(ray_temp_dir):
+    """Every row, and --learning on one scenario: a few seconds of training, then the learner and every scripted
+    agent scored in its seat on the same 2,000 games."""
     result = run_script(
         "bench/bucket_brigade.py", "--seconds", "0.1", "--num-envs", "64", "--reference-envs", "4",
         "--games-per-runner", "8,32", "--sample-seconds", "0.2", "--train-iters", "1", "--train-batch-size", "128",
+        "--learning", "--scenarios", "greedy_neighbor", "--minutes", "0.05",
         temp_dir=ray_temp_dir, timeout=300,
     )
     assert result.returncode == 0
     figures = json.loads(result.stdout.strip().splitlines()[-1])
+    learning = figures.pop("learning")["greedy_neighbor"]
+    assert set(learning) == {"learner", "best_heuristic", "best_heuristic_name", "random", "rest", "agent_steps",
+                             "wall_s", "heuristics"}
+    assert sorted(learning["heuristics"]) == ["coordinator", "firefighter", "free_rider", "hero", "liar", "random",
+                                              "rest"]
+    best = learning["best_heuristic_name"]
+    assert learning["best_heuristic"] == learning["heuristics"][best] == max(learning["heuristics"].values())
+    assert 3 <= learning["wall_s"] < 60 and learning["agent_steps"] > 0 and 50 < learning["learner"] < 110
+    assert f"learner - best scripted ({best}) = " in result.stdout
     assert set(figures) == BUCKET_BRIGADE_KEYS
     for key, value in figures.items():
         assert value > 0, key

@@ -374,3 +374,35 @@ def test_env_config_and_heuristic_policy_errors(tmp_path):
     (experiment,) = load({"scenario": "easy", "spread_before_burnout": True},
                          policies={"learner": learner, "rival": {"agents": "agent_*", "heuristic": "hero"}})
     assert experiment.policy_layout.heuristics == {"rival": "hero"}
+
+
+def test_seat_evaluation_scores_an_rllib_policy_exactly_as_the_scripted_table():
+    """The learner's evaluation path (an RLlib policy on the observations it trains on, `policy_seat`) and the scripted
+    table of the bench (`seat_table`) give the same figure for every scripted agent on the same games; different
+    agents score differently, and the seat's figure is its reward per night played."""
+    from envs.bucket_brigade.evaluation import policy_seat, seat_reward_per_night, seat_table
+    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+    from marlkit.policies import ScriptedPolicy
+
+    opponents = ("random", "hero", "free_rider")
+    table = seat_table("chain_reaction", opponents, games=40, seed=3)
+    assert sorted(table) == sorted(heuristics.HEURISTICS) and len(set(table.values())) == len(table)
+    env = BucketBrigadeEnv({"scenario": "chain_reaction"})
+    for name in heuristics.HEURISTICS:
+        policy = ScriptedPolicy(env.observation_spaces["agent_0"], env.action_spaces["agent_0"],
+                                {"act": env.scripted_policies[name], "seed": 99})
+        seat = policy_seat(policy, env.scale_observations)
+        assert seat_reward_per_night("chain_reaction", seat, opponents, games=40, seed=3) == table[name], name
+    env.close()
+    # the figure is total seat reward / nights played (first episode of each game), here with always-rest: by hand
+    games = VecEnv("chain_reaction", 40, 4, seed=3, max_nights=100)
+    obs, rng = games.reset(), np.random.default_rng(3)
+    total, nights, finished = 0.0, 0, np.zeros(40, dtype=bool)
+    while not finished.all():
+        actions = [heuristics.act(name, obs[:, agent], 10, 4, rng) for agent, name in enumerate(opponents, start=1)]
+        own = np.stack([np.zeros(40, np.int64), np.zeros(40, np.int64), np.zeros(40, np.int64)], axis=1)
+        obs, rewards, terminated, truncated = games.step(np.stack([own, *actions], axis=1))
+        total += rewards[~finished, 0].sum()
+        nights += int((~finished).sum())
+        finished |= terminated | truncated
+    assert table["rest"] == pytest.approx(total / nights, rel=1e-12)

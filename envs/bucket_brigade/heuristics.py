@@ -1,4 +1,4 @@
-"""Scripted Bucket Brigade agents: the archetypes of the original study and a uniform-random agent.
+"""Scripted Bucket Brigade agents: the archetypes of the original study, a uniform-random agent and always-rest.
 
 An archetype is a 10-entry genome [honesty, work_tendency, neighbor_help, own_house_priority, risk_aversion,
 coordination_weight, exploration_rate, fatigue_memory, rest_reward_bias, altruism]. Agents act with the original's
@@ -7,6 +7,7 @@ fast (native) heuristic, which reads honesty, work_tendency, own_house_priority 
   - a worker whose own house (agent id mod houses) burns goes there with probability own_house_priority, otherwise
     to a uniformly random burning house (its own house when nothing burns);
   - the signal tells the truth (signal = mode) with probability honesty, else the opposite.
+`random` draws house, mode and signal uniformly; `rest` always RESTs at its own house and signals REST (0).
 Every agent decides from its own observation row alone, so the same code drives opponents in RLlib and in scripts.
 
 Example:
@@ -35,7 +36,7 @@ ARCHETYPES = {
     "coordinator": (0.9, 0.6, 0.7, 0.6, 0.8, 1.0, 0.05, 0.0, 0.2, 0.6),
     "liar": (0.1, 0.7, 0.0, 0.9, 0.2, 0.8, 0.3, 0.0, 0.4, 0.2),
 }
-HEURISTICS = (*ARCHETYPES, "random")
+HEURISTICS = (*ARCHETYPES, "random", "rest")
 BURNING = 1
 
 
@@ -44,12 +45,14 @@ def act(name: str, obs: np.ndarray, num_houses: int, num_agents: int, rng: np.ra
     rows = len(obs)
     if name == "random":
         return np.stack([rng.integers(0, num_houses, rows), rng.integers(0, 2, rows), rng.integers(0, 2, rows)], 1)
-    if name not in ARCHETYPES:
+    if name not in HEURISTICS:
         raise ValueError(f"unknown heuristic {name!r}; available: {', '.join(HEURISTICS)}")
-    genome = dict(zip(GENOME, ARCHETYPES[name]))
     layout = obs_layout(num_houses, num_agents)
-    burning = obs[:, layout["houses"]] == BURNING
     own = np.argmax(obs[:, layout["identity"]], axis=1) % num_houses
+    if name == "rest":
+        return np.stack([own, np.zeros(rows, np.int64), np.zeros(rows, np.int64)], axis=1).astype(np.int64)
+    genome = dict(zip(GENOME, ARCHETYPES[name]))
+    burning = obs[:, layout["houses"]] == BURNING
     works = rng.random(rows) < genome["work_tendency"] * (1 - genome["rest_reward_bias"])
     # a uniformly random burning house per row: the argmax of random keys over the burning ones
     keys = np.where(burning, rng.random((rows, num_houses)), -1.0)

@@ -22,7 +22,7 @@ Scripted opponents in an experiment YAML (see config/bucket-brigade-ppo.yaml):
       policies:
         learner: {agents: agent_0}
         firefighter: {agents: agent_1, heuristic: firefighter}     # firefighter, free_rider, hero, coordinator,
-        others: {agents: ["agent_2", "agent_3"], heuristic: random} # liar, random
+        others: {agents: ["agent_2", "agent_3"], heuristic: random} # liar, random, rest
 """
 
 from __future__ import annotations
