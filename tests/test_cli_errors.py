@@ -49,7 +49,7 @@ BAD_EXPERIMENTS = {
     "unknown env": (experiment_with(env="vmass"), ["unknown env 'vmass'", "registered envs: vmas"]),
     "unknown scenario": (experiment_with(env_config={"scenario": "navigaton"}), ["unknown VMAS scenario 'navigaton'", "did you mean 'navigation'"]),
     "unused scenario key": (experiment_with(env_config={"n_agnts": 3}), ["n_agnts", "does not use"]),
-    "missing model file": (experiment_with(config={"model": {"custom_model": "nosuch"}}), ["custom_model 'nosuch'", "model/ has: attention, convnet, fcnet, lstm"]),
+    "missing model file": (experiment_with(config={"model": {"custom_model": "nosuch"}}), ["custom_model 'nosuch'", "model/ has: attention, convnet, fcnet, house_pointer, lstm"]),
     "bad model kwargs": (experiment_with(config={"model": {"custom_model": "fcnet", "custom_model_config": {"hidden": [8]}}}),
                          ["custom_model_config.hidden", "did you mean 'hiddens'"]),
     "bad scheduler": (experiment_with(scheduler={"type": "ashaa"}), ["unknown scheduler 'ashaa'", "did you mean 'asha'"]),

@@ -36,6 +36,32 @@ def test_registered_fcnet_builds_with_its_custom_config():
     assert [m.out_features for m in model.policy_trunk if isinstance(m, torch.nn.Linear)] == [32, 16]
 
 
+def test_house_pointer_scores_every_house_with_the_same_network():
+    """model/house_pointer.py on real Bucket Brigade observations: houses with the same own features (state,
+    ownership, distance from home) get the same logit in an observation, one burning apart from its safe twin gets
+    another; a wrong action space is refused."""
+    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+    from envs.bucket_brigade.scenarios import obs_layout
+
+    env = BucketBrigadeEnv({"scenario": "default"})
+    space, actions = env.observation_spaces["agent_0"], env.action_spaces["agent_0"]
+    env.close()
+    torch.manual_seed(0)
+    model = models.load_model("house_pointer")(space, actions, 14, {}, "pointer", hiddens=[16], house_hidden=8)
+    houses = obs_layout(10, 4)["houses"].start
+    obs = np.zeros((2, space.shape[0]), np.float32)
+    obs[:, obs_layout(10, 4)["identity"].start] = 1.0  # agent 0 at home 0; houses 1 and 9: agent 1's, one step away
+    obs[0, houses + 1] = 1.0  # row 0: house 1 BURNING, house 9 SAFE
+    obs[1, [houses + 1, houses + 9]] = 1.0  # row 1: both BURNING
+    logits, _ = model({"obs_flat": torch.as_tensor(obs), "obs": torch.as_tensor(obs)}, [], None)
+    house_logits = logits[:, :10].detach()
+    assert logits.shape == (2, 14) and model.value_function().shape == (2,)
+    assert house_logits[1, 1] == house_logits[1, 9] and house_logits[0, 3] == house_logits[0, 7]  # twins
+    assert abs(float(house_logits[0, 1] - house_logits[0, 9])) > 1e-4  # burning vs its safe twin
+    with pytest.raises(ValueError, match="MultiDiscrete\\(\\[houses, 2, 2\\]\\) actions"):
+        models.load_model("house_pointer")(space, gym.spaces.Discrete(3), 3, {}, "pointer")
+
+
 def test_convnet_reads_channels_last_images():
     model_class = models.load_model("convnet")
     obs_space = gym.spaces.Box(0, 255, (40, 30, 3), np.uint8)
