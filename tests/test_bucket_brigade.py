@@ -193,7 +193,7 @@ SAVES = Scenario(0.3, 0.7, 0.3, 50, 80, 0.4, 3, reward_own_house_survives=1.7, p
 
 
 def expected_rewards(scenario: Scenario, start: np.ndarray, end: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """The game's reward rule (README of the rules: dense, per night), written out here for one night of one game:
+    """The game's reward rule (dense, every night), written out here for one night of one game:
     houses (H,) at the start and end of the night, actions (agents, 3) -> rewards (agents,)."""
     houses, agents = len(start), len(actions)
     saved, ruined = (start != SAFE) & (end == SAFE), end == RUINED
