@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also train the learner and score it against every scripted agent in its seat")
     parser.add_argument("--scenarios", default=LEARNING_SCENARIOS, help="scenarios of --learning")
     parser.add_argument("--learning-config", default=str(CONFIG),
-                        help="experiment YAML of --learning: its policy `learner` in agent_0's seat, scripted opponents")
+                        help="experiment YAML of --learning: a trained policy in agent_0's seat, scripted opponents")
     parser.add_argument("--minutes", type=float, default=20.0, help="wall time each --learning run trains for")
     parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)

@@ -113,8 +113,12 @@ class CentralCriticPPOPolicy(PPOTorchPolicy):
     def postprocess_trajectory(self, sample_batch, other_agent_batches=None, episode=None):
         """Values from the joint input of every agent at the same env step, then GAE as RLlib's PPO does."""
         with torch.no_grad():
-            batches = self._episode_batches(sample_batch, other_agent_batches, episode)
-            me = self._slot_of(sample_batch, batches)
+            own_id = self._own_agent_id(sample_batch, other_agent_batches, episode)
+            batches = {agent: entry[2] for agent, entry in (other_agent_batches or {}).items()
+                       if agent in self.critic_agents}
+            if own_id is not None:
+                batches[own_id] = sample_batch
+            me = self._slot_of(own_id)
             steps = np.asarray(sample_batch[SampleBatch.T])
             joint = self._joint_at(batches, steps, SampleBatch.OBS)
             values = self.central_values(joint).cpu().numpy()
@@ -134,15 +138,6 @@ class CentralCriticPPOPolicy(PPOTorchPolicy):
         sample_batch[CRITIC_WEIGHTS] = weights
         return sample_batch
 
-    def _episode_batches(self, sample_batch, other_agent_batches, episode) -> dict:
-        """Agent id -> its rows of this episode chunk, for the agents of the critic's layout."""
-        batches = {agent: entry[2] for agent, entry in (other_agent_batches or {}).items()
-                   if agent in self.critic_agents}
-        own_id = self._own_agent_id(sample_batch, other_agent_batches, episode)
-        if own_id is not None:
-            batches[own_id] = sample_batch
-        return batches
-
     def _own_agent_id(self, sample_batch, other_agent_batches, episode):
         """The agent id of `sample_batch` (RLlib passes its episode index, not its id)."""
         index_of = getattr(episode, "_agent_to_index", None)
@@ -152,14 +147,10 @@ class CentralCriticPPOPolicy(PPOTorchPolicy):
         return next((agent for agent, index in index_of.items() if index == own_index
                      and agent not in (other_agent_batches or {})), None)
 
-    def _slot_of(self, sample_batch, batches: dict) -> int:
-        """The critic output of `sample_batch`'s agent (0 for the dummy batch)."""
-        for agent, batch in batches.items():
-            if batch is sample_batch and agent in self.critic_agents:
-                index = self.critic_agents.index(agent)
-                if index in self.critic_own:
-                    return self.critic_own.index(index)
-        return 0
+    def _slot_of(self, agent_id) -> int:
+        """The critic output of agent `agent_id` (0 for RLlib's dummy batch and agents outside the layout)."""
+        index = self.critic_agents.index(agent_id) if agent_id in self.critic_agents else None
+        return self.critic_own.index(index) if index in self.critic_own else 0
 
     def _joint_at(self, batches: dict, steps: np.ndarray, column: str) -> torch.Tensor:
         """Joint inputs at env steps `steps` from each agent's `column`; agents without a row there are absent."""
