@@ -21,19 +21,23 @@ $(NATIVE_LIB): $(NATIVE)/Cargo.toml $(wildcard $(NATIVE)/src/*.rs)
 	cargo build --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
 
 # Xvfb gives renderers a virtual display on headless machines (videos; Unity games). Installed where we are root.
+# Where it cannot be, the tests that need it skip saying why, except under CI (CI=true), where they fail.
 xvfb:
-	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& { apt-get install -y -qq xvfb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq xvfb >/dev/null; }; }; } \
-		|| echo "note: Xvfb is not installed and cannot be installed here (not root); recording needs EGL or a display"
+	@command -v Xvfb >/dev/null || $(call apt_install,xvfb,Xvfb,recording needs EGL or a display)
 
-# A real Slurm for tests/test_slurm.py (Debian's packages; the test starts and stops its own daemons). Where we are
-# not root it is not installed and those tests skip, saying why.
+# A real Slurm for tests/test_slurm.py (Debian's packages; the test starts and stops its own daemons). Where it cannot
+# be installed, those tests skip saying why, except under CI (CI=true), where they fail.
 SLURM_PACKAGES := slurm-wlm slurmctld slurmd slurm-client munge
 slurm:
-	@{ command -v slurmctld && command -v munged; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& export DEBIAN_FRONTEND=noninteractive && { apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1 \
-		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null; }; }; } \
-		|| echo "note: Slurm is not installed and cannot be installed here (not root); tests/test_slurm.py will skip"
+	@{ command -v slurmctld && command -v munged; } >/dev/null || $(call apt_install,--no-install-recommends $(SLURM_PACKAGES),Slurm,tests/test_slurm.py cannot run)
+
+# $(call apt_install,apt-get install arguments,what,consequence): apt-get install as root (updating the lists when the first try fails);
+# a note saying why when that is impossible (not root, no apt-get) or fails.
+apt_install = { [ "$$(id -u)" = 0 ] || { echo "note: $(2) is not installed and cannot be installed here (not root): $(3)"; \
+	exit 0; }; command -v apt-get >/dev/null || { echo "note: $(2) is not installed and there is no apt-get here: $(3)"; \
+	exit 0; }; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $(1) >/dev/null 2>&1 \
+	|| { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; } \
+	|| echo "note: apt-get could not install $(2) (see its error above): $(3)"; }
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

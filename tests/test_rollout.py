@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, ray_session_folder, run_script, tiny_experiment, trial_dirs, write_yaml
+from conftest import (REPO, ray_session_folder, require_system_part, run_script, tiny_experiment, trial_dirs,
+                      write_yaml, xvfb_missing)
 from marlkit.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
@@ -177,8 +178,7 @@ def test_env_that_cannot_render_says_why():
 
 
 def test_virtual_display_is_started_and_stopped(monkeypatch):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (make setup installs it where it runs as root)")
+    require_system_part(xvfb_missing())
     monkeypatch.delenv("DISPLAY", raising=False)
     with virtual_display(needed=True) as display:
         assert os.environ["DISPLAY"].startswith(":")

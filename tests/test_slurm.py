@@ -1,6 +1,7 @@
 """The LLSC/ templates on a real Slurm: two slurmd nodes on this machine, the README's sbatch commands, real Ray.
 
-Needs root and Debian's slurm-wlm + munge (`make test` installs them); skipped with the reason otherwise.
+Needs root and Debian's slurm-wlm + munge (`make test` installs them); skipped with the reason otherwise,
+except under CI (CI=true), where that fails.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLAKY_MODEL, REPO, read_results, tiny_experiment, trial_dirs, write_yaml
+from conftest import FLAKY_MODEL, REPO, read_results, require_system_part, tiny_experiment, trial_dirs, write_yaml
 from slurm_cluster import SlurmCluster, still_running, unavailable_reason
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no throw-away Slurm: {unavailable_reason()}")
+
+@pytest.fixture(autouse=True)
+def throw_away_slurm_possible():
+    reason = unavailable_reason()
+    require_system_part(reason and f"no throw-away Slurm: {reason}")
 
 README_RESULTS = "results/slurm"  # the README's --local-dir prefix; the tests write below their own folder instead
 

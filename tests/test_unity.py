@@ -16,7 +16,8 @@ import pytest
 import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
-from conftest import REPO, processes_mentioning, read_results, run_train, trial_dirs, write_yaml
+from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_train, trial_dirs,
+                      write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.errors import ConfigError
@@ -146,8 +147,7 @@ def test_action_masks_in_observations(make_env):
 
 
 def test_rendering_game_gets_its_own_xvfb_which_stops_with_the_env(make_env, monkeypatch):
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb): cannot test the virtual display")
+    require_system_part(xvfb_missing())
     monkeypatch.delenv("DISPLAY", raising=False)
     env = make_env(no_graphics=False, display="auto", width=320, height=240)
     xvfb_pid = env._xvfb.proc.pid
