@@ -11,7 +11,7 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import write_yaml
 from envs.bucket_brigade import SCENARIOS, Scenario, VecEnv, heuristics, obs_layout, reference
-from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+from envs.bucket_brigade.rllib_env import FEATURE_SCALES, BucketBrigadeBatch, BucketBrigadeEnv
 from marlkit.errors import ConfigError
 from marlkit.spec import load_experiments
 
@@ -328,6 +328,58 @@ def test_heuristics_act_like_their_archetypes():
         heuristics.act("pyromaniac", np.zeros((1, 47)), 10, 4, np.random.default_rng(0))
 
 
+def test_the_pool_plays_one_archetype_per_row_and_agent():
+    """Row r of agent a plays archetype (r + a) mod 5, drawing from the stream exactly as that archetype does."""
+    layout = obs_layout(10, 4)
+    obs = np.zeros((20, 47), dtype=np.float32)
+    obs[:, layout["houses"].start + np.array([2, 7])] = BURNING
+    for agent in range(4):
+        obs[:, layout["identity"]] = 0
+        obs[:, layout["identity"].start + agent] = 1
+        pool = heuristics.act("pool", obs, 10, 4, np.random.default_rng(5))
+        archetypes = list(heuristics.ARCHETYPES)
+        for row in range(20):
+            name = archetypes[(row + agent) % 5]
+            alone = heuristics.act(name, obs, 10, 4, np.random.default_rng(5))
+            np.testing.assert_array_equal(pool[row], alone[row], err_msg=f"row {row}, agent {agent}: {name}")
+
+
+def test_a_list_of_scenarios_splits_the_games_among_them(tmp_path):
+    """env_config.scenario: [a, b, c] over 7 games: games 0-1 play a, 2-3 b, 4-6 c, each block exactly as its own
+    core seeded with seed + block; one game (BucketBrigadeEnv) draws a scenario at each reset."""
+    names = ["default", "easy", "hard"]
+    batch = BucketBrigadeBatch({"scenario": names, "num_envs": 7, "seed": 11})
+    blocks = [VecEnv(name, games, 4, seed=11 + j) for j, (name, games) in enumerate(zip(names, (2, 2, 3)))]
+    obs = batch.reset()
+    np.testing.assert_allclose(obs, batch.scale_observations(np.concatenate([block.reset() for block in blocks])))
+    for block, rows in zip(blocks, (slice(0, 2), slice(2, 4), slice(4, 7))):
+        np.testing.assert_allclose(obs[rows, :, obs_layout(10, 4)["scenario"]] * FEATURE_SCALES,
+                                   np.broadcast_to(block.scenario.features(4), (rows.stop - rows.start, 4, 12)),
+                                   rtol=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        actions = np.stack([rng.integers(0, 10, (7, 4)), rng.integers(0, 2, (7, 4)), rng.integers(0, 2, (7, 4))], -1)
+        obs, rewards, terminated, truncated = batch.step(actions)
+        parts = [block.step(part) for block, part in zip(blocks, np.split(actions, [2, 4]))]
+        expected = [np.concatenate([part[column] for part in parts]) for column in range(4)]
+        np.testing.assert_allclose(obs, batch.scale_observations(expected[0]))
+        for got, want in zip((rewards, terminated, truncated), expected[1:]):
+            np.testing.assert_array_equal(got, want)
+    batch.close()
+    single = BucketBrigadeEnv({"scenario": ["easy", "hard"], "seed": 2})
+    drawn = {float(single.reset()[0]["agent_0"][obs_layout(10, 4)["scenario"]][5]) for _ in range(20)}
+    assert drawn == {np.float32(0.01), np.float32(0.05)}  # rho of easy and hard: both are played
+    single.close()
+    experiment = {"run": "PPO", "env": "bucket_brigade", "config": {"num_envs_per_env_runner": 2, "env_config": {}}}
+    for scenario, error in (([], "an empty list"), (["default", "v2_minimal"], "same number of houses, got default "
+                                                    r"\(10\), v2_minimal \(2\)"),
+                            (["easy", "hrad"], "unknown Bucket Brigade scenario 'hrad'.*did you mean 'hard'"),
+                            (names, "a mix of 3 scenarios needs at least 3 games per env runner")):
+        experiment["config"]["env_config"]["scenario"] = scenario
+        with pytest.raises(ConfigError, match=error):
+            load_experiments(write_yaml(tmp_path / "mix.yaml", {"mix": experiment}))
+
+
 def test_rllib_env_passes_the_checker_and_scales_observations():
     env = BucketBrigadeEnv({"scenario": "hard", "num_agents": 3, "max_nights": 20, "seed": 3, "reward_scale": 0.01})
     check_multiagent_environments(env)
@@ -380,7 +432,7 @@ def test_seat_evaluation_scores_an_rllib_policy_exactly_as_the_scripted_table():
     """The learner's evaluation path (an RLlib policy on the observations it trains on, `policy_seat`) and the scripted
     table of the bench (`seat_table`) give the same figure for every scripted agent on the same games; different
     agents score differently, and the seat's figure is its reward per night played."""
-    from envs.bucket_brigade.evaluation import policy_seat, seat_reward_per_night, seat_table
+    from envs.bucket_brigade.evaluation import play, policy_seat, scripted_seat, seat_reward_per_night, seat_table
     from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
     from marlkit.policies import ScriptedPolicy
 
@@ -397,12 +449,20 @@ def test_seat_evaluation_scores_an_rllib_policy_exactly_as_the_scripted_table():
     # the figure is total seat reward / nights played (first episode of each game), here with always-rest: by hand
     games = VecEnv("chain_reaction", 40, 4, seed=3, max_nights=100)
     obs, rng = games.reset(), np.random.default_rng(3)
-    total, nights, finished = 0.0, 0, np.zeros(40, dtype=bool)
+    total, work, nights, finished = np.zeros(4), np.zeros(4), 0, np.zeros(40, dtype=bool)
     while not finished.all():
         actions = [heuristics.act(name, obs[:, agent], 10, 4, rng) for agent, name in enumerate(opponents, start=1)]
         own = np.stack([np.zeros(40, np.int64), np.zeros(40, np.int64), np.zeros(40, np.int64)], axis=1)
-        obs, rewards, terminated, truncated = games.step(np.stack([own, *actions], axis=1))
-        total += rewards[~finished, 0].sum()
+        actions = np.stack([own, *actions], axis=1)
+        obs, rewards, terminated, truncated = games.step(actions)
+        total += rewards[~finished].sum(axis=0)
+        work += (actions[~finished, :, 1] == 1).sum(axis=0)
         nights += int((~finished).sum())
         finished |= terminated | truncated
-    assert table["rest"] == pytest.approx(total / nights, rel=1e-12)
+    assert table["rest"] == pytest.approx(total[0] / nights, rel=1e-12)
+    # the team version: every seat's reward per night and WORK share on the same games
+    team = play("chain_reaction", [scripted_seat(name, "chain_reaction", 4) for name in ("rest", *opponents)],
+                games=40, seed=3)
+    np.testing.assert_allclose(team.reward_per_night, total / nights, rtol=1e-12)
+    np.testing.assert_allclose(team.work_share, work / nights, rtol=1e-12)
+    assert team.work_share[0] == 0 and team.work_share[2] > 0.95 and team.work_share[3] < 0.05  # rest, hero, free rider

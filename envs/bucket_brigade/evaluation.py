@@ -4,7 +4,8 @@ for every candidate, so that a learner's figure sits beside the scripted agents'
 A candidate is a seat policy `act(obs_rows, rng) -> actions (rows, 3)` on the core's raw observation rows (what the
 heuristics read). `seat_reward_per_night` plays the first episode of each of `games` games (seed `seed`: the same
 fires for every candidate given the same actions) and returns the seat's reward per night played. One random stream
-(seeded with `seed`) drives the opponents, then the seat, every night. `seat_table` scores every scripted agent of
+(seeded with `seed`) drives the opponents, then the seat, every night. `play` is the same for a whole team of seat
+policies (self-play): every seat's reward per night and how often it WORKs. `seat_table` scores every scripted agent of
 `heuristics.HEURISTICS` (the archetypes, `random`, `rest`); `policy_seat` turns an RLlib policy (a trained learner)
 into a seat policy that acts deterministically on the observations it was trained on.
 
@@ -12,12 +13,13 @@ Example:
     >>> from envs.bucket_brigade.evaluation import seat_table
     >>> table = seat_table("default", games=20)
     >>> sorted(table)
-    ['coordinator', 'firefighter', 'free_rider', 'hero', 'liar', 'random', 'rest']
+    ['coordinator', 'firefighter', 'free_rider', 'hero', 'liar', 'pool', 'random', 'rest']
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,29 +38,48 @@ def scripted_seat(name: str, scenario: str, num_agents: int) -> SeatPolicy:
     return lambda obs, rng: heuristics.act(name, obs, houses, num_agents, rng)
 
 
-def seat_reward_per_night(scenario: str, seat: SeatPolicy, opponents=OPPONENTS, games: int = GAMES,
-                          seed: int = SEED, max_nights: int = MAX_NIGHTS) -> float:
-    """Agent 0 acting with `seat` against scripted `opponents` (agents 1..): its total reward over the nights of the
-    first episode of each of `games` games, divided by those nights."""
-    num_agents = 1 + len(opponents)
+@dataclass
+class TeamResult:
+    """Per seat (agent 0 first): reward per night played, and the share of those nights it chose WORK."""
+
+    reward_per_night: np.ndarray
+    work_share: np.ndarray
+
+
+def play(scenario: str, seats: Sequence[SeatPolicy], games: int = GAMES, seed: int = SEED,
+         max_nights: int = MAX_NIGHTS) -> TeamResult:
+    """Agent i acting with `seats[i]` in the first episode of each of `games` games. Each night the random stream
+    (seeded with `seed`) is drawn by agents 1.., then agent 0."""
+    num_agents = len(seats)
     env = VecEnv(scenario, games, num_agents, seed=seed, max_nights=max_nights)
     rng = np.random.default_rng(seed)
     obs = env.reset()
     finished = np.zeros(games, dtype=bool)
-    total_reward, nights = 0.0, 0
+    total_reward, work, nights = np.zeros(num_agents), np.zeros(num_agents), 0
     try:
         while not finished.all():
-            actions = [heuristics.act(name, obs[:, agent], env.num_houses, num_agents, rng)
-                       for agent, name in enumerate(opponents, start=1)]
-            actions.insert(0, seat(obs[:, 0], rng))
-            obs, rewards, terminated, truncated = env.step(np.stack(actions, axis=1))
+            actions = [None] + [seat(obs[:, agent], rng) for agent, seat in enumerate(seats[1:], start=1)]
+            actions[0] = seats[0](obs[:, 0], rng)
+            actions = np.stack(actions, axis=1)
+            obs, rewards, terminated, truncated = env.step(actions)
             playing = ~finished
-            total_reward += float(rewards[playing, 0].sum())
+            total_reward += rewards[playing].sum(axis=0)
+            work += (actions[playing, :, 1] == 1).sum(axis=0)
             nights += int(playing.sum())
             finished |= terminated | truncated
     finally:
         env.close()
-    return total_reward / nights
+    return TeamResult(total_reward / nights, work / nights)
+
+
+def seat_reward_per_night(scenario: str, seat: SeatPolicy, opponents: Sequence[str | SeatPolicy] = OPPONENTS,
+                          games: int = GAMES, seed: int = SEED, max_nights: int = MAX_NIGHTS) -> float:
+    """Agent 0 acting with `seat` against `opponents` (agents 1..: scripted agents' names or seat policies): its
+    reward over the nights of the first episode of each of `games` games, divided by those nights."""
+    num_agents = 1 + len(opponents)
+    opponents = [scripted_seat(opponent, scenario, num_agents) if isinstance(opponent, str) else opponent
+                 for opponent in opponents]
+    return float(play(scenario, [seat, *opponents], games, seed, max_nights).reward_per_night[0])
 
 
 def seat_table(scenario: str, opponents=OPPONENTS, games: int = GAMES, seed: int = SEED) -> dict[str, float]:

@@ -8,6 +8,9 @@ fast (native) heuristic, which reads honesty, work_tendency, own_house_priority 
     to a uniformly random burning house (its own house when nothing burns);
   - the signal tells the truth (signal = mode) with probability honesty, else the opposite.
 `random` draws house, mode and signal uniformly; `rest` always RESTs at its own house and signals REST (0).
+`pool` is a pool of the five archetypes: row r of agent i plays archetype (r + i) mod 5 of `ARCHETYPES`, so in a
+batch of games (one row per game, as the batched env runner and `evaluation` feed it) each opponent seat of each
+game keeps one archetype, and a game's seats differ.
 Every agent decides from its own observation row alone, so the same code drives opponents in RLlib and in scripts.
 
 Example:
@@ -36,7 +39,7 @@ ARCHETYPES = {
     "coordinator": (0.9, 0.6, 0.7, 0.6, 0.8, 1.0, 0.05, 0.0, 0.2, 0.6),
     "liar": (0.1, 0.7, 0.0, 0.9, 0.2, 0.8, 0.3, 0.0, 0.4, 0.2),
 }
-HEURISTICS = (*ARCHETYPES, "random", "rest")
+HEURISTICS = (*ARCHETYPES, "random", "rest", "pool")
 BURNING = 1
 
 
@@ -48,10 +51,15 @@ def act(name: str, obs: np.ndarray, num_houses: int, num_agents: int, rng: np.ra
     if name not in HEURISTICS:
         raise ValueError(f"unknown heuristic {name!r}; available: {', '.join(HEURISTICS)}")
     layout = obs_layout(num_houses, num_agents)
-    own = np.argmax(obs[:, layout["identity"]], axis=1) % num_houses
+    agent = np.argmax(obs[:, layout["identity"]], axis=1)
+    own = agent % num_houses
     if name == "rest":
         return np.stack([own, np.zeros(rows, np.int64), np.zeros(rows, np.int64)], axis=1).astype(np.int64)
-    genome = dict(zip(GENOME, ARCHETYPES[name]))
+    if name == "pool":
+        genomes = np.array(list(ARCHETYPES.values()))[(np.arange(rows) + agent) % len(ARCHETYPES)]
+    else:
+        genomes = np.array(ARCHETYPES[name])[None]
+    genome = dict(zip(GENOME, genomes.T))
     burning = obs[:, layout["houses"]] == BURNING
     works = rng.random(rows) < genome["work_tendency"] * (1 - genome["rest_reward_bias"])
     # a uniformly random burning house per row: the argmax of random keys over the burning ones

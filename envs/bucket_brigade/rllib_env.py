@@ -1,7 +1,11 @@
 """Bucket Brigade in RLlib: `env: bucket_brigade` and scripted opponents as fixed (non-learning) policies.
 
 `env_config`:
-    scenario        a name of `SCENARIOS` (default "default"); unknown names list the available ones.
+    scenario        a name of `SCENARIOS` (default "default"); unknown names list the available ones. A list of
+                    names (same number of houses) trains on a mix: a batch of games is split evenly among them, in
+                    blocks (game i of n plays scenario i * len // n, for the whole run); a single game
+                    (BucketBrigadeEnv: rollout.py, RLlib's stock sampler) draws one at every reset. The scenario
+                    features in every observation tell the scenarios apart.
     num_agents      agents per game (default 4), ids `agent_0` ... `agent_<N-1>`.
     max_nights      nights before a game is truncated (default 100).
     seed            seed of the game's random stream when RLlib resets without one.
@@ -47,7 +51,7 @@ FEATURE_SCALES = np.array([1, 1, 100, 100, 1, 1, 20, 10, 100, 100, 100, 100], dt
 
 def check_config(env_config: dict) -> None:
     """Raises ConfigError for an env_config the game cannot run (checked before Ray starts)."""
-    build_scenario(env_config)
+    build_scenarios(env_config)
     scale = env_config.get("reward_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
         raise ConfigError(f"env_config.reward_scale must be a number > 0, got {scale!r}")
@@ -58,17 +62,37 @@ def check_config(env_config: dict) -> None:
         raise ConfigError(f"env_config.{error}") from None
 
 
-def build_scenario(env_config: dict) -> Scenario:
-    name = env_config.get("scenario", "default")
-    if name not in SCENARIOS:
-        raise ConfigError(f"unknown Bucket Brigade scenario '{name}'{closest(str(name), SCENARIOS)}; "
-                          f"available: {', '.join(SCENARIOS)}")
+def scenario_names(env_config: dict) -> list[str]:
+    """env_config.scenario as a list of names (one name, or the names of a mix)."""
+    names = env_config.get("scenario", "default")
+    names = names if isinstance(names, list) else [names]
+    if not names:
+        raise ConfigError("env_config.scenario: an empty list; give a scenario name or a list of them")
+    for name in names:
+        if not isinstance(name, str) or name not in SCENARIOS:
+            raise ConfigError(f"unknown Bucket Brigade scenario {name!r}{closest(str(name), SCENARIOS)}; "
+                              f"available: {', '.join(SCENARIOS)}")
+    return names
+
+
+def build_scenarios(env_config: dict) -> list[Scenario]:
+    """The scenarios of env_config (one, or the mix of a list), with its scenario parameters applied to each."""
     options = {k: v for k, v in env_config.items() if k not in WRAPPER_KEYS}
     unknown = [key for key in options if key not in SCENARIO_KEYS]
     if unknown:
         raise ConfigError(f"env_config.{unknown[0]} is not a Bucket Brigade setting{closest(unknown[0], WRAPPER_KEYS + SCENARIO_KEYS)}; "
                           f"known: {', '.join(WRAPPER_KEYS + SCENARIO_KEYS)}")
-    return SCENARIOS[name].with_options(**options)
+    names = scenario_names(env_config)
+    scenarios = [SCENARIOS[name].with_options(**options) for name in names]
+    houses = {name: scenario.num_houses for name, scenario in zip(names, scenarios)}
+    if len(set(houses.values())) > 1:
+        raise ConfigError(f"env_config.scenario: a mix needs scenarios with the same number of houses, got "
+                          f"{', '.join(f'{name} ({count})' for name, count in houses.items())}")
+    games = env_config.get("num_envs", 1)
+    if isinstance(games, int) and 1 < games < len(names):  # one game draws a scenario per reset (BucketBrigadeEnv)
+        raise ConfigError(f"env_config.scenario: a mix of {len(names)} scenarios needs at least {len(names)} games "
+                          f"per env runner (num_envs_per_env_runner), got {games}")
+    return scenarios
 
 
 class BucketBrigadeBatch(BatchedEnv):
@@ -83,22 +107,30 @@ class BucketBrigadeBatch(BatchedEnv):
     def __init__(self, env_config: dict | None = None):
         env_config = dict(env_config or {})
         check_config(env_config)
-        self.scenario = build_scenario(env_config)
+        scenarios = build_scenarios(env_config)
         self.num_envs = env_config.get("num_envs", 1)
+        if self.num_envs < len(scenarios):
+            raise ValueError(f"a mix of {len(scenarios)} scenarios needs at least {len(scenarios)} games, got "
+                             f"{self.num_envs}")
         num_agents = env_config.get("num_agents", DEFAULT_AGENTS)
         self.max_nights = env_config.get("max_nights", DEFAULT_MAX_NIGHTS)
         self._seed = env_config.get("seed")
         self.reward_scale = float(env_config.get("reward_scale", 1.0))
-        self._game = VecEnv(self.scenario, self.num_envs, num_agents, seed=self._seed or 0,
-                            max_nights=self.max_nights)
-        self.num_houses = self.scenario.num_houses
+        # scenario j plays games [bounds[j], bounds[j + 1]); each block is one core with its own seed
+        bounds = [j * self.num_envs // len(scenarios) for j in range(len(scenarios) + 1)]
+        self._games = [VecEnv(scenario, end - start, num_agents, seed=(self._seed or 0) + j,
+                              max_nights=self.max_nights)
+                       for j, (scenario, start, end) in enumerate(zip(scenarios, bounds, bounds[1:]))]
+        self._splits = bounds[1:-1]
+        self.num_houses = scenarios[0].num_houses
+        obs_dim = self._games[0].obs_dim
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
-        space = gym.spaces.Box(0.0, np.inf, (self._game.obs_dim,), np.float32)
+        space = gym.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
         action_space = gym.spaces.MultiDiscrete([self.num_houses, 2, 2])
         self.observation_spaces = {agent: space for agent in self.possible_agents}
         self.action_spaces = {agent: action_space for agent in self.possible_agents}
         layout = obs_layout(self.num_houses, num_agents)
-        self._scale = np.ones(self._game.obs_dim, dtype=np.float32)
+        self._scale = np.ones(obs_dim, dtype=np.float32)
         self._scale[layout["scenario"]] = FEATURE_SCALES
         self._scale[layout["night"]] = self.max_nights
         self.scripted_policies = {
@@ -113,22 +145,34 @@ class BucketBrigadeBatch(BatchedEnv):
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is None:
             seed, self._seed = self._seed, None  # later resets continue the seeded stream
-        return self.scale_observations(self._game.reset(seed))
+        obs = [game.reset(None if seed is None else seed + j) for j, game in enumerate(self._games)]
+        return self.scale_observations(obs[0] if len(obs) == 1 else np.concatenate(obs))
 
     def step(self, actions):
-        obs, rewards, terminated, truncated = self._game.step(np.asarray(actions))
+        if len(self._games) == 1:
+            obs, rewards, terminated, truncated = self._games[0].step(np.asarray(actions))
+        else:
+            parts = np.split(np.asarray(actions), self._splits)
+            obs, rewards, terminated, truncated = (
+                np.concatenate(column) for column in zip(*(game.step(part) for game, part in zip(self._games, parts))))
         return self.scale_observations(obs), rewards * self.reward_scale, terminated, truncated
 
     def close(self) -> None:
-        self._game.close()
+        for game in self._games:
+            game.close()
 
 
 class BucketBrigadeEnv(MultiAgentEnv):
-    """One Bucket Brigade game (a one-game `BucketBrigadeBatch`) as an RLlib multi-agent env."""
+    """One Bucket Brigade game (a one-game `BucketBrigadeBatch`) as an RLlib multi-agent env. With a list of
+    scenarios, each reset draws one of them (uniformly, from a stream seeded with env_config.seed)."""
 
     def __init__(self, env_config: dict | None = None):
         super().__init__()
-        self._games = BucketBrigadeBatch({**(env_config or {}), "num_envs": 1})
+        env_config = dict(env_config or {})
+        self._mix = [BucketBrigadeBatch({**env_config, "scenario": name, "num_envs": 1})
+                     for name in scenario_names(env_config)]
+        self._games = self._mix[0]
+        self._draw = np.random.default_rng(env_config.get("seed"))
         self.agents = self.possible_agents = list(self._games.possible_agents)
         self.observation_spaces, self.action_spaces = self._games.observation_spaces, self._games.action_spaces
         self.num_houses, self.max_nights = self._games.num_houses, self._games.max_nights
@@ -139,6 +183,10 @@ class BucketBrigadeEnv(MultiAgentEnv):
         return {agent: obs[0, index] for index, agent in enumerate(self.agents)}
 
     def reset(self, *, seed=None, options=None):
+        if len(self._mix) > 1:
+            if seed is not None:
+                self._draw = np.random.default_rng(seed)
+            self._games = self._mix[self._draw.integers(len(self._mix))]
         return self._observations(self._games.reset(seed)), {}
 
     def step(self, action_dict):
@@ -152,4 +200,5 @@ class BucketBrigadeEnv(MultiAgentEnv):
                 {})
 
     def close(self) -> None:
-        self._games.close()
+        for games in self._mix:
+            games.close()
