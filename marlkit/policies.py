@@ -98,10 +98,18 @@ class PolicyLayout:
                         f"config.multiagent.policies.{pid}.{key} is not a known key; use: {', '.join(NAMED_POLICY_KEYS)}"
                     )
             agents = entry["agents"]
-            patterns[str(pid)] = (agents,) if isinstance(agents, str) else tuple(str(a) for a in agents)
+            if not isinstance(agents, (str, list)) or not agents or isinstance(agents, list) and not all(
+                    isinstance(agent, str) for agent in agents):
+                raise ConfigError(f"config.multiagent.policies.{pid}.agents must be an agent id or glob pattern, or a "
+                                  f"list of them (agent_0, \"agent_*\"), got {agents!r}")
+            if not isinstance(entry.get("config") or {}, dict):
+                raise ConfigError(f"config.multiagent.policies.{pid}.config must be a mapping of RLlib settings")
+            if "heuristic" in entry and not isinstance(entry["heuristic"], str):
+                raise ConfigError(f"config.multiagent.policies.{pid}.heuristic must be the name of a scripted policy")
+            patterns[str(pid)] = (agents,) if isinstance(agents, str) else tuple(agents)
             configs[str(pid)] = dict(entry.get("config") or {})
             if "heuristic" in entry:
-                scripted[str(pid)] = str(entry["heuristic"])
+                scripted[str(pid)] = entry["heuristic"]
         layout = cls(mode="named", patterns=patterns, policy_configs=configs, heuristics=scripted, **common)
         for pid in layout.policies_to_train or ():
             if pid not in patterns:

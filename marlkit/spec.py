@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,18 @@ def load_experiments(path: str | Path, config_overrides: dict | None = None) -> 
             )
         if config_overrides:
             body = dict(body, config=merge_dicts(body.get("config") or {}, config_overrides))
-        experiments.append(parse_experiment(str(name), body))
+        try:
+            experiments.append(parse_experiment(str(name), body))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {located(str(name), str(error))}") from None
     return experiments
+
+
+def located(name: str, message: str) -> str:
+    """`message` starting with the experiment's key path (`name.` + key path), as every loader error does."""
+    if message.startswith(f"{name}.") or message.startswith(f"{name}:"):
+        return message
+    return f"{name}.{message}" if message.startswith("config.") else f"{name}: {message}"
 
 
 def parse_experiment(name: str, body: dict) -> Experiment:
@@ -239,6 +250,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     env = body.get("env", config.pop("env", None))
     env = _check_env(name, env)
     config, notes = translate_config(name, run, config)
+    check_values(name, run, config)
     config["env"] = env
     config.update(OLD_STACK_ONLY)
     entry = ENVS.get(env)
@@ -301,6 +313,8 @@ def _pop_record_video(name: str, config: dict) -> int:
 
 
 def _check_run(name: str, run) -> str:
+    if run is not None and not isinstance(run, str):
+        raise ConfigError(f"{name}.run must be an RLlib algorithm name such as PPO, got {run!r}")
     if not run:
         raise ConfigError(f"{name}.run is required: the RLlib algorithm, one of {', '.join(sorted(ALGORITHMS))}")
     if run not in ALGORITHMS:
@@ -311,6 +325,8 @@ def _check_run(name: str, run) -> str:
 
 
 def _check_env(name: str, env) -> str:
+    if env is not None and not isinstance(env, str):
+        raise ConfigError(f"{name}.env must be an env name such as vmas, got {env!r}")
     if not env:
         raise ConfigError(f"{name}.env is required; registered envs: {', '.join(ENVS)}")
     if env not in ENVS and env not in gymnasium.registry:
@@ -422,6 +438,80 @@ def config_variants(config: dict) -> list[dict]:
     return [variant["config"] for _, variant in generate_variants({"config": config})]
 
 
+# RLlib settings whose value is a count: the smallest value that makes sense, and what is counted.
+COUNTS = {"num_env_runners": (0, "env runner processes"), "num_envs_per_env_runner": (1, "games per env runner"),
+          "train_batch_size": (1, "env steps per iteration"), "minibatch_size": (1, "rows per gradient step"),
+          "num_epochs": (1, "passes over each batch"), "evaluation_num_env_runners": (0, "evaluation env runners"),
+          "num_learners": (0, "learner processes"), "evaluation_interval": (1, "iterations between evaluations")}
+FRACTIONS = ("gamma", "lambda")  # between 0 and 1
+NON_NEGATIVE = ("lr", "entropy_coeff", "vf_loss_coeff", "kl_coeff", "clip_param", "vf_clip_param", "grad_clip",
+                "num_gpus", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
+# RLlib settings that take more than their default's type: a number or a schedule [[timestep, value], ...], or "auto".
+SCHEDULES = ("lr", "entropy_coeff")
+AUTO = ("rollout_fragment_length", "evaluation_duration")
+
+
+def check_values(name: str, run: str, config: dict) -> None:
+    """Every grid point's RLlib settings have the type of RLlib's default for them (numbers, true/false, strings,
+    mappings, lists) and counts and rates a sensible value: a one-line error naming the key, never a traceback in
+    RLlib later. grid_search must hold a non-empty list."""
+    _check_grid_searches(f"{name}.config", config)
+    defaults = algorithm_class(run).get_default_config().to_dict()
+    for variant in config_variants(config):
+        for key, value in variant.items():
+            problem = _value_problem(key, value, defaults.get(key))
+            if problem:
+                raise ConfigError(f"{name}.config.{key} must be {problem}, got {value!r}")
+
+
+def _check_grid_searches(where: str, node) -> None:
+    if isinstance(node, dict):
+        if "grid_search" in node:
+            values = node["grid_search"]
+            if len(node) != 1 or not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: grid_search takes a non-empty list of values as the key's only entry, "
+                                  f"e.g. {{grid_search: [0.001, 0.0001]}}; got {node!r}")
+            for index, value in enumerate(values):
+                _check_grid_searches(f"{where}.grid_search[{index}]", value)
+        for key, value in node.items():
+            _check_grid_searches(f"{where}.{key}", value)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_grid_searches(f"{where}[{index}]", value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_problem(key: str, value, default) -> str | None:
+    """What `value` of RLlib setting `key` must be instead (None when it is fine)."""
+    if value is None and default is None:
+        return None  # RLlib's "not set"
+    if key in SCHEDULES and isinstance(value, list):
+        if all(isinstance(point, list) and len(point) == 2 and all(map(_is_number, point)) for point in value):
+            return None
+        return "a number or a schedule [[timestep, value], ...]"
+    if key in AUTO and (value == "auto" or _is_number(value) and value >= 1):
+        return None
+    if key in COUNTS:
+        minimum, counted = COUNTS[key]
+        whole = _is_number(value) and float(value).is_integer()
+        return None if whole and value >= minimum else f"a whole number >= {minimum} ({counted})"
+    if key in FRACTIONS:
+        return None if _is_number(value) and 0 <= value <= 1 else "a number between 0 and 1"
+    if key in NON_NEGATIVE:
+        return None if _is_number(value) and value >= 0 else "a number >= 0"
+    if default is None:
+        return None  # several types are fine
+    for kinds, label in ((bool, "true or false"), ((int, float), "a number"), (str, "a string"),
+                         (dict, "a mapping"), ((list, tuple), "a list")):
+        if isinstance(default, kinds):
+            ok = _is_number(value) if label == "a number" else isinstance(value, kinds)
+            return None if ok else label
+    return None
+
+
 def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | None:
     entry = ENVS.get(env)
     layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
@@ -438,6 +528,9 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
             probe = entry.create(entry.single_env_config(env_config))  # only its agents and spaces are read
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
+        except Exception as error:  # noqa: BLE001: the env's own check of its settings, in its words
+            raise ConfigError(f"{name}.config.env_config: env '{env}' refused these settings: "
+                              f"{env_error_message(error)}") from None
         try:
             multiagent = layout.rllib_multiagent(probe)
         finally:
@@ -445,6 +538,15 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
         if centralized:
             _check_critic_memory(name, variant, multiagent)
     return layout
+
+
+def env_error_message(error: BaseException) -> str:
+    """An env constructor's error in one line; a bare `assert` (VMAS scenarios) is shown as its source line."""
+    message = " ".join(str(error).split())
+    if not message and error.__traceback__ is not None:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        message = f"`{frame.line}` failed ({Path(frame.filename).name}:{frame.lineno})"
+    return f"{type(error).__name__}: {message}"
 
 
 def _check_centralized_critic(name: str, run: str, config: dict) -> None:
@@ -484,7 +586,11 @@ def _check_model(name: str, model: dict, centralized: bool = False) -> None:
     for key in model:
         if key not in MODEL_DEFAULTS:
             raise ConfigError(f"{name}.config.model.{key} is not an RLlib model setting{closest(key, MODEL_DEFAULTS)}")
-    custom_config = dict(model.get("custom_model_config") or {})
+    custom_config = model.get("custom_model_config") or {}
+    if not isinstance(custom_config, dict):
+        raise ConfigError(f"{name}.config.model.custom_model_config must be a mapping of the model's keyword "
+                          f"arguments, got {custom_config!r}")
+    custom_config = dict(custom_config)
     if "critic_hiddens" in custom_config:
         hiddens = custom_config.pop("critic_hiddens")
         where = f"{name}.config.model.custom_model_config.critic_hiddens"

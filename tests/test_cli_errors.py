@@ -57,6 +57,20 @@ BAD_EXPERIMENTS = {
                                  ["agent 'agent_0' matches no policy"]),
     "tensorflow": (experiment_with(config={"framework": "tf2"}), ["only 'torch' is installed"]),
     "experiment without a name": (tiny_experiment(), ["top-level key 'run' belongs inside an experiment"]),
+    # values of the wrong type or out of range: the key path and what is expected, never a traceback
+    "run of the wrong type": (experiment_with(run={"PPO": 1}), ["bad.run must be an RLlib algorithm name", "{'PPO': 1}"]),
+    "env_config not a mapping": ({"bad": {**tiny_experiment(), "config": {**tiny_experiment()["config"], "env_config": 0.5}}},
+                                 ["bad.config.env_config must be a mapping, got 0.5"]),
+    "count of the wrong type": (experiment_with(config={"train_batch_size": [4000]}),
+                                ["bad.config.train_batch_size must be a whole number >= 1", "got [4000]"]),
+    "rate out of range": (experiment_with(config={"gamma": 1.5}), ["bad.config.gamma must be a number between 0 and 1"]),
+    "empty grid_search": (experiment_with(config={"lr": {"grid_search": []}}),
+                          ["bad.config.lr: grid_search takes a non-empty list of values"]),
+    "policy agents of the wrong type": (experiment_with(config={"multiagent": {"policies": {"red": {"agents": 3}}}}),
+                                        ["bad.config.multiagent.policies.red.agents must be an agent id", "got 3"]),
+    "VMAS scenario assert": (experiment_with(env_config={"scenario": "balance", "n_agents": 1}),
+                             ["bad.config.env_config: env 'vmas' refused these settings: AssertionError: "
+                              "`assert self.n_agents > 1` failed (balance.py:"]),
 }
 
 
@@ -65,6 +79,8 @@ def test_bad_experiment_yaml(case, tmp_path, capsys):
     document, fragments = BAD_EXPERIMENTS[case]
     run = train_in_process(capsys, "-f", str(write_yaml(tmp_path / "bad.yaml", document)), "--local-dir", str(tmp_path))
     assert_one_line_error(run, *fragments)
+    if case != "experiment without a name":  # every experiment's error starts with the file and the experiment
+        assert run.stderr.startswith(f"error: {tmp_path / 'bad.yaml'}: bad"), run.stderr
     assert not (tmp_path / "bad").exists(), "a rejected experiment must not leave a results folder"
 
 
