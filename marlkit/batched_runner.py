@@ -2,8 +2,9 @@
 
 Why: RLlib's stock sampler walks every agent of every sub-env through per-agent episode objects, connectors and
 view requirements, one step at a time; with simulators that step thousands of games per call that bookkeeping, not
-the simulator, bounds sampling. `BatchedEnvRunner` subclasses the old stack's `RolloutWorker` (set as
-`env_runners(env_runner_cls=...)`; `train.py` picks it for every env registered with `create_batch`), keeps
+the simulator, bounds sampling. `BatchedEnvRunner` subclasses the old stack's `RolloutWorker` (through
+marlkit/stock_runner.py; set as `env_runners(env_runner_cls=...)`; `train.py` picks it for every env registered
+with `create_batch`), keeps
 everything else of it (policies, weight sync, checkpoints), and replaces `sample()`:
 
   - per step, one forward pass per policy over all of its agents in all games, one `env.step` for all games;
@@ -33,7 +34,6 @@ import numpy as np
 import torch
 from ray.rllib.evaluation.metrics import RolloutMetrics
 from ray.rllib.evaluation.postprocessing import Postprocessing
-from ray.rllib.evaluation.rollout_worker import RolloutWorker
 from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
@@ -41,6 +41,7 @@ from ray.rllib.utils.filter import NoFilter
 from envs import ENVS
 from envs.batched import action_width, observation_size
 from marlkit.mappo import CRITIC_OBS, CRITIC_TARGETS, CRITIC_WEIGHTS, CentralCriticPPOPolicy, joint_input
+from marlkit.stock_runner import StockEnvRunner
 
 
 class BatchedEnvError(ValueError):
@@ -51,7 +52,7 @@ def _no_env(env_context):
     return None  # RolloutWorker builds no env of its own; the runner builds the batched one
 
 
-class BatchedEnvRunner(RolloutWorker):
+class BatchedEnvRunner(StockEnvRunner):
     """Old-stack env runner whose `sample()` steps a `BatchedEnv` with whole-array policy passes."""
 
     def __init__(self, **kwargs):

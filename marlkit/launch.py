@@ -263,12 +263,38 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
     # Tune swaps in its own SIGINT handler for the run and puts ours back only when a Ctrl-C (or SIGUSR1) stopped
     # it early; the trials then look TERMINATED although they did not reach their stop criteria.
     interrupted = signal.getsignal(signal.SIGINT) is handler_before and not os.getenv("TUNE_DISABLE_SIGINT_HANDLER")
+    runner_errors = None
     for result in results:
         if result.error is not None:
-            print(f"trial {result.path} failed: {exception_line(str(result.error))}")
+            error = str(result.error)
+            if "env_runner_group.py" in error and runner_errors is None:
+                runner_errors = env_runner_creation_errors()
+            if "env_runner_group.py" in error and runner_errors:
+                print(f"trial {result.path} failed: an env runner could not be built: {runner_errors[-1]}")
+            else:
+                print(f"trial {result.path} failed: {exception_line(error)}")
     if interrupted:
         print(f"{experiment.name}: interrupted; continue with: train.py -f <this file> --resume --local-dir {storage}")
     return not results.errors and not interrupted
+
+
+def env_runner_creation_errors() -> list[str]:
+    """The exception lines of env runners that died in their constructor, from Ray's actor table.
+
+    RLlib restarts failed env runners by default, so when none could be built it goes on and fails at its next step
+    (`IndexError` in `get_spaces`); the runner's own error is only in the runner's log. Ray 2.60 keeps it as the
+    actor's death cause. `ray.util.state` would read it through the dashboard, which train.py does not start; the
+    GCS table below is what that API reads.
+    """
+    from ray._private import state
+
+    errors = []
+    for actor in state.actors().values():
+        cause = str(actor.get("DeathCause", ""))
+        if actor.get("State") == "DEAD" and "creation task" in cause and (
+                actor.get("ActorClassName", "").endswith("EnvRunner") or actor.get("ActorClassName") == "RolloutWorker"):
+            errors.append(exception_line(cause.replace("\\n", "\n").replace('\\"', '"')))
+    return errors
 
 
 def check_resumable(experiment: Experiment, storage: Path) -> None:

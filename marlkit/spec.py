@@ -46,15 +46,17 @@ import yaml
 from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
+from ray.rllib.models.utils import get_filter_config
 from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
-from marlkit import models
+from marlkit import masking, models
 from marlkit.batched_runner import BatchedEnvRunner
 from marlkit.errors import ConfigError, closest
 from marlkit.mappo import joint_input_size
-from marlkit.policies import PolicyLayout
+from marlkit.policies import PolicyLayout, ScriptedPolicy
+from marlkit.stock_runner import StockEnvRunner
 
 # Experiment keys and what each does (the module docstring shows them in use).
 EXPERIMENT_KEYS = {
@@ -256,12 +258,13 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     entry = ENVS.get(env)
     if entry and entry.create_batch:
         _sync_batched_num_envs(name, run, config, notes)
+    config.setdefault("env_runner_cls", StockEnvRunner)
     if entry and entry.torch_device:
         _default_env_device(config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
     curriculum = _check_curriculum(name, body.get("curriculum"), config)
-    layout = _check_env_and_models(name, env, config)
+    layout = _check_env_and_models(name, env, config, notes)
     if layout is not None and layout.critic == "centralized":
         _check_centralized_critic(name, run, config)
     if curriculum:
@@ -512,7 +515,7 @@ def _value_problem(key: str, value, default) -> str | None:
     return None
 
 
-def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | None:
+def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -> PolicyLayout | None:
     entry = ENVS.get(env)
     layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
     if entry is None and "multiagent" in config:
@@ -535,9 +538,45 @@ def _check_env_and_models(name: str, env: str, config: dict) -> PolicyLayout | N
             multiagent = layout.rllib_multiagent(probe)
         finally:
             probe.close()
+        _default_image_model(name, config, variant, multiagent, notes)
         if centralized:
             _check_critic_memory(name, variant, multiagent)
     return layout
+
+
+def _images_without_default_cnn(space: gymnasium.Space) -> list[tuple]:
+    """Shapes of the images (H, W, C) in an observation space that RLlib's default CNN has no filters for."""
+    space, _ = masking.split_space(space)
+    parts = space.spaces if isinstance(space, gymnasium.spaces.Tuple) else [space]
+    shapes = []
+    for part in parts:
+        if isinstance(part, gymnasium.spaces.Box) and len(part.shape) == 3:
+            try:
+                get_filter_config(part.shape)
+            except ValueError:
+                shapes.append(part.shape)
+    return shapes
+
+
+def _default_image_model(name: str, config: dict, variant: dict, multiagent: dict, notes: list[str]) -> None:
+    """Images RLlib's default CNN has no filters for (its table knows 10x10, 42x42, 64x64, 84x84 and 96x96; grid
+    sensors and small cameras give e.g. 8x8 or 20x20) get model/convnet.py, which fits any size, when the experiment
+    chooses no model for them (no custom_model, no conv_filters)."""
+    model = variant.get("model") or {}
+    if model.get("custom_model") or model.get("conv_filters"):
+        return
+    shapes = sorted({shape for spec in multiagent["policies"].values()
+                     if spec.policy_class is not ScriptedPolicy and "model" not in (spec.config or {})
+                     for shape in _images_without_default_cnn(spec.observation_space)})
+    if not shapes:
+        return
+    if not isinstance(config.get("model", {}), dict) or "grid_search" in str(config.get("model")):
+        raise ConfigError(f"{name}.config.model: images of shape {shapes[0]} have no RLlib default CNN; set "
+                          f"custom_model (e.g. convnet) or conv_filters in every grid point")
+    config["model"] = {**config.get("model", {}), "custom_model": "convnet"}
+    notes.append(f"{name}: RLlib's default CNN has no filters for images of shape "
+                 f"{', '.join(map(str, shapes))}; using model/convnet.py (set config.model.custom_model or "
+                 f"conv_filters to choose another)")
 
 
 def env_error_message(error: BaseException) -> str:

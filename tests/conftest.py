@@ -46,6 +46,31 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def processes_tagged(tag: str) -> list[int]:
+    """PIDs whose environment holds MARLKIT_TEST_TAG=`tag`: everything a command started with that variable set
+    (Ray's daemons and workers, game processes, Xvfb) inherits it, whatever its process title says."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if f"MARLKIT_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_until_gone(tag: str, seconds: float = 30) -> list[int]:
+    """Waits up to `seconds` for the processes tagged `tag` to end; kills and returns those still there."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+    return left
+
+
 @contextlib.contextmanager
 def ray_session_folder():
     """A short, unique Ray session folder; afterwards no process may still use it (a few seconds' grace for Ray's

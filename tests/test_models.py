@@ -193,5 +193,5 @@ def test_recurrent_models_get_the_batched_runner_and_use_attention_the_stock_sam
     for model, reason in (({"use_attention": True}, "use_attention models"),
                           ({"use_lstm": True, "lstm_use_prev_action": True}, "LSTMs fed previous actions")):
         (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": tiny_experiment(config={"model": model})}))
-        assert "env_runner_cls" not in loaded.config
+        assert loaded.config["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
         assert any(f"{reason}" in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 
 import gymnasium as gym
 import numpy as np
@@ -16,8 +17,8 @@ import pytest
 import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
-from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_train, trial_dirs,
-                      write_yaml, xvfb_missing)
+from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_script, run_train,
+                      trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.errors import ConfigError
@@ -263,3 +264,36 @@ def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, mo
     while processes_mentioning(str(tmp_path / "game-logs")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(str(tmp_path / "game-logs")), "games outlived their env runners"
+
+
+BROKEN_MODEL = """
+from torch import nn
+from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+
+
+class CustomModel(TorchModelV2, nn.Module):
+    def __init__(self, obs_space, action_space, num_outputs, model_config, name):
+        raise ValueError("this model cannot be built")
+"""
+
+
+def test_a_runner_that_cannot_be_built_is_named_and_leaves_no_process(tmp_path, ray_temp_dir):
+    """The env runners make their games, then fail building the model: train.py's last line names the runner's
+    error (not RLlib's follow-on IndexError), and no runner, game or Ray process it started outlives it."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "broken.py").write_text(BROKEN_MODEL)
+    config = write_yaml(tmp_path / "broken.yaml", {"broken": {
+        "run": "PPO", "env": "unity", "stop": {"training_iteration": 1},
+        "config": {"env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector"},
+                   "num_env_runners": 1, "num_cpus_per_env_runner": 0.5, "train_batch_size": 200,
+                   "minibatch_size": 100, "num_epochs": 1, "model": {"custom_model": "broken"}},
+    }})
+    tag = uuid.uuid4().hex
+    run = run_script("train.py", "-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
+                     env={"MARLKIT_MODEL_DIR": str(tmp_path / "models"), "MARLKIT_TEST_TAG": tag})
+    assert run.returncode == 1
+    failure = [line for line in run.stdout.splitlines() if " failed: " in line]
+    assert failure and failure[-1].endswith("failed: an env runner could not be built: ValueError: this model cannot "
+                                            "be built"), failure
+    left = wait_until_gone(tag)
+    assert not left, f"processes left running after train.py ended: {left}"
