@@ -72,6 +72,15 @@ def test_convnet_reads_channels_last_images():
     assert logits.shape == (2, 5) and model.value_function().shape == (2,)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (8, 8, 1), (20, 20, 3), (7, 33, 2)])
+def test_convnet_with_its_defaults_fits_any_image_size(shape):
+    """The default model of images RLlib's default CNN has no filters for (spec.py): any size, default settings."""
+    model = models.load_model("convnet")(gym.spaces.Box(0, 1, shape, np.float32), gym.spaces.Discrete(4), 4, {},
+                                         "convnet")
+    logits, _ = model({"obs": torch.rand(3, *shape)}, [], None)
+    assert logits.shape == (3, 4) and torch.isfinite(logits).all()
+
+
 def test_convnet_takes_an_image_and_a_vector_together():
     model_class = models.load_model("convnet")
     original = gym.spaces.Tuple((gym.spaces.Box(-1, 1, (12,), np.float32), gym.spaces.Box(0, 1, (16, 16, 1), np.float32)))

@@ -225,6 +225,24 @@ def test_relative_file_name_is_resolved_at_load_and_policies_default_per_behavio
     assert experiment.policy_layout.policy_for(f"{TEAM1}_7") == "Dodgeball"
 
 
+def test_images_without_a_default_cnn_get_the_convnet_unless_a_model_is_chosen(tmp_path):
+    """The stand-in game's 16x16 depth image has no filters in RLlib's default CNN table."""
+    def load(model=None):
+        config = {"env_config": {"file_name": GAME, "no_graphics": True, "observations": "visual"}}
+        if model is not None:
+            config["model"] = model
+        (experiment,) = load_experiments(write_yaml(tmp_path / "visual.yaml", {"visual": {
+            "run": "PPO", "env": "unity", "config": config}}))
+        return experiment
+
+    experiment = load()
+    assert experiment.config["model"] == {"custom_model": "convnet"}
+    assert any("no filters for images of shape (16, 16, 1); using model/convnet.py" in note for note in experiment.notes)
+    filters = [[8, [4, 4], 2], [16, [8, 8], 1]]
+    assert load({"conv_filters": filters}).config["model"] == {"conv_filters": filters}
+    assert load({"custom_model": "fcnet"}).config["model"] == {"custom_model": "fcnet"}
+
+
 @pytest.mark.parametrize("config", ["dodgeball-ppo-fcnet", "dodgeball-ppo-convnet"])
 def test_dodgeball_configs_train_with_two_env_runners(config, tmp_path, ray_temp_dir):
     shipped = yaml.safe_load((REPO / "config" / f"{config}.yaml").read_text())
