@@ -55,4 +55,4 @@ train: setup
 
 test: setup slurm
 	cargo test --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
-	$(PY) -m pytest -rs tests
+	$(PY) -m pytest -rs --durations=30 tests

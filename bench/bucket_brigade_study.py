@@ -157,7 +157,7 @@ def transfer_table(seats: dict) -> dict:
     table = {}
     for scenario in TEN_HOUSES:
         scripted = seat_table(scenario)
-        best = max((name for name in scripted if name != "pool"), key=scripted.get)
+        best = max(scripted, key=scripted.get)
         row = {run: play(scenario, [seats[run], *scripted_opponents(scenario)]).reward_per_night[0] for run in runs}
         table[scenario] = {**row, "best_scripted": scripted[best], "best_scripted_name": best}
     return table
@@ -183,7 +183,7 @@ def opponents_table(seats: dict) -> dict:
     best = {}
     for label, opponents in columns.items():
         scores = {name: play("default", [scripted_seat(name, "default", 4), *opponents]).reward_per_night[0]
-                  for name in HEURISTICS if name != "pool"}
+                  for name in HEURISTICS}
         top = max(scores, key=scores.get)
         best[label] = {"reward": scores[top], "name": top}
     return {"learners": table, "best_scripted": best}
@@ -232,9 +232,9 @@ def report(out: Path) -> dict:
     for scenario, row in study["transfer"].items():
         cells = [f"**{row[run]:.2f}**" if row[run] >= row["best_scripted"] else f"{row[run]:.2f}" for run in runs]
         rows.append([scenario, *cells, f"{row['best_scripted']:.2f} ({row['best_scripted_name']})"])
-    print("\nTransfer: agent_0 among random, random, firefighter; reward per night, 2,000 games per cell; bold: at "
-          "least the best scripted agent\n")
-    print(markdown(["evaluated on", *(f"trained on {run}" for run in runs), "best scripted"], rows))
+    print("\nTransfer: agent_0 among random, random, firefighter; reward per night, 2,000 games per cell; rows: "
+          "evaluated on; columns: trained on; bold: at least the best scripted agent\n")
+    print(markdown(["scenario", *runs, "best scripted"], rows))
 
     opponents = study["opponents"]
     labels = list(opponents["best_scripted"])
