@@ -338,8 +338,11 @@ def save_checkpoint(algorithm, trial_dir: Path, index: int, keep: int | None) ->
     final = trial_dir / f"checkpoint_{index:06d}"
     staging = trial_dir / f".{final.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    algorithm.save(str(staging))
-    staging.rename(final)
+    try:
+        algorithm.save(str(staging))
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted save left (nothing once renamed)
     if keep:
         for old in sorted(trial_dir.glob("checkpoint_*"))[:-keep]:
             shutil.rmtree(old)
