@@ -12,17 +12,19 @@ included) for --minutes of wall time; its policy is saved under --out/<run>/poli
     selfplay                           config/bucket-brigade-selfplay.yaml: four agents share one policy (default)
 
 --report evaluates the saved policies (deterministic actions, 2,000 fixed games each, envs/bucket_brigade/
-evaluation.py; scripted agents in the same seats on the same games) and prints three markdown tables:
+evaluation.py; scripted agents in the same seats on the same games) and prints four markdown tables:
 
     transfer   rows: every ten-house scenario; columns: the learner of each scenario run, mix and mix_all in agent_0's
                seat among random, random, firefighter, and the best scripted agent in that seat (reward per night);
+    scripted   the mix_all learner and every scripted agent in that seat, on every ten-house scenario;
     opponents  rows: what the learner trained against; columns: the opponents it is evaluated against (random,
                random, firefighter; three random; the archetype pool; three copies of the self-play policy);
     selfplay   teams of four: the self-play policy at each snapshot, and all-firefighter, all-hero, all-free-rider,
                all-rest and all-random teams: reward per night per agent and the share of nights they WORK.
 
-It writes them with their figures to --out/study.json. Figure 1 of the study (per-scenario learners against every
-scripted agent) is `bench/bucket_brigade.py --learning`.
+It writes them with their figures to --out/study.json. Figure 1 of the study, per-scenario learners against every
+scripted agent, is `bench/bucket_brigade.py --learning` (20 minutes per scenario); the scripted table adds the one
+learner of all ten-house scenarios.
 
 Usage:
     python bench/bucket_brigade_study.py --train default,mix,selfplay --minutes 6 --out results/study
@@ -159,7 +161,7 @@ def transfer_table(seats: dict) -> dict:
         scripted = seat_table(scenario)
         best = max(scripted, key=scripted.get)
         row = {run: play(scenario, [seats[run], *scripted_opponents(scenario)]).reward_per_night[0] for run in runs}
-        table[scenario] = {**row, "best_scripted": scripted[best], "best_scripted_name": best}
+        table[scenario] = {**row, "best_scripted": scripted[best], "best_scripted_name": best, "scripted": scripted}
     return table
 
 
@@ -235,6 +237,15 @@ def report(out: Path) -> dict:
     print("\nTransfer: agent_0 among random, random, firefighter; reward per night, 2,000 games per cell; rows: "
           "evaluated on; columns: trained on; bold: at least the best scripted agent\n")
     print(markdown(["scenario", *runs, "best scripted"], rows))
+
+    if "mix_all" in seats:
+        names = sorted(HEURISTICS, key=lambda name: -study["transfer"]["default"]["scripted"][name])
+        rows = [[scenario, f"**{row['mix_all']:.2f}**" if row["mix_all"] >= row["best_scripted"] else
+                 f"{row['mix_all']:.2f}", *(f"{row['scripted'][name]:.2f}" for name in names)]
+                for scenario, row in study["transfer"].items()]
+        print("\nThe mix_all learner against every scripted agent in its seat (agent_0 among random, random, "
+              "firefighter); reward per night, 2,000 games\n")
+        print(markdown(["scenario", "learner (mix_all)", *names], rows))
 
     opponents = study["opponents"]
     labels = list(opponents["best_scripted"])
