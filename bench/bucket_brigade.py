@@ -20,7 +20,7 @@ what Ray gives a Tune trial's process of one CPU: OMP_NUM_THREADS=1). RLlib rows
 Learning (--learning): for each of --scenarios, the experiment of --learning-config (default
 `config/bucket-brigade-ppo.yaml`: a learner in agent_0's seat among random, random, firefighter) trains with its own
 settings (env runners included, as a train.py trial) for --minutes of wall time with the scenario set. Then the
-learner (its most likely actions) and every scripted agent (`heuristics.HEURISTICS`: the archetypes, random, rest)
+learner (its most likely actions) and every scripted agent (`heuristics.HEURISTICS`: the archetypes, random, rest, pool)
 are scored in that seat, against the same opponents, on the same 2,000 games (envs/bucket_brigade/evaluation.py):
 reward per night. Target: the learner >= the best scripted agent.
 

@@ -76,8 +76,8 @@ def test_bucket_brigade_benchmark_tiny_run(ray_temp_dir):
     learning = figures.pop("learning")["greedy_neighbor"]
     assert set(learning) == {"learner", "best_heuristic", "best_heuristic_name", "random", "rest", "agent_steps",
                              "wall_s", "heuristics"}
-    assert sorted(learning["heuristics"]) == ["coordinator", "firefighter", "free_rider", "hero", "liar", "random",
-                                              "rest"]
+    assert sorted(learning["heuristics"]) == ["coordinator", "firefighter", "free_rider", "hero", "liar", "pool",
+                                              "random", "rest"]
     best = learning["best_heuristic_name"]
     assert learning["best_heuristic"] == learning["heuristics"][best] == max(learning["heuristics"].values())
     assert 3 <= learning["wall_s"] < 60 and learning["agent_steps"] > 0 and 50 < learning["learner"] < 110
