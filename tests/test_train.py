@@ -213,7 +213,8 @@ def test_curriculum_changes_the_task_of_remote_envs(tmp_path, ray_temp_dir):
     experiment = tiny_experiment(stop={"training_iteration": 4}, curriculum={"stages": [
         {"env_config": {"pos_shaping_factor": 1.0}, "until": -1e9},  # reached by any return: one stage per iteration
         {"env_config": {"pos_shaping_factor": 0.5}, "until": -1e9},
-        {"env_config": {"pos_shaping_factor": 0.0, "final_reward": 0.0}},  # nothing left to earn: returns are 0
+        # the last stage leaves nothing to earn or lose (no shaping, final reward or collision penalty): returns are 0
+        {"env_config": {"pos_shaping_factor": 0.0, "final_reward": 0.0, "agent_collision_penalty": 0.0}},
     ]}, config={"num_env_runners": 1, "metrics_num_episodes_for_smoothing": 8})  # 8 episodes per iteration
     config = write_yaml(tmp_path / "exp.yaml", {"staged": experiment})
     run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
