@@ -101,7 +101,7 @@ def experiment_of(run: str):
 def train(run: str, minutes: float, snapshot_minutes: float, out: Path) -> dict:
     """Trains `run` for `minutes` of wall time; saves its trained policy (and self-play snapshots) under out/run."""
     from marlkit import launch
-    from marlkit.benchmark import write_json
+    from marlkit.files import write_json
 
     experiment = experiment_of(run)
     launch.register_components([experiment])
@@ -218,7 +218,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def report(out: Path) -> dict:
     from marlkit import launch
-    from marlkit.benchmark import write_json
+    from marlkit.files import write_json
 
     trained = [run for run in RUNS if (out / run / "policy").is_dir()]
     if not trained:

@@ -24,12 +24,10 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +41,7 @@ from ray.tune.utils import merge_dicts
 from marlkit import models, spec
 from marlkit.callbacks import bound_callback
 from marlkit.errors import ConfigError, closest, exception_line
+from marlkit.files import write_json
 
 LEVEL_DIR = Path(__file__).resolve().parent.parent / "config" / "benchmark"
 RESULTS_FILE = "benchmark_results.json"
@@ -211,23 +210,6 @@ def machine_label(machine: dict) -> str:
     return f"{machine.get('host', '?')}: {machine.get('cpu_model', '?')} x{machine.get('cpu_cores', '?')}, {gpus}"
 
 
-def atomic_write(path: Path, writer) -> None:
-    """Calls writer(temporary path) and renames the result over `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    os.chmod(staging, 0o644)  # mkstemp's 0600 would make shared results unreadable to the group
-    try:
-        writer(Path(staging))
-        os.replace(staging, path)
-    finally:
-        Path(staging).unlink(missing_ok=True)
-
-
-def write_json(path: Path, document) -> None:
-    atomic_write(path, lambda staging: staging.write_text(json.dumps(document, indent=1, default=str) + "\n"))
-
-
 def check_output_dir(output_dir: Path, suite: Suite, force: bool) -> None:
     """ConfigError when `output_dir` holds results of another suite definition (unless `force`)."""
     path = output_dir / RESULTS_FILE
@@ -383,7 +365,8 @@ def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wa
 
     Finished runs (in the folder's benchmark_results.json) are skipped; failed and interrupted ones start over.
     """
-    from marlkit.launch import PROGRESS_COLUMNS, logger_callbacks, register_components
+    from marlkit.launch import PROGRESS_COLUMNS, register_components
+    from marlkit.result_logs import logger_callbacks
 
     runs = suite.runs()
     experiments = {run.run_id: suite.experiment(run) for run in runs}

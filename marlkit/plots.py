@@ -27,7 +27,7 @@ def _finished(document: dict) -> list[dict]:
 
 
 def _save(figure, path: Path) -> None:
-    from marlkit.benchmark import atomic_write
+    from marlkit.files import atomic_write
 
     atomic_write(path, lambda staging: figure.savefig(staging, format="png", dpi=100, bbox_inches="tight"))
     plt.close(figure)

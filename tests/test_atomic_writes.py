@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from marlkit import launch, rollout
-from marlkit.benchmark import atomic_write, write_json
+from marlkit.files import atomic_write, write_json
 from marlkit.video import VideoWriter
 
 
