@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 from pathlib import Path
 
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -18,7 +20,8 @@ def is_checkpoint(folder: Path) -> bool:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder as given, or the newest `checkpoint_*` of a trial folder."""
+    """A checkpoint folder as given, or the newest readable `checkpoint_*` of a trial folder (a warning line for
+    each newer one that is truncated or corrupt)."""
     folder = Path(path).expanduser().resolve()
     if not folder.exists():
         raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint_* folder or a trial folder")
@@ -26,25 +29,112 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise ConfigError(f"checkpoint {path} is a file; pass a checkpoint_* folder or a trial folder")
     if is_checkpoint(folder):
         return folder
-    checkpoints = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir() and is_checkpoint(p))
+    checkpoints = trial_checkpoints(folder)
     if not checkpoints:
         raise ConfigError(
             f"{path} is neither a checkpoint nor a trial folder with checkpoints "
             f"(train with --checkpoint-freq N or --checkpoint-at-end)"
         )
-    return checkpoints[-1]
+    return newest_readable(checkpoints)
+
+
+def trial_checkpoints(trial_dir: Path) -> list[Path]:
+    """The `checkpoint_*` folders of a trial folder, oldest first."""
+    return sorted(p for p in trial_dir.glob("checkpoint_*") if p.is_dir() and is_checkpoint(p))
+
+
+def newest_readable(checkpoints: list[Path]) -> Path:
+    """The newest of `checkpoints` (sorted oldest first) whose state loads; prints a warning line for each newer
+    one that does not, and raises the newest one's error when none loads."""
+    errors = []
+    for checkpoint in reversed(checkpoints):
+        try:
+            load_algorithm_state(checkpoint)
+        except CorruptCheckpoint as error:
+            errors.append(error)
+            continue
+        for error in errors:
+            print(f"warning: {error.problem}; using the previous readable checkpoint, {checkpoint}", flush=True)
+        return checkpoint
+    raise errors[0]
+
+
+class SafeCheckpoints:
+    """Mixin for an RLlib algorithm class: its checkpoints are never used half-written.
+
+    - restore (Tune's --resume, a retry after a failure) loads the newest readable checkpoint of the trial at or
+      before the one Tune picked, with a warning line for each unreadable one; with none, the trial fails naming
+      the bad file instead of loading half a state;
+    - a save that fails (a full disk) removes the checkpoint folder it had started to write.
+
+    A module-level class, so that Ray pickles it by reference: trial actors run this module's code.
+    """
+
+    def restore(self, checkpoint_path):
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)  # a Tune _TrainingResult
+        folder = Path(getattr(checkpoint, "path", checkpoint))
+        if not _on_local_disk(checkpoint) or not folder.is_dir():
+            return super().restore(checkpoint_path)  # remote storage: RLlib reads it as it is
+        older = [p for p in trial_checkpoints(folder.parent) if p.name < folder.name]
+        readable = newest_readable([*older, folder])
+        # A path, not Tune's result: the older checkpoint's own state sets the iteration counters.
+        return super().restore(checkpoint_path if readable == folder else str(readable))
+
+    def save(self, checkpoint_dir=None):
+        try:
+            return super().save(checkpoint_dir)
+        except OSError:
+            if self._storage is not None and self._storage.storage_filesystem.type_name == "local":
+                shutil.rmtree(self._storage.checkpoint_fs_path, ignore_errors=True)
+            raise
+
+
+def with_safe_checkpoints(algorithm: type) -> type:
+    """`algorithm` (an RLlib algorithm class) with `SafeCheckpoints`, under the same name (Tune names trials and
+    matches resumed experiments by it)."""
+    return type(algorithm.__name__, (SafeCheckpoints, algorithm), {})
+
+
+def _on_local_disk(checkpoint) -> bool:
+    return getattr(getattr(checkpoint, "filesystem", None), "type_name", "local") == "local"
+
+
+def _checkpoint_files(checkpoint: Path) -> list[Path]:
+    """The files RLlib's old-stack checkpoint loader reads, in the order it reads them."""
+    return [checkpoint / "rllib_checkpoint.json", checkpoint / "algorithm_state.pkl",
+            *sorted(checkpoint.glob("policies/*/rllib_checkpoint.json")),
+            *sorted(checkpoint.glob("policies/*/policy_state.pkl"))]
+
+
+def _unreadable_file(checkpoint: Path) -> Path | None:
+    for file in _checkpoint_files(checkpoint):
+        try:
+            with open(file, "rb") as handle:
+                json.load(handle) if file.suffix == ".json" else pickle.load(handle)
+        except Exception:  # noqa: BLE001 (any failure to read it back is what is looked for)
+            return file
+    return None
+
+
+class CorruptCheckpoint(ConfigError):
+    """A checkpoint file that is missing, truncated or corrupt; `problem` names it."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; use another checkpoint_* folder")
+        self.problem = problem
 
 
 def load_algorithm_state(checkpoint: Path) -> dict:
-    """The pickled algorithm state of a checkpoint (its `config`, `algorithm_class`, policy states)."""
+    """The pickled algorithm state of a checkpoint (its `config`, `algorithm_class`, policy states); ConfigError
+    naming the file when one is missing, truncated or corrupt, so that no half-loaded state is ever used."""
     try:
         info = get_checkpoint_info(str(checkpoint))
         return Algorithm._checkpoint_info_to_algorithm_state(info)
     except (EOFError, pickle.UnpicklingError, ValueError, KeyError, FileNotFoundError, AttributeError) as error:
-        raise ConfigError(
-            f"checkpoint {checkpoint} is truncated or corrupt ({type(error).__name__}: {error}); "
-            f"use another checkpoint_* folder"
-        ) from None
+        bad = _unreadable_file(checkpoint)
+        where = (f"checkpoint {checkpoint} cannot be read" if bad is None else f"{bad} is missing" if not bad.exists()
+                 else f"{bad} is truncated or corrupt")
+        raise CorruptCheckpoint(f"{where} ({type(error).__name__}: {error})") from None
 
 
 def check_run(checkpoint: Path, state: dict, run: str | None) -> str:

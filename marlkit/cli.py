@@ -7,7 +7,7 @@ from typing import Callable
 
 import yaml
 
-from marlkit.errors import ConfigError
+from marlkit.errors import ConfigError, RunFailure
 
 
 def parse_mapping(flag: str, text: str, example: str) -> dict:
@@ -22,7 +22,8 @@ def parse_mapping(flag: str, text: str, example: str) -> dict:
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Runs a CLI entry point; ConfigError becomes `error: ...` on stderr and exit code 2.
+    """Runs a CLI entry point; ConfigError becomes `error: ...` on stderr and exit code 2, RunFailure the same line
+    and exit code 1.
 
     With `--debug` in the arguments the full traceback is shown instead.
     """
@@ -34,6 +35,9 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

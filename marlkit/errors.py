@@ -11,6 +11,10 @@ class ConfigError(Exception):
     """A problem in what the user gave us (YAML, paths, flags); printed as one line, without a traceback."""
 
 
+class RunFailure(Exception):
+    """A run that could not go on (a full disk): printed as one line that says what was kept; exit code 1."""
+
+
 def closest(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest candidate, or ''.
 

@@ -6,6 +6,7 @@ Both paths write the same layout: `<local-dir>/<experiment>/<trial>/` holding `p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,8 +22,6 @@ from ray import tune
 from ray.rllib.algorithms.callbacks import make_multi_callbacks
 from ray.rllib.utils.checkpoints import get_checkpoint_info
 from ray.rllib.utils.serialization import deserialize_type
-from ray.air.integrations.wandb import WandbLoggerCallback
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.registry import register_env
 from ray.tune.search.variant_generator import format_vars, generate_variants
 from ray.tune.utils import flatten_dict
@@ -32,8 +31,9 @@ from marlkit import models
 from marlkit.callbacks import (
     Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
 )
-from marlkit.checkpoints import load_algorithm_state
-from marlkit.errors import ConfigError, closest, exception_line
+from marlkit.checkpoints import load_algorithm_state, trial_checkpoints, with_safe_checkpoints
+from marlkit.errors import ConfigError, RunFailure, closest, exception_line
+from marlkit.result_logs import cut_partial_rows, logger_callbacks
 from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
 
 RETURN_METRIC = "env_runners/episode_return_mean"
@@ -45,6 +45,7 @@ PROGRESS_COLUMNS = {
     "time_total_s": "time (s)",
 }
 NODE_WAIT_S = 120
+FULL_DISK_BYTES = 16 * 2**20  # less is left once a write failed for want of space
 
 
 @dataclass
@@ -128,9 +129,9 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
         get_checkpoint_info(str(folder))
     except (ValueError, FileNotFoundError):
         raise ConfigError(f"--restore {path} is not an RLlib checkpoint (no algorithm_state file); pass a checkpoint_* folder") from None
+    states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
     layout = experiment.policy_layout if experiment else None
     if layout is not None:
-        states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
         centralized = any(key.startswith("central_critic.") for state in states.values()
                           for key in (state.get("weights") or {}))
         if centralized != (layout.critic == "centralized"):
@@ -202,44 +203,20 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     return config
 
 
-class TrialFolderWandbCallback(WandbLoggerCallback):
-    """Ray's W&B callback, writing each trial's W&B run straight into the trial's results folder.
-
-    Ray's own callback writes into the Ray session's staging copy of the trial folder, which Tune copies to the
-    results folder when the experiment ends, possibly before W&B flushed the run: the copy can miss the run data.
-    """
-
-    def log_trial_start(self, trial) -> None:
-        self.kwargs["dir"] = trial.path
-        super().log_trial_start(trial)
-
-
-def logger_callbacks(wandb: dict | None, project: str = "marlkit") -> list:
-    """Tune's JSON, CSV and TensorBoard loggers, plus W&B with `wandb` settings (the YAML's `wandb` block)."""
-    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
-    if wandb is not None:
-        settings = dict(wandb)
-        settings.setdefault("project", project)
-        no_key = not (settings.get("api_key") or settings.get("api_key_file") or os.environ.get("WANDB_API_KEY"))
-        if settings.get("mode") in ("offline", "disabled") and no_key:
-            settings["api_key"] = "offline"  # Ray's callback insists on a key even when nothing is uploaded
-        callbacks.append(TrialFolderWandbCallback(**settings))
-    return callbacks
-
-
 def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume: bool) -> bool:
     """Runs one experiment with Tune; True when every trial finished without error."""
     param_space = trial_param_space(experiment, restore)
     experiment_dir = storage / experiment.name
     reporter = tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, max_report_frequency=10)
+    trainable = with_safe_checkpoints(algorithm_class(experiment.run))
     if resume:
         tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable=experiment.run, resume_unfinished=True, resume_errored=True,
+            str(experiment_dir), trainable=trainable, resume_unfinished=True, resume_errored=True,
             param_space=param_space,
         )
     else:
         tuner = tune.Tuner(
-            experiment.run,
+            trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(num_samples=experiment.num_samples, scheduler=experiment.build_scheduler()),
             run_config=tune.RunConfig(
@@ -259,7 +236,12 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
             ),
         )
     handler_before = signal.getsignal(signal.SIGINT)
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except Exception as error:  # Tune fails in its own ways when it cannot write its state files
+        if disk_full(storage):
+            raise RunFailure(no_space_left(storage, experiment)) from error
+        raise
     # Tune swaps in its own SIGINT handler for the run and puts ours back only when a Ctrl-C (or SIGUSR1) stopped
     # it early; the trials then look TERMINATED although they did not reach their stop criteria.
     interrupted = signal.getsignal(signal.SIGINT) is handler_before and not os.getenv("TUNE_DISABLE_SIGINT_HANDLER")
@@ -273,9 +255,29 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
                 print(f"trial {result.path} failed: an env runner could not be built: {runner_errors[-1]}")
             else:
                 print(f"trial {result.path} failed: {exception_line(error)}")
+    if results.errors and disk_full(storage):
+        raise RunFailure(no_space_left(storage, experiment))
     if interrupted:
         print(f"{experiment.name}: interrupted; continue with: train.py -f <this file> --resume --local-dir {storage}")
     return not results.errors and not interrupted
+
+
+def disk_full(folder: Path) -> bool:
+    return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+
+
+def no_space_left(storage: Path, experiment: Experiment) -> str:
+    """The line train.py ends with when the disk filled up; first cuts the rows it left half-written."""
+    experiment_dir = storage / experiment.name
+    for trial in experiment_dir.iterdir():
+        if trial.is_dir():
+            cut_partial_rows(trial)
+    kept = newest_checkpoints(experiment_dir)
+    then = (f"{restart_advice(experiment_dir)} (Tune's experiment state is truncated)"
+            if truncated_experiment_state(experiment_dir) else "continue with --resume")
+    return (f"{experiment.name}: the disk of --local-dir {storage} is full ({shutil.disk_usage(storage).free} bytes "
+            f"free); the checkpoints saved before are intact (newest: {', '.join(map(str, kept)) or 'none'}). Free "
+            f"space (or keep fewer with --keep-checkpoints-num), then {then}")
 
 
 def env_runner_creation_errors() -> list[str]:
@@ -298,10 +300,36 @@ def env_runner_creation_errors() -> list[str]:
 
 
 def check_resumable(experiment: Experiment, storage: Path) -> None:
-    if not tune.Tuner.can_restore(str(storage / experiment.name)):
-        raise ConfigError(
-            f"--resume: {storage / experiment.name} holds no Tune experiment to continue; run without --resume"
-        )
+    experiment_dir = storage / experiment.name
+    if not tune.Tuner.can_restore(str(experiment_dir)):
+        raise ConfigError(f"--resume: {experiment_dir} holds no Tune experiment to continue; run without --resume")
+    broken = truncated_experiment_state(experiment_dir)
+    if broken:
+        # Tune would log the error and start every trial over from iteration 1.
+        raise ConfigError(f"--resume: Tune's experiment state {broken} is truncated (written while the disk was "
+                          f"full?); instead {restart_advice(experiment_dir)}")
+
+
+def truncated_experiment_state(experiment_dir: Path) -> Path | None:
+    """The newest `experiment_state-*.json`, which Tune resumes from, when it does not parse (Tune copies it into
+    the results folder without a temporary file)."""
+    state = max(experiment_dir.glob("experiment_state-*.json"), default=None)
+    try:
+        json.loads(state.read_text()) if state else None
+    except ValueError:
+        return state
+    return None
+
+
+def restart_advice(experiment_dir: Path) -> str:
+    kept = newest_checkpoints(experiment_dir)
+    return f"continue from a checkpoint with --restore {kept[0]}" if kept else "start over without --resume"
+
+
+def newest_checkpoints(experiment_dir: Path) -> list[Path]:
+    """The newest checkpoint of each trial of the experiment that has one."""
+    return [checkpoints[-1] for trial in sorted(experiment_dir.iterdir())
+            if trial.is_dir() and (checkpoints := trial_checkpoints(trial))]
 
 
 class LocalTrial:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -120,8 +121,9 @@ def run_script(script: str, *args: str, temp_dir: Path | None = None, timeout: i
     return result
 
 
-def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run_script("train.py", *args, temp_dir=temp_dir, timeout=timeout)
+def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_script("train.py", *args, temp_dir=temp_dir, timeout=timeout, env=env)
 
 
 def write_yaml(path: Path, document: dict) -> Path:
@@ -148,6 +150,15 @@ def tiny_experiment(**overrides) -> dict:
 
 def trial_dirs(experiment_dir: Path) -> list[Path]:
     return sorted(p for p in experiment_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def progress_iterations(trial_dir: Path) -> list[int]:
+    """The training_iteration column of the trial's progress.csv ([] before its first row)."""
+    path = trial_dir / "progress.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as file:
+        return [int(row["training_iteration"]) for row in csv.DictReader(file) if row.get("training_iteration")]
 
 
 def read_results(trial_dir: Path) -> list[dict]:

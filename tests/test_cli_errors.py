@@ -4,12 +4,13 @@ point in the test process for the many bad-YAML cases, which are refused before 
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 import pytest
 import ray
 
 import train
-from conftest import run_train, tiny_experiment, write_yaml
+from conftest import run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
 from marlkit.cli import run_cli
 
 
@@ -129,9 +130,13 @@ def test_bad_config_override(tmp_path):
 
 
 def test_gpus_the_cluster_does_not_have_fail_fast(tmp_path, ray_temp_dir):
+    """Checked once Ray is up (it knows the cluster's GPUs): the one-line error comes after Ray stopped."""
     path = write_yaml(tmp_path / "gpu.yaml", experiment_with(config={"num_gpus": 1}))
-    run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, timeout=120)
+    tag = uuid.uuid4().hex
+    run = run_script("train.py", "-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, timeout=120,
+                     env={"MARLKIT_TEST_TAG": tag})
     assert_one_line_error(run, "needs 1 GPU(s)", "has 0")
+    assert not wait_until_gone(tag), "Ray processes left running after the one-line error"
 
 
 def test_local_mode_stop_metric_that_results_do_not_have(tmp_path, ray_temp_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, processes_tagged, read_results, subprocess_env, tiny_experiment, train_command,
-                      trial_dirs, wait_until_gone, write_yaml)
+from conftest import (REPO, processes_tagged, progress_iterations, read_results, require_system_part, run_train,
+                      subprocess_env, tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml)
 
 
 def process_title(pid: int) -> str:
@@ -67,3 +68,118 @@ def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray
     print(f"{env}: restart counted at iteration {restarted['training_iteration']}, "
           f"{restarted['timestamp'] - killed_at:.0f} s after the kill; {len(idle)} iterations without samples")
     assert not wait_until_gone(tag), "processes left running after train.py ended"
+
+
+def checkpoint_iterations(trial: Path) -> dict[str, int]:
+    from marlkit.checkpoints import load_algorithm_state
+
+    return {c.name: load_algorithm_state(c)["training_iteration"] for c in sorted(trial.glob("checkpoint_*"))}
+
+
+def test_resume_after_the_driver_was_killed_and_checkpoints_were_truncated(tmp_path, ray_temp_dir):
+    """SIGKILL of train.py after a few checkpoints: every process of its Ray instance ends on its own. All but the
+    two oldest checkpoints are then truncated, so --resume cannot load the one Tune recorded: it continues the
+    trial from the newest readable one (not from iteration 1), with a warning line per bad one. The result files
+    then hold each iteration once: the killed run's rows up to that checkpoint, the resumed run's after it.
+    (With intact checkpoints, resuming from the one Tune recorded is test_train's SIGINT test.)"""
+    stop = 40
+    # Iterations of at least 0.5 s: without it the trial runs ahead of the driver's bookkeeping and may be done
+    # before the driver logged a handful of rows.
+    experiment = tiny_experiment(stop={"training_iteration": stop}, checkpoint_freq=3,
+                                 config={"num_env_runners": 1, "min_time_s_per_iteration": 0.5})
+    config = write_yaml(tmp_path / "exp.yaml", {"killed-driver": experiment})
+    results = tmp_path / "results"
+    tag = uuid.uuid4().hex
+    process = subprocess.Popen(train_command("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir),
+                               cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    trial = wait_for(lambda: next((t for t in (results / "killed-driver").glob("PPO_*")
+                                   if (t / "result.json").exists() and len(read_results(t)) >= 10), None),
+                     process, 300, "10 logged iterations")
+    process.kill()
+    process.communicate()
+    killed_at = time.monotonic()
+    logged_before = [r["training_iteration"] for r in read_results(trial)]
+    saved = checkpoint_iterations(trial)
+    assert len(saved) >= 3 and logged_before[-1] < stop, f"not killed mid-run: {logged_before}, {saved}"
+    for name in list(saved)[2:]:
+        (trial / name / "algorithm_state.pkl").write_bytes((trial / name / "algorithm_state.pkl").read_bytes()[:999])
+
+    resume = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir,
+                       env={"MARLKIT_TEST_TAG": tag + "-resume"})
+    assert resume.returncode == 0, resume.stdout[-3000:]
+    assert not wait_until_gone(tag, seconds=max(1.0, 90 - (time.monotonic() - killed_at))), \
+        "processes of the killed driver's Ray instance still ran 90 s after the kill"
+    gone_after = time.monotonic() - killed_at
+    assert not wait_until_gone(tag + "-resume"), "processes left running after the resumed train.py ended"
+    assert trial_dirs(results / "killed-driver") == [trial]
+
+    rows = read_results(trial)
+    assert [r["training_iteration"] for r in rows] == list(range(1, stop + 1))
+    assert progress_iterations(trial) == list(range(1, stop + 1))
+    lifetime = [r["num_env_steps_sampled_lifetime"] for r in rows]
+    assert lifetime == sorted(set(lifetime)), "the step counter went back: a row of the abandoned run was kept"
+    resumed_from = next(r["training_iteration"] for r in rows if r["pid"] != rows[0]["pid"]) - 1
+    assert resumed_from == list(saved.values())[1], (resumed_from, saved)
+    warnings = [line for line in resume.stdout.splitlines() if "warning: " in line]
+    assert warnings and all("algorithm_state.pkl is truncated or corrupt" in w for w in warnings), warnings
+    assert f"using the previous readable checkpoint, {trial / list(saved)[1]}" in warnings[0]
+    print(f"driver killed with {len(logged_before)} rows logged and {len(saved)} checkpoints "
+          f"(iterations {list(saved.values())}); resumed from iteration {resumed_from}, re-ran "
+          f"{logged_before[-1] - resumed_from} logged iterations; the killed run's processes were gone within "
+          f"{gone_after:.0f} s")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs: room for about 15 checkpoints of the tiny experiment, then no space left."""
+    require_system_part(None if os.geteuid() == 0 else "mounting a small tmpfs needs root")
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):
+    """Checkpoints every iteration onto a disk that fills up: train.py ends with one line (exit 1) that names the
+    full disk and the newest checkpoint; every checkpoint folder left loads (the half-written one is removed), and
+    once there is space again, training continues from the newest with the --restore the line names."""
+    config = write_yaml(tmp_path / "exp.yaml", {"full-disk": tiny_experiment(
+        stop={"training_iteration": 1000}, checkpoint_freq=1)})
+    results = small_disk / "results"
+    tag = uuid.uuid4().hex
+    run = run_train("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir,
+                    env={"MARLKIT_TEST_TAG": tag})
+    assert not wait_until_gone(tag), "processes left running after train.py ended"
+    assert run.returncode == 1, run.stderr[-3000:]
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: full-disk: the disk of --local-dir {results} is full"), last_line
+    (trial,) = trial_dirs(results / "full-disk")
+    saved = checkpoint_iterations(trial)  # raises on any checkpoint that does not load
+    for iterations in ([r["training_iteration"] for r in read_results(trial)], progress_iterations(trial)):
+        # whole rows only (a row the full disk cut off is removed), in order
+        assert iterations == list(range(1, len(iterations) + 1)), iterations
+    assert len(saved) >= 3 and list(saved.values()) == list(range(1, len(saved) + 1)), saved
+    newest = trial / max(saved)
+    assert f"(newest: {newest})" in last_line
+    continue_with = re.search(r"then (?:continue with --resume|continue from a checkpoint with --restore (\S+))",
+                              last_line)
+    assert continue_with, last_line
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = ["--resume"] if continue_with[1] is None else ["--restore", continue_with[1]]
+    assert continue_with[1] in (None, str(newest))
+    run = run_train("-f", str(config), "--local-dir", str(results), "--stop",
+                    f"{{training_iteration: {saved[newest.name] + 2}}}", *resumed, temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = trial_dirs(results / "full-disk")
+    if continue_with[1] is None:
+        assert trials == [trial] and read_results(trial)[-1]["training_iteration"] == saved[newest.name] + 2
+    else:
+        (continued,) = set(trials) - {trial}
+        assert [r["training_iteration"] for r in read_results(continued)] == [saved[newest.name] + 1,
+                                                                             saved[newest.name] + 2]
+    print(f"disk full after {len(saved)} checkpoints; continued with {' '.join(resumed)}")

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import (REPO, ray_session_folder, require_system_part, run_script, tiny_experiment, trial_dirs,
                       write_yaml, xvfb_missing)
+from marlkit.checkpoints import resolve_checkpoint
 from marlkit.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
@@ -141,12 +142,28 @@ def test_run_must_match_the_checkpoint(trial):
                           "--run APPO does not match", "holds a PPO algorithm")
 
 
-def test_truncated_checkpoint(trial, tmp_path):
+def test_truncated_checkpoint(trial, model_dir, tmp_path):
     broken = tmp_path / "checkpoint_000009"
     shutil.copytree(trial / "checkpoint_000001", broken)
     state = broken / "algorithm_state.pkl"
     state.write_bytes(state.read_bytes()[:1000])
-    assert_one_line_error(run_script("rollout.py", str(broken)), "is truncated or corrupt")
+    assert_one_line_error(run_script("rollout.py", str(broken)), f"{state} is truncated or corrupt")
+    train = run_script("train.py", "-f", str(trial.parents[2] / "exp.yaml"), "--restore", str(broken), "--local-dir",
+                       str(tmp_path), env={"MARLKIT_MODEL_DIR": str(model_dir)})
+    assert_one_line_error(train, f"{state} is truncated or corrupt")
+
+
+def test_trial_folder_whose_newest_checkpoint_is_truncated(trial, tmp_path, capsys):
+    copy = shutil.copytree(trial, tmp_path / trial.name)
+    (policy_state,) = (copy / "checkpoint_000001").glob("policies/*/policy_state.pkl")
+    policy_state.write_bytes(policy_state.read_bytes()[:500])
+    assert resolve_checkpoint(copy) == copy / "checkpoint_000000"
+    assert capsys.readouterr().out == (
+        f"warning: {policy_state} is truncated or corrupt (UnpicklingError: pickle data was truncated); "
+        f"using the previous readable checkpoint, {copy / 'checkpoint_000000'}\n")
+    (copy / "checkpoint_000000" / "rllib_checkpoint.json").write_text("{")
+    with pytest.raises(ConfigError, match=f"^{policy_state} is truncated or corrupt"):
+        resolve_checkpoint(copy)
 
 
 def test_model_file_gone_or_changed(trial, model_dir, tmp_path, ray_temp_dir):

@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import (
-    REPO, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, write_yaml,
+    REPO, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs,
+    wait_until_gone, write_yaml,
 )
 
 
@@ -67,11 +69,15 @@ def test_restore_starts_from_a_checkpoint(default_run, tmp_path, ray_temp_dir):
 
 
 def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
-    config = write_yaml(tmp_path / "exp.yaml", {"resume-me": tiny_experiment(stop={"training_iteration": 6}, checkpoint_freq=1)})
+    """Ctrl-C stops train.py and every process it started; --resume continues the trial with one row per iteration."""
+    config = write_yaml(tmp_path / "exp.yaml", {"resume-me": tiny_experiment(
+        stop={"training_iteration": 6}, checkpoint_freq=1, config={"num_env_runners": 1})})
     results = tmp_path / "results"
+    tag = uuid.uuid4().hex
     process = subprocess.Popen(
         train_command("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir),
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while not list(results.glob("resume-me/*/checkpoint_000001")) and time.monotonic() < deadline:
@@ -80,6 +86,7 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output[-3000:]
+    assert not wait_until_gone(tag), "processes left running after Ctrl-C"
     (trial,) = trial_dirs(results / "resume-me")
     interrupted_at = read_results(trial)[-1]["training_iteration"]
     assert 2 <= interrupted_at < 6
@@ -88,8 +95,7 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     assert run.returncode == 0, run.stderr[-2000:]
     assert trial_dirs(results / "resume-me") == [trial]
     iterations = [r["training_iteration"] for r in read_results(trial)]
-    assert iterations[-1] == 6
-    assert iterations.count(1) == 1, f"resume started over: {iterations}"
+    assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over or repeated rows: {iterations}"
 
 
 def test_local_mode_runs_everything_in_the_driver(tmp_path, ray_temp_dir):
