@@ -171,8 +171,12 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def job_processes(self, job_id: str) -> set[tuple[int, str]]:
-        """Every process Slurm runs for the job now: its slurmstepds and all their descendants, as (pid, start time)."""
+    def job_processes(self, job_id: str, step: str | None = None) -> set[tuple[int, str]]:
+        """Every process Slurm runs for the job now: its slurmstepds and all their descendants, as (pid, start time).
+
+        With `step` (a step id such as "1" or "batch"), only that step's slurmstepd and its descendants.
+        """
+        prefix = f"slurmstepd: [{job_id}." + (f"{step}]" if step is not None else "")
         parents, starts, roots = {}, {}, []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -185,7 +189,7 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             fields = stat[stat.rindex(")") + 2:].split()
             pid = int(entry.name)
             parents[pid], starts[pid] = int(fields[1]), fields[19]
-            if cmdline.startswith(f"slurmstepd: [{job_id}."):
+            if cmdline.startswith(prefix):
                 roots.append(pid)
         found = set(roots)
         while True:
@@ -240,6 +244,14 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 process.wait()
         self.processes.clear()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, arguments joined by spaces ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def still_running(processes: set[tuple[int, str]]) -> list[int]:

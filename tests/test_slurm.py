@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import pickle
 import re
 import shlex
 import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import FLAKY_MODEL, REPO, read_results, require_system_part, tiny_experiment, trial_dirs, write_yaml
-from slurm_cluster import SlurmCluster, still_running, unavailable_reason
+from conftest import (FLAKY_MODEL, REPO, progress_iterations, read_results, require_system_part, tiny_experiment,
+                      trial_dirs, write_yaml)
+from slurm_cluster import SlurmCluster, command_line, still_running, unavailable_reason
 
 
 @pytest.fixture(autouse=True)
@@ -159,6 +162,86 @@ def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     assert not still_running(processes), "processes of the cancelled job are still running"
     for folder in (slurm.base / "ray").glob(f"ray-{job}-*"):  # a node killed before its cleanup leaves its folder
         shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+
+
+def checkpoint_iterations(trial: Path) -> list[int]:
+    """The training iterations of the trial's complete checkpoints (checkpoint_N is iteration N + 1 here)."""
+    return sorted(int(p.name.split("_")[1]) + 1 for p in trial.glob("checkpoint_*") if (p / "algorithm_state.pkl").exists())
+
+
+def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
+    """Issue 17: a worker node lost mid-job. Where the trial itself (its Algorithm actor) survives, RLlib drops the
+    lost env runners and training goes on to the end; where it ran on the lost node, the trial errors and the job
+    fails with train.py's exit code 1, and the same sbatch line with --resume continues from the last checkpoint.
+    Either way the job ends in bounded time and leaves no process behind."""
+    stop = 8
+    # 1 + 3 env runners on 2 x 2 CPUs: the trial spans both nodes, so the lost node held part of it.
+    config = write_yaml(tmp_path / "lost.yaml", {"lost": tiny_experiment(
+        stop={"training_iteration": stop}, checkpoint_freq=1, config={"num_env_runners": 3})})
+    submit = ["sbatch", "-N", "2", "-c", "2", "LLSC/train_template.sh", "-f", str(config), "--local-dir", str(tmp_path / "results")]
+    output = tmp_path / "job.out"
+    job = slurm.submit([*submit[:1], f"--output={output}", *submit[1:]], cwd=REPO)
+    deadline = time.monotonic() + 300
+    # The trainable saves its checkpoints straight into the trial folder; the driver's files there (params.json,
+    # progress.csv) are copies Tune refreshes only now and then, so the checkpoints tell how far training got.
+    while not (trials := {p.parent for p in (tmp_path / "results").glob("lost/*/checkpoint_*")}) \
+            or len(checkpoint_iterations(next(iter(trials)))) < 2 or "(PPO pid=" not in output.read_text():
+        assert time.monotonic() < deadline and not slurm.job_record(job), output.read_text()[-3000:]
+        time.sleep(0.2)
+    (trial,) = trials
+    processes = slurm.job_processes(job)
+    # The worker node's `srun ... ray_node.sh worker` step: its slurmstepd and everything below it (ray_node.sh,
+    # `ray start --block`, the raylet, the node's Ray workers: env runners, perhaps the trial itself).
+    steps = {line.split("[", 1)[1].rstrip("]").split(".", 1)[1] for pid, _ in processes
+             if (line := command_line(pid)).startswith(f"slurmstepd: [{job}.")}
+    (worker_step,) = [step for step in steps if any(  # (the batch step holds the `srun` that started it)
+        "ray_node.sh worker" in (line := command_line(pid)) and not line.startswith("srun ")
+        for pid, _ in slurm.job_processes(job, step))]
+    lost = [pid for pid, _ in slurm.job_processes(job, worker_step) if not command_line(pid).startswith("slurmstepd")]
+    assert any("raylet" in command_line(pid) for pid in lost), [command_line(pid) for pid in lost]
+    trial_pid = int(re.search(r"\(PPO pid=(\d+)\)", output.read_text()).group(1))
+    # A lost node (power cut, kernel panic, the OOM killer taking the raylet) gives its Ray processes no signal to
+    # handle, no drain and no cleanup: all of them stop at once (SIGSTOP first, so that none sees the others die),
+    # then SIGKILL. Slurm's daemons stay up: with a real node gone Slurm itself ends the whole job (NODE_FAIL) after
+    # SlurmdTimeout (300 s by default) unless it was submitted with --no-kill; what is tested here is how Ray, Tune,
+    # RLlib and LLSC/ray_cluster.sh react before that.
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in lost:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    killed_at, before = time.monotonic(), max(checkpoint_iterations(trial))
+    state, exit_code = slurm.wait(job, timeout=300)
+    seconds = time.monotonic() - killed_at
+    text = output.read_text()
+    print(text[-3000:])
+    after = progress_iterations(trial)
+    print(f"lost node (trial {'on it' if trial_pid in lost else 'elsewhere'}): killed after iteration {before}; "
+          f"job {state} {exit_code} {seconds:.1f} s after the kill, at iteration {max(after)}; progress.csv {after}")
+    assert before < stop, "the job trained to the end before the node was lost"
+    deadline = time.monotonic() + 30
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not still_running(processes), [command_line(pid) for pid in still_running(processes)]
+    assert f"Ray cluster of job {job} stopped" in text
+    for folder in (slurm.base / "ray").glob(f"ray-{job}-*"):  # the lost node could not remove its session folder
+        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+    if trial_pid not in lost:  # training went on with the env runners left
+        assert (state, exit_code) == ("COMPLETED", 0), text[-3000:]
+        assert after == list(range(1, stop + 1)), after
+        return
+    assert (state, exit_code) == ("FAILED", 1), text[-3000:]
+    # The same sbatch line with --resume (on two nodes again, as after resubmitting: the trial needs 4 CPUs)
+    # continues from the last checkpoint, not from iteration 1.
+    checkpointed = max(checkpoint_iterations(trial))
+    resumed = tmp_path / "resume.out"
+    job = slurm.submit([*submit[:1], f"--output={resumed}", *submit[1:], "--resume"], cwd=REPO)
+    assert slurm.wait(job, timeout=300) == ("COMPLETED", 0), resumed.read_text()[-3000:]
+    iterations = progress_iterations(trial)
+    print(f"resumed from checkpoint {checkpointed}, {max(after) - checkpointed} iteration(s) lost: {iterations}")
+    assert checkpointed >= before and iterations == list(range(1, stop + 1)), iterations
+    assert read_results(trial)[len(after)]["training_iteration"] == checkpointed + 1  # continued, not restarted
 
 
 def test_bad_config_fails_the_job(slurm, tmp_path):
