@@ -9,6 +9,7 @@ exception, or a message of several lines, is a defect, reported with the case's 
 
     python tests/config_mutations.py --cases 3000          # prints the counts, and every defect's seed and message
     python tests/config_mutations.py --replay 1234         # one case: its mutations and the loader's answer
+    python tests/config_mutations.py --unity --cases 200   # the Unity files (each load starts the stand-in game)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from marlkit.errors import ConfigError  # noqa: E402
 
 # The Unity configs start their game to read its agents and spaces (seconds each); the others load in milliseconds.
 CONFIGS = sorted(path for path in (REPO / "config").rglob("*.yaml") if "dodgeball" not in path.name)
+UNITY_CONFIGS = sorted(path for path in (REPO / "config").rglob("*.yaml") if "dodgeball" in path.name)
 JUNK = (None, 0, -1, 3, 2.5, -0.5, 1e12, True, False, "", "junk", "3", [], [1, 2], {}, {"junk": 1},
         {"grid_search": []}, {"grid_search": "x"})
 
@@ -80,10 +82,10 @@ def mutate(document: dict, rng: random.Random) -> str:
     return f"{kind} {'.'.join(map(str, path))}"
 
 
-def case(seed: int, folder: Path) -> tuple[Path, list[str]]:
-    """The mutated file of case `seed` (written under `folder`) and its mutations."""
+def case(seed: int, folder: Path, configs: list[Path] = CONFIGS) -> tuple[Path, list[str]]:
+    """The mutated file of case `seed` (one of `configs`, written under `folder`) and its mutations."""
     rng = random.Random(seed)
-    source = rng.choice(CONFIGS)
+    source = rng.choice(configs)
     document = yaml.safe_load(source.read_text())
     mutations = [mutate(document, rng) for _ in range(rng.randint(1, 3)) if key_paths(document)]
     path = folder / f"case{seed}-{source.name}"
@@ -107,11 +109,11 @@ def outcome(path: Path) -> tuple[str, str]:
     return "loaded", ""
 
 
-def run(seeds, folder: Path) -> tuple[Counter, list[tuple[int, list[str], str]]]:
+def run(seeds, folder: Path, configs: list[Path] = CONFIGS) -> tuple[Counter, list[tuple[int, list[str], str]]]:
     """Counts of the outcomes of the cases `seeds`, and every defect (seed, mutations, what went wrong)."""
     counts, defects = Counter(), []
     for seed in seeds:
-        path, mutations = case(seed, folder)
+        path, mutations = case(seed, folder, configs)
         kind, detail = outcome(path)
         counts[kind] += 1
         if kind == "defect":
@@ -125,13 +127,16 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=3000)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--replay", type=int, help="one case: its mutations and the loader's answer")
+    parser.add_argument("--unity", action="store_true",
+                        help="mutate the Unity experiment files instead (slower: a load starts the stand-in game)")
     args = parser.parse_args(argv)
+    configs = UNITY_CONFIGS if args.unity else CONFIGS
     with tempfile.TemporaryDirectory() as folder:
         if args.replay is not None:
-            path, mutations = case(args.replay, Path(folder))
+            path, mutations = case(args.replay, Path(folder), configs)
             print("\n".join(mutations), "\n", *outcome(path))
             return 0
-        counts, defects = run(range(args.first_seed, args.first_seed + args.cases), Path(folder))
+        counts, defects = run(range(args.first_seed, args.first_seed + args.cases), Path(folder), configs)
     for seed, mutations, detail in defects:
         print(f"defect, seed {seed}: {'; '.join(mutations)}\n{detail}")
     print(f"{args.cases} cases: {counts['loaded']} loaded, {counts['error']} one-line errors, "

@@ -218,6 +218,30 @@ def test_config_errors(tmp_path, monkeypatch):
         check_config({"file_name": GAME, "no_graphics": False})
 
 
+@pytest.mark.parametrize("fault, settings, message", [
+    ("", {}, "config.multiagent.policies.nobody matches none of the env's agents"),
+    ("crash_at_start", {}, "refused these settings: "),
+    ("", {"timeout_wait": {"grid_search": ["junk"]}}, "ValueError: invalid literal for int() with base 10: 'junk'"),
+])
+def test_validation_that_fails_after_starting_the_game_leaves_no_process(fault, settings, message, tmp_path):
+    """train.py validates a rendering Unity experiment by opening the game under its own Xvfb: whether a setting
+    is bad, the game dies at start or a later check fails, the one-line error comes after the game and Xvfb are
+    gone."""
+    require_system_part(xvfb_missing())
+    config = write_yaml(tmp_path / "exp.yaml", {"render": {
+        "run": "PPO", "env": "unity", "stop": {"training_iteration": 1},
+        "config": {"env_config": {"file_name": GAME, "no_graphics": False, "display": "xvfb", "timeout_wait": 10,
+                                  **settings},
+                   "multiagent": {"policies": {"Dodgeball": {"agents": "Dodgeball*"}, "nobody": {"agents": "x*"}}}},
+    }})
+    tag = uuid.uuid4().hex
+    run = run_train("-f", str(config), "--local-dir", str(tmp_path), env={"STANDIN_FAULT": fault, "MARLKIT_TEST_TAG": tag})
+    assert run.returncode == 2 and message in run.stderr.strip().splitlines()[-1], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    left = wait_until_gone(tag, seconds=1)
+    assert not left, f"processes left running after the one-line error: {left}"
+
+
 def test_relative_file_name_is_resolved_at_load_and_policies_default_per_behavior(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     (experiment,) = load_experiments(REPO / "config" / "dodgeball-ppo-fcnet.yaml")

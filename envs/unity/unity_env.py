@@ -162,12 +162,7 @@ class UnityEnv(MultiAgentEnv):
         from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
         from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
-        self._xvfb = None
-        if needs_xvfb(config):
-            from xvfbwrapper import Xvfb
-
-            self._xvfb = Xvfb(width=config.get("width", 640), height=config.get("height", 480), colordepth=24)
-            self._xvfb.start()  # sets DISPLAY in this process; the game inherits it
+        # Every setting is read before Xvfb starts: a bad one must not leave a display running.
         engine = EngineConfigurationChannel()
         engine.set_configuration_parameters(time_scale=config.get("time_scale", 20.0))
         parameters = EnvironmentParametersChannel()
@@ -177,9 +172,15 @@ class UnityEnv(MultiAgentEnv):
         if log_folder:
             Path(log_folder).mkdir(parents=True, exist_ok=True)
         self._game = executable(config["file_name"])
-        os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
         self._timeout = int(config.get("timeout_wait", 60))
+        self._xvfb = None
         self._unity = None
+        if needs_xvfb(config):
+            from xvfbwrapper import Xvfb
+
+            self._xvfb = Xvfb(width=config.get("width", 640), height=config.get("height", 480), colordepth=24)
+            self._xvfb.start()  # sets DISPLAY in this process; the game inherits it
+        os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
         try:
             for attempt in range(PORT_ATTEMPTS):
                 self.worker_id = free_worker_id()
