@@ -314,8 +314,10 @@ def truncated_experiment_state(experiment_dir: Path) -> Path | None:
     """The newest `experiment_state-*.json`, which Tune resumes from, when it does not parse (Tune copies it into
     the results folder without a temporary file)."""
     state = max(experiment_dir.glob("experiment_state-*.json"), default=None)
+    if state is None:
+        return None
     try:
-        json.loads(state.read_text()) if state else None
+        json.loads(state.read_text())
     except ValueError:
         return state
     return None
