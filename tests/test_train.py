@@ -97,6 +97,15 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     iterations = [r["training_iteration"] for r in read_results(trial)]
     assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over or repeated rows: {iterations}"
 
+    # Tune's state file cut short (a full disk): --resume refuses, where Tune would start the trial over.
+    state = max((results / "resume-me").glob("experiment_state-*.json"))
+    state.write_text(state.read_text()[:100])
+    run = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: --resume: Tune's experiment state {state} is truncated (written while the disk was full?); instead "
+        f"continue from a checkpoint with --restore {max(trial.glob('checkpoint_*'))}")
+
 
 def test_local_mode_runs_everything_in_the_driver(tmp_path, ray_temp_dir):
     config = write_yaml(tmp_path / "exp.yaml", {"local": tiny_experiment(
