@@ -172,7 +172,7 @@ def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overr
     config.callbacks(RLlibCallback)
     config.evaluation(evaluation_interval=None, evaluation_num_env_runners=0)
     launch.register_envs()
-    models.register_models(spec.custom_model_names(config.to_dict()) | _policy_model_names(config))
+    models.register_models(models.used_model_names(config.model, config.policies))
     try:
         algorithm = config.build_algo()
     except Exception as error:  # user model and env code fails in its own ways; --debug shows the traceback
@@ -188,12 +188,3 @@ def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overr
             f"{str(error).splitlines()[0]}"
         ) from None
     return algorithm
-
-
-def _policy_model_names(config) -> set[str]:
-    names = set()
-    for policy in (config.policies or {}).values():
-        model = (getattr(policy, "config", None) or {}).get("model") or {}
-        if model.get("custom_model"):
-            names.add(model["custom_model"])
-    return names

@@ -32,9 +32,10 @@ from marlkit.callbacks import (
     Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
 )
 from marlkit.checkpoints import load_algorithm_state, trial_checkpoints, with_safe_checkpoints
+from marlkit.default_models import apply_default_models
 from marlkit.errors import ConfigError, RunFailure, closest, exception_line
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
-from marlkit.spec import Experiment, algorithm_class, config_variants, custom_model_names
+from marlkit.spec import Experiment, algorithm_class, config_variants
 
 RETURN_METRIC = "env_runners/episode_return_mean"
 PROGRESS_COLUMNS = {
@@ -162,11 +163,12 @@ def register_envs() -> None:
 def register_components(experiments: list[Experiment]) -> None:
     """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
     register_envs()
-    models.register_models(set().union(*(custom_model_names(e.config) for e in experiments)))
+    models.register_models(set().union(*(e.custom_models for e in experiments)))
 
 
 class MultiAgentResolver:
-    """Tune `sample_from` hook: builds the trial's `multiagent` dict from its resolved env_config.
+    """Tune `sample_from` hook: builds the trial's `multiagent` dict from its resolved env_config and model, with the
+    default model of each policy that needs one (marlkit/default_models.py).
 
     A grid over env_config (e.g. n_agents) changes agent ids and spaces, so policies are built per trial.
     """
@@ -179,9 +181,11 @@ class MultiAgentResolver:
         config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
         env = self.entry.create(self.entry.single_env_config(config.get("env_config") or {}))
         try:
-            return self.layout.rllib_multiagent(env)
+            multiagent = self.layout.rllib_multiagent(env)
         finally:
             env.close()
+        apply_default_models(multiagent["policies"], config.get("model") or {})
+        return multiagent
 
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:

@@ -84,6 +84,13 @@ def check_model_kwargs(name: str, model_class: type, custom_model_config: dict) 
             )
 
 
+def used_model_names(model: dict, policies: dict | None = None) -> set[str]:
+    """The custom models an RLlib config uses: its `model`'s and those of its `multiagent.policies` (id -> PolicySpec,
+    or the tuple (class, obs space, action space, config) a checkpoint stores) that set their own."""
+    configs = [(spec.config if hasattr(spec, "config") else spec[3]) or {} for spec in (policies or {}).values()]
+    return {m["custom_model"] for m in [model, *(c.get("model") or {} for c in configs)] if m.get("custom_model")}
+
+
 def register_models(names) -> None:
     """Loads each named model and registers it with RLlib under its file name."""
     for name in sorted(set(names)):

@@ -29,8 +29,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.models.preprocessors import get_preprocessor
 from ray.rllib.utils.spaces import space_utils
 
 from envs import ENVS
@@ -88,10 +90,12 @@ def check_render(env) -> None:
 
 
 def _compute_action(worker, policy_id, observation, state, explore):
-    """The action the runner's policy takes, with the runner's preprocessor, filter and action unsquashing."""
+    """The action the runner's policy takes, with the policy's observation preprocessing (Tuple and Dict observations
+    flattened, as RLlib's sampler does), the runner's filter and action unsquashing."""
     policy = worker.policy_map[policy_id]
-    if worker.preprocessors and worker.preprocessors.get(policy_id) is not None:
-        observation = worker.preprocessors[policy_id].transform(observation)
+    original = getattr(policy.observation_space, "original_space", None)
+    if isinstance(original, (gym.spaces.Tuple, gym.spaces.Dict)):
+        observation = get_preprocessor(original)(original).transform(observation)
     observation = worker.filters[policy_id](observation, update=False)
     action, state_out, _ = policy.compute_single_action(observation, state=state, explore=explore)
     if worker.config.normalize_actions:

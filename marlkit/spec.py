@@ -46,16 +46,16 @@ import yaml
 from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
-from ray.rllib.models.utils import get_filter_config
 from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
-from marlkit import masking, models
+from marlkit import models
 from marlkit.batched_runner import BatchedEnvRunner
 from marlkit.errors import ConfigError, closest
 from marlkit.mappo import joint_input_size
-from marlkit.policies import PolicyLayout, ScriptedPolicy
+from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.policies import PolicyLayout
 from marlkit.stock_runner import StockEnvRunner
 
 # Experiment keys and what each does (the module docstring shows them in use).
@@ -153,6 +153,7 @@ class Experiment:
     restore: str | None = None
     evaluation_videos: int = 0  # videos recorded after each evaluation (evaluation_config.record_video)
     curriculum: dict | None = None  # {"metric": str, "stages": [{"env_config": {...}, "until": float}, ...]}
+    custom_models: tuple[str, ...] = ()  # model/ files its policies use (defaults included), registered at launch
     notes: tuple[str, ...] = ()  # translations applied, shown to the user
 
     def build_scheduler(self):
@@ -264,7 +265,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
     curriculum = _check_curriculum(name, body.get("curriculum"), config)
-    layout = _check_env_and_models(name, env, config, notes)
+    layout, model_names = _check_env_and_models(name, env, config, notes)
     if layout is not None and layout.critic == "centralized":
         _check_centralized_critic(name, run, config)
     if curriculum:
@@ -290,6 +291,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         restore=body.get("restore"),
         evaluation_videos=evaluation_videos,
         curriculum=curriculum,
+        custom_models=tuple(sorted(model_names)),
         notes=tuple(notes),
     )
     experiment.build_scheduler()  # catches bad distributions now, not after Ray started
@@ -515,15 +517,21 @@ def _value_problem(key: str, value, default) -> str | None:
     return None
 
 
-def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -> PolicyLayout | None:
+def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -> tuple[PolicyLayout | None, set]:
+    """Checks every grid point's models and env settings against one instance of the env (its agents and spaces);
+    returns the policy layout and every custom model the experiment's policies use (the defaults chosen per policy
+    by marlkit/default_models.py included), to register before training."""
     entry = ENVS.get(env)
     layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     centralized = layout is not None and layout.critic == "centralized"
+    model_names = set()
     for variant in config_variants(config):
-        _check_model(name, variant.get("model") or {}, centralized)
+        model = variant.get("model") or {}
+        _check_model(name, model, centralized)
         if entry is None:
+            model_names |= models.used_model_names(model)
             continue
         env_config = variant.get("env_config") or {}
         try:
@@ -538,45 +546,20 @@ def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -
             multiagent = layout.rllib_multiagent(probe)
         finally:
             probe.close()
-        _default_image_model(name, config, variant, multiagent, notes)
+        for pid, shapes in apply_default_models(multiagent["policies"], model).items():
+            note = (f"{name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which RLlib's default "
+                    f"CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or conv_filters in "
+                    f"config.model or in its multiagent.policies.<id>.config.model to choose another)")
+            if note not in notes:
+                notes.append(note)
+        for pid, spec in multiagent["policies"].items():
+            if "model" in (spec.config or {}):
+                _check_model(f"{name}.config.multiagent.policies.{pid}", {**model, **spec.config["model"]},
+                             centralized)
+        model_names |= models.used_model_names(model, multiagent["policies"])
         if centralized:
             _check_critic_memory(name, variant, multiagent)
-    return layout
-
-
-def _images_without_default_cnn(space: gymnasium.Space) -> list[tuple]:
-    """Shapes of the images (H, W, C) in an observation space that RLlib's default CNN has no filters for."""
-    space, _ = masking.split_space(space)
-    parts = space.spaces if isinstance(space, gymnasium.spaces.Tuple) else [space]
-    shapes = []
-    for part in parts:
-        if isinstance(part, gymnasium.spaces.Box) and len(part.shape) == 3:
-            try:
-                get_filter_config(part.shape)
-            except ValueError:
-                shapes.append(part.shape)
-    return shapes
-
-
-def _default_image_model(name: str, config: dict, variant: dict, multiagent: dict, notes: list[str]) -> None:
-    """Images RLlib's default CNN has no filters for (its table knows 10x10, 42x42, 64x64, 84x84 and 96x96; grid
-    sensors and small cameras give e.g. 8x8 or 20x20) get model/convnet.py, which fits any size, when the experiment
-    chooses no model for them (no custom_model, no conv_filters)."""
-    model = variant.get("model") or {}
-    if model.get("custom_model") or model.get("conv_filters"):
-        return
-    shapes = sorted({shape for spec in multiagent["policies"].values()
-                     if spec.policy_class is not ScriptedPolicy and "model" not in (spec.config or {})
-                     for shape in _images_without_default_cnn(spec.observation_space)})
-    if not shapes:
-        return
-    if not isinstance(config.get("model", {}), dict) or "grid_search" in str(config.get("model")):
-        raise ConfigError(f"{name}.config.model: images of shape {shapes[0]} have no RLlib default CNN; set "
-                          f"custom_model (e.g. convnet) or conv_filters in every grid point")
-    config["model"] = {**config.get("model", {}), "custom_model": "convnet"}
-    notes.append(f"{name}: RLlib's default CNN has no filters for images of shape "
-                 f"{', '.join(map(str, shapes))}; using model/convnet.py (set config.model.custom_model or "
-                 f"conv_filters to choose another)")
+    return layout, model_names
 
 
 def env_error_message(error: BaseException) -> str:
@@ -645,16 +628,6 @@ def _check_model(name: str, model: dict, centralized: bool = False) -> None:
         raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
     model_class = models.load_model(custom)
     models.check_model_kwargs(custom, model_class, custom_config)
-
-
-def custom_model_names(config: dict) -> set[str]:
-    """Every custom model an experiment's config may use (all grid points)."""
-    names = set()
-    for variant in config_variants(config):
-        custom = (variant.get("model") or {}).get("custom_model")
-        if custom:
-            names.add(custom)
-    return names
 
 
 def check_stop(name: str, stop) -> dict:

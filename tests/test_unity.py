@@ -6,8 +6,11 @@ The stand-in game (envs/unity/standin/) is launched and driven exactly like a Un
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -18,9 +21,10 @@ import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_script, run_train,
-                      trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
+                      subprocess_env, trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
+from marlkit.checkpoints import load_algorithm_state
 from marlkit.errors import ConfigError
 from marlkit.spec import load_experiments
 
@@ -260,11 +264,77 @@ def test_images_without_a_default_cnn_get_the_convnet_unless_a_model_is_chosen(t
         return experiment
 
     experiment = load()
-    assert experiment.config["model"] == {"custom_model": "convnet"}
-    assert any("no filters for images of shape (16, 16, 1); using model/convnet.py" in note for note in experiment.notes)
+    assert "model" not in experiment.config and experiment.custom_models == ("convnet",)
+    assert [note for note in experiment.notes if "model/convnet.py" in note] == [
+        "visual: policy 'Dodgeball' sees images of shape (16, 16, 1), which RLlib's default CNN has no filters for; "
+        "it gets model/convnet.py (set custom_model or conv_filters in config.model or in its "
+        "multiagent.policies.<id>.config.model to choose another)"]
     filters = [[8, [4, 4], 2], [16, [8, 8], 1]]
-    assert load({"conv_filters": filters}).config["model"] == {"conv_filters": filters}
-    assert load({"custom_model": "fcnet"}).config["model"] == {"custom_model": "fcnet"}
+    for model, used in (({"conv_filters": filters}, ()), ({"custom_model": "fcnet"}, ("fcnet",))):
+        chosen = load(model)
+        assert chosen.config["model"] == model and chosen.custom_models == used
+        assert not any("model/convnet.py" in note for note in chosen.notes)
+
+
+def model_of(weights: dict) -> str:
+    """Which network a policy's checkpointed weights belong to."""
+    names = sorted(weights)
+    if any(name.startswith("conv.") for name in names):
+        return "convnet"  # model/convnet.py
+    if any(name.startswith("policy_trunk.") for name in names):
+        return "fcnet"  # model/fcnet.py
+    if any(name.startswith("cnns.") for name in names):
+        return "rllib complex input"  # RLlib's model for a Tuple: its CNN per image, an MLP per vector
+    if any(name.startswith("_hidden_layers.") for name in names):
+        return "rllib fcnet"
+    raise AssertionError(f"unknown model: {names}")
+
+
+def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_own_observations(tmp_path, ray_temp_dir):
+    """The stand-in game reconfigured three ways, one train.py run: a second behavior without the camera (the
+    camera behavior's Tuple of vector + 8x8 image gets the convnet, the vector-only one RLlib's default), a Tuple of
+    vector + 84x84 image (RLlib's default filters), and a per-policy custom_model beside a default one."""
+    small = {"num_env_runners": 0, "train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1}
+
+    def experiment(parameters: dict, **config) -> dict:
+        env_config = {"file_name": GAME, "no_graphics": True, "timeout_wait": 10,
+                      "log_folder": str(tmp_path / "game-logs"), "parameters": {"episode_length": 20, **parameters}}
+        return {"run": "PPO", "env": "unity", "stop": {"training_iteration": 1}, "checkpoint_at_end": True,
+                "config": {**small, "env_config": env_config, **config}}
+
+    own_model = {"model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}}}
+    config = write_yaml(tmp_path / "defaults.yaml", {
+        "goalie": experiment({"depth_size": 8, "goalie": 1}),
+        "camera84": experiment({"depth_size": 84}),
+        "own-model": experiment({"depth_size": 8}, multiagent={"policies": {
+            "team0": {"agents": f"{TEAM0}_*", "config": own_model}, "team1": {"agents": f"{TEAM1}_*"}}}),
+    })
+    run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    notes = [line for line in run.stdout.splitlines() if "model/convnet.py" in line]
+    assert [note.split(" sees ")[0] for note in notes] == ["note: goalie: policy 'Dodgeball'",
+                                                           "note: own-model: policy 'team1'"], notes
+    expected = {"goalie": {"Dodgeball": "convnet", "Goalie": "rllib fcnet"},
+                "camera84": {"Dodgeball": "rllib complex input"},
+                "own-model": {"team0": "fcnet", "team1": "convnet"}}
+    rollouts = {}
+    for index, (name, policies) in enumerate(expected.items()):
+        (trial,) = trial_dirs(tmp_path / name)
+        (checkpoint,) = trial.glob("checkpoint_*")
+        states = load_algorithm_state(checkpoint)["worker"]["policy_states"]
+        assert {pid: model_of(state["weights"]) for pid, state in states.items()} == policies
+        # The three roll-outs run at once, each with a Ray of its own.
+        rollouts[name] = subprocess.Popen(
+            [sys.executable, str(REPO / "rollout.py"), str(checkpoint), "--run", "PPO", "--episodes", "1",
+             "--num-workers", "0", "--num-gpus", "0", "--temp-dir", str(ray_temp_dir / str(index))],
+            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, process in rollouts.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        assert re.search(r"^episode 0: length \d+, return \S+ ", stdout, re.M), stdout
+        for pid in expected[name]:
+            assert re.search(rf"^return policy {re.escape(pid)} ", stdout, re.M), stdout
+    assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running"
 
 
 @pytest.mark.parametrize("config", ["dodgeball-ppo-fcnet", "dodgeball-ppo-convnet"])

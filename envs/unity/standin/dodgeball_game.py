@@ -12,10 +12,13 @@ its throw recharges). A throw hits the nearest opponent with probability hit_pro
 a hit agent is out (done, reward -0.1; the thrower gets +0.1) and comes back next episode. A team that loses all its
 agents loses: group reward -1 for it, +1 for the winners, to the agents still in. After `episode_length` steps the
 episode is interrupted (max_step_reached). Observations: a vector (own position, throw recharge, then for every other
-agent its relative position and whether it is in) and a 1x16x16 depth image of the opponents around the agent.
+agent its relative position and whether it is in) and a 1xNxN depth image of the opponents around the agent.
 
 Environment parameters it reads (floats, sent by `EnvironmentParametersChannel` before a reset): agents_per_team (2),
-episode_length (100), hit_probability (0.6). Fault injection for tests, from the environment variable
+episode_length (100), hit_probability (0.6), and two that shape the behaviors, fixed at the first reset (as a Unity
+scene's sensors and actuators are once its agents have registered): depth_size (16: the depth image is
+depth_size x depth_size) and goalie (0; 1: team 1 is a behavior of its own, `Goalie?team=1`, without the depth camera
+and with discrete actions only: a move branch of 5 (stay, +x, -x, +y, -y) and the throw branch). Fault injection for tests, from the environment variable
 STANDIN_FAULT: `crash_at_start`, `crash_at_step:<n>`, `hang_at_step:<n>`, `version_mismatch`.
 Without -nographics it needs a display (DISPLAY), as a Unity player does.
 """
@@ -50,9 +53,8 @@ from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 impor
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub  # noqa: E402
 
 ENVIRONMENT_PARAMETERS = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
-BEHAVIORS = ("Dodgeball?team=0", "Dodgeball?team=1")
-DEPTH = 16
 SPEED, RECHARGE, DIAGONAL = 0.1, 3, 2.83
+GOALIE_MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=float)  # the goalie's move branch
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -83,11 +85,16 @@ def environment_parameters(side_channel: bytes) -> dict[str, float]:
 class Dodgeball:
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
-        self.settings = {"agents_per_team": 2.0, "episode_length": 100.0, "hit_probability": 0.6}
+        self.settings = {"agents_per_team": 2.0, "episode_length": 100.0, "hit_probability": 0.6, "depth_size": 16.0,
+                         "goalie": 0.0}
         self.sent_specs: set[str] = set()
         self.reset()
 
     def reset(self) -> None:
+        if not self.sent_specs:  # sensors and actuators are fixed once the behavior specs are sent, as in Unity
+            self.depth = max(1, int(self.settings["depth_size"]))
+            self.goalie = bool(self.settings["goalie"])
+            self.behaviors = ("Dodgeball?team=0", "Goalie?team=1" if self.goalie else "Dodgeball?team=1")
         self.per_team = max(1, int(self.settings["agents_per_team"]))
         count = 2 * self.per_team
         self.team = np.repeat([0, 1], self.per_team)
@@ -106,42 +113,54 @@ class Dodgeball:
             values += [*(self.position[other] - self.position[agent]), float(self.alive[other])]
         return values
 
+    def is_goalie(self, agent: int) -> bool:
+        return self.goalie and self.team[agent] == 1
+
     def depth_image(self, agent: int) -> np.ndarray:
-        """(1, 16, 16): per direction column, the nearest opponent's closeness fills the column from the bottom."""
-        image = np.zeros((1, DEPTH, DEPTH), dtype=np.float32)
+        """(1, N, N): per direction column, the nearest opponent's closeness fills the column from the bottom."""
+        size = self.depth
+        image = np.zeros((1, size, size), dtype=np.float32)
         for other in np.flatnonzero(self.alive & (self.team != self.team[agent])):
             offset = self.position[other] - self.position[agent]
-            column = int((np.arctan2(offset[1], offset[0]) + np.pi) / (2 * np.pi) * DEPTH) % DEPTH
+            column = int((np.arctan2(offset[1], offset[0]) + np.pi) / (2 * np.pi) * size) % size
             closeness = 1 - np.linalg.norm(offset) / DIAGONAL
-            rows = int(round(closeness * DEPTH))
-            image[0, DEPTH - rows:, column] = np.maximum(image[0, DEPTH - rows:, column], closeness)
+            rows = int(round(closeness * size))
+            image[0, size - rows:, column] = np.maximum(image[0, size - rows:, column], closeness)
         return image
+
+    def action_spec(self, team: int) -> ActionSpecProto:
+        if self.goalie and team == 1:
+            return ActionSpecProto(num_continuous_actions=0, num_discrete_actions=2, discrete_branch_sizes=[5, 2])
+        return ActionSpecProto(num_continuous_actions=2, num_discrete_actions=1, discrete_branch_sizes=[2])
 
     def info(self, agent: int, reward: float = 0.0, done: bool = False, interrupted: bool = False,
              group_reward: float = 0.0) -> AgentInfoProto:
         vector = self.vector_observation(agent)
-        depth = self.depth_image(agent)
+        observations = [ObservationProto(shape=[len(vector)], float_data=ObservationProto.FloatData(data=vector),
+                                         name="VectorSensor")]
+        if not self.is_goalie(agent):
+            depth = self.depth_image(agent)
+            observations.append(ObservationProto(shape=list(depth.shape), name="DepthCamera",
+                                                 float_data=ObservationProto.FloatData(data=depth.ravel())))
+        moves = [False] * len(GOALIE_MOVES) if self.is_goalie(agent) else []
         return AgentInfoProto(
             id=int(self.ids[agent]), reward=reward, done=done, max_step_reached=interrupted,
             group_id=int(self.team[agent]) + 1, group_reward=group_reward,
-            action_mask=[False, self.recharge[agent] > 0],  # True = unavailable: no throw while recharging
-            observations=[
-                ObservationProto(shape=[len(vector)], float_data=ObservationProto.FloatData(data=vector),
-                                 name="VectorSensor"),
-                ObservationProto(shape=list(depth.shape), float_data=ObservationProto.FloatData(data=depth.ravel()),
-                                 name="DepthCamera"),
-            ],
+            action_mask=moves + [False, self.recharge[agent] > 0],  # True = unavailable: no throw while recharging
+            observations=observations,
         )
 
     def step(self, actions: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, AgentInfoProto]:
         """Applies actions (agent index -> (continuous, discrete)); returns the final infos of agents that ended."""
         rewards = np.zeros(len(self.ids))
         for agent, (move, discrete) in actions.items():
+            if self.is_goalie(agent):
+                move = GOALIE_MOVES[discrete[0]]
             self.position[agent] = np.clip(self.position[agent] + SPEED * np.clip(move, -1, 1), -1, 1)
             self.recharge[agent] = max(0, self.recharge[agent] - 1)
         out = []
         for agent, (_, discrete) in actions.items():
-            if discrete[0] != 1 or self.recharge[agent] > 0 or not self.alive[agent]:
+            if discrete[-1] != 1 or self.recharge[agent] > 0 or not self.alive[agent]:
                 continue
             self.recharge[agent] = RECHARGE
             targets = np.flatnonzero(self.alive & (self.team != self.team[agent]))
@@ -172,16 +191,14 @@ class Dodgeball:
         if not self.alive.any():
             self.reset()
         output = UnityOutputProto()
-        for team, behavior in enumerate(BEHAVIORS):
+        for team, behavior in enumerate(self.behaviors):
             infos = output.rl_output.agentInfos[behavior].value
             infos.extend(ended_by_team[team])
             infos.extend(self.info(agent, float(self.rewards[agent]))
                          for agent in np.flatnonzero(self.alive & (self.team == team)))
             if behavior not in self.sent_specs:  # once per behavior, with its first infos
                 output.rl_initialization_output.brain_parameters.append(BrainParametersProto(
-                    brain_name=behavior, is_training=True,
-                    action_spec=ActionSpecProto(num_continuous_actions=2, num_discrete_actions=1,
-                                                discrete_branch_sizes=[2])))
+                    brain_name=behavior, is_training=True, action_spec=self.action_spec(team)))
                 self.sent_specs.add(behavior)
         return output
 
@@ -253,7 +270,7 @@ def main(argv: list[str]) -> int:
                 log.write(f"hanging at step {steps} (STANDIN_FAULT)\n")
                 time.sleep(3600)
             actions = {}
-            for team, behavior in enumerate(BEHAVIORS):
+            for team, behavior in enumerate(game.behaviors):
                 received = rl_input.agent_actions[behavior].value if behavior in rl_input.agent_actions else []
                 for agent, action in zip(game.deciding(team), received):
                     actions[agent] = (np.array(action.continuous_actions, dtype=float),
