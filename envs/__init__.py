@@ -26,6 +26,8 @@ class EnvEntry:
     policy_group: Callable[[str], str] | None = None  # agent id -> default policy id (`policies: per_group`)
     absolute_paths: Callable[[dict], dict] | None = None  # env_config with its file paths made absolute at load
     # time: trials run with their own folder as working directory
+    own_process: bool = False  # the env drives a process of its own (a game) that may die: RLlib's
+    # restart_failed_sub_environments defaults to true, so a crashed one is replaced within its env runner
 
     def single_env_config(self, env_config: dict) -> dict:
         """`env_config` for one world at a time (single episodes in rollouts and videos, space probes).
@@ -45,5 +47,5 @@ ENVS = {
     "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv, check_config=bucket_brigade_env.check_config,
                                create_batch=bucket_brigade_env.BucketBrigadeBatch),
     "unity": EnvEntry(create=unity_env.UnityEnv, check_config=unity_env.check_config,
-                      policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths),
+                      policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths, own_process=True),
 }

@@ -22,7 +22,8 @@ everything else of it (policies, weight sync, checkpoints), and replaces `sample
 A fragment holds at least `rollout_fragment_length x num_envs` env steps (restart rows do not count).
 Episode metrics (return, length, per-agent returns) and `on_sample_end` callbacks work; per-episode callbacks
 (`on_episode_start/step/end`, custom metrics) need RLlib's stock sampler: spec.py picks it, with a note, for
-experiments that set `callbacks`.
+experiments whose `callbacks` override one of them (the algorithm's own hooks, such as `on_train_result`, keep this
+runner).
 
 Example (YAML): nothing to do; `env: vmas` or `env: bucket_brigade` sample through this runner.
 """

@@ -60,11 +60,17 @@ def newest_readable(checkpoints: list[Path]) -> Path:
 
 
 class SafeCheckpoints:
-    """Mixin for an RLlib algorithm class: its checkpoints are never used half-written.
+    """Mixin for an RLlib algorithm class: its checkpoints are never used half-written, and a resumed trial loses at
+    most the iterations since its newest checkpoint on disk.
 
-    - restore (Tune's --resume, a retry after a failure) loads the newest readable checkpoint of the trial at or
-      before the one Tune picked, with a warning line for each unreadable one; with none, the trial fails naming
-      the bad file instead of loading half a state;
+    - restore of one of the trial's own checkpoints (Tune's --resume, a retry after a failure) loads the trial's
+      newest readable checkpoint on disk, which may be newer than the one Tune's experiment state recorded (train.py
+      killed between a checkpoint and Tune's next write of its state), with a line saying so and a warning line for
+      each unreadable newer one; with none readable, the trial fails naming the bad file instead of loading half a
+      state. Another trial's checkpoint (PBT) loads as Tune picked it, or the newest readable one before it;
+    - a resumed trial for which Tune recorded no checkpoint at all (train.py killed in its first seconds) starts,
+      before its first iteration, from its newest readable checkpoint on disk instead of from scratch;
+    - new checkpoints are numbered after the newest on disk, so that none is written over;
     - a save that fails (a full disk) removes the checkpoint folder it had started to write.
 
     A module-level class, so that Ray pickles it by reference: trial actors run this module's code.
@@ -72,13 +78,41 @@ class SafeCheckpoints:
 
     def restore(self, checkpoint_path):
         checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)  # a Tune _TrainingResult
-        folder = Path(getattr(checkpoint, "path", checkpoint))
+        folder = Path(getattr(checkpoint, "path", checkpoint)).resolve()
         if not _on_local_disk(checkpoint) or not folder.is_dir():
             return super().restore(checkpoint_path)  # remote storage: RLlib reads it as it is
-        older = [p for p in trial_checkpoints(folder.parent) if p.name < folder.name]
-        readable = newest_readable([*older, folder])
-        # A path, not Tune's result: the older checkpoint's own state sets the iteration counters.
+        own = self._own_checkpoints()
+        if folder in own:
+            return self._resume(own, folder, checkpoint_path)
+        readable = newest_readable([p for p in trial_checkpoints(folder.parent) if p.name <= folder.name])
+        # A path, not Tune's result: the other checkpoint's own state sets the iteration counters.
         return super().restore(checkpoint_path if readable == folder else str(readable))
+
+    def step(self):
+        if self.iteration == 0 and (own := self._own_checkpoints()):  # resumed, but Tune recorded no checkpoint
+            self._resume(own)
+        return super().step()
+
+    def _resume(self, own: list[Path], recorded: Path | None = None, recorded_result=None):
+        """Restores the newest readable of the trial's own checkpoints; `recorded`: the one Tune's experiment state
+        named (`recorded_result`, Tune's result for it, carries its time and step totals)."""
+        readable = newest_readable(own)
+        if recorded is None:
+            print(f"resuming from {readable}: Tune's experiment state records no checkpoint of this trial (train.py "
+                  f"stopped before writing it)", flush=True)
+        elif readable.name > recorded.name:
+            print(f"resuming from {readable}, newer than the checkpoint Tune's experiment state records "
+                  f"({recorded.name})", flush=True)
+        self._storage.current_checkpoint_index = checkpoint_index(own[-1])
+        # A path, not Tune's result: the checkpoint's own state sets the iteration counters.
+        return super().restore(recorded_result if readable == recorded else str(readable))
+
+    def _own_checkpoints(self) -> list[Path]:
+        """The checkpoint folders of this trial on local disk, oldest first."""
+        storage = self._storage
+        if storage is None or storage.storage_filesystem.type_name != "local":
+            return []
+        return [p.resolve() for p in trial_checkpoints(Path(storage.trial_fs_path))]
 
     def save(self, checkpoint_dir=None):
         try:
@@ -87,6 +121,11 @@ class SafeCheckpoints:
             if self._storage is not None and self._storage.storage_filesystem.type_name == "local":
                 shutil.rmtree(self._storage.checkpoint_fs_path, ignore_errors=True)
             raise
+
+
+def checkpoint_index(folder: Path) -> int:
+    """N of a `checkpoint_<N>` folder."""
+    return int(folder.name.rsplit("_", 1)[1])
 
 
 def with_safe_checkpoints(algorithm: type) -> type:

@@ -20,7 +20,6 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.rllib.algorithms.callbacks import make_multi_callbacks
-from ray.rllib.utils.checkpoints import get_checkpoint_info
 from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.registry import register_env
 from ray.tune.search.variant_generator import format_vars, generate_variants
@@ -31,7 +30,7 @@ from marlkit import models
 from marlkit.callbacks import (
     Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
 )
-from marlkit.checkpoints import load_algorithm_state, trial_checkpoints, with_safe_checkpoints
+from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_checkpoints, with_safe_checkpoints
 from marlkit.default_models import apply_default_models
 from marlkit.errors import ConfigError, RunFailure, closest, exception_line
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
@@ -126,10 +125,8 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"--restore {path}: no such folder; pass a checkpoint_* folder of a trial")
-    try:
-        get_checkpoint_info(str(folder))
-    except (ValueError, FileNotFoundError):
-        raise ConfigError(f"--restore {path} is not an RLlib checkpoint (no algorithm_state file); pass a checkpoint_* folder") from None
+    if not is_checkpoint(folder):  # asked before RLlib's reader, which logs a warning of its own first
+        raise ConfigError(f"--restore {path} is not an RLlib checkpoint (no algorithm_state file); pass a checkpoint_* folder")
     states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
     layout = experiment.policy_layout if experiment else None
     if layout is not None:

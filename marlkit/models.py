@@ -46,7 +46,14 @@ def available_models() -> list[str]:
 def load_model(name: str) -> type:
     """Imports `model/<name>.py` and returns its `CustomModel` class, checked against `MODEL_APIS`."""
     path = MODEL_DIR / f"{name}.py"
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as error:  # a name longer than the filesystem allows, or with a NUL byte
+        shown = name if len(name) <= 40 else f"{name[:40]}..."
+        raise ConfigError(f"custom_model '{shown}': not a file name in {MODEL_DIR} "
+                          f"({getattr(error, 'strerror', None) or error}); model/ has: "
+                          f"{', '.join(available_models()) or 'nothing'}") from None
+    if not found:
         raise ConfigError(
             f"custom_model '{name}': no file {path}{closest(name, available_models())}; "
             f"model/ has: {', '.join(available_models()) or 'nothing'}"

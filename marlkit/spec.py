@@ -46,6 +46,7 @@ import yaml
 from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
+from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import merge_dicts
 
@@ -262,12 +263,12 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     config.setdefault("env_runner_cls", StockEnvRunner)
     if entry and entry.torch_device:
         _default_env_device(config)
+    if entry and entry.own_process:
+        config.setdefault("restart_failed_sub_environments", True)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
     curriculum = _check_curriculum(name, body.get("curriculum"), config)
-    layout, model_names = _check_env_and_models(name, env, config, notes)
-    if layout is not None and layout.critic == "centralized":
-        _check_centralized_critic(name, run, config)
+    layout, model_names = _check_env_and_models(name, run, env, config, notes)
     if curriculum:
         if entry is None:
             raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
@@ -409,14 +410,15 @@ def _sync_batched_num_envs(name: str, run: str, config: dict, notes: list[str]) 
 
 def stock_sampler_reason(run: str, config: dict) -> str | None:
     """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages, no next
-    observations): another algorithm or `use_gae: false`, user callbacks (per-episode hooks), attention nets over
+    observations): another algorithm or `use_gae: false`, user callbacks with per-episode hooks, attention nets over
     past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
     if run != "PPO":
         return f"{run} experiments"
     if config.get("use_gae") is False:
         return "use_gae: false"
-    if "callbacks" in config:
-        return "user callbacks (per-episode hooks)"
+    hooks = _per_episode_hooks(config["callbacks"]) if "callbacks" in config else ()
+    if hooks:
+        return f"user callbacks with per-episode hooks ({', '.join(hooks)})"
     for variant in config_variants(config):
         model = variant.get("model") or {}
         if model.get("use_attention"):
@@ -424,6 +426,27 @@ def stock_sampler_reason(run: str, config: dict) -> str | None:
         if model.get("lstm_use_prev_action") or model.get("lstm_use_prev_reward"):
             return "LSTMs fed previous actions or rewards"
     return None
+
+
+# Callback hooks only RLlib's stock sampler calls (the batched env runner calls on_sample_end; the algorithm's own
+# hooks, e.g. on_train_result, run whatever samples).
+PER_EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end",
+                     "on_postprocess_trajectory", "on_environment_created", "on_sub_environment_created")
+
+
+def _per_episode_hooks(callbacks) -> tuple[str, ...]:
+    """The per-episode hooks a `callbacks` class (or its import path) overrides; all of them when it cannot be
+    imported here (train.py then names the import error)."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    try:
+        callback_class = deserialize_type(callbacks, error=True) if isinstance(callbacks, str) else callbacks
+    except Exception:  # noqa: BLE001: reported where the callbacks are set up
+        return PER_EPISODE_HOOKS
+    if not (isinstance(callback_class, type) and issubclass(callback_class, RLlibCallback)):
+        return PER_EPISODE_HOOKS
+    return tuple(hook for hook in PER_EPISODE_HOOKS
+                 if getattr(callback_class, hook, None) is not getattr(RLlibCallback, hook))
 
 
 def _default_env_device(config: dict) -> None:
@@ -517,7 +540,8 @@ def _value_problem(key: str, value, default) -> str | None:
     return None
 
 
-def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -> tuple[PolicyLayout | None, set]:
+def _check_env_and_models(name: str, run: str, env: str, config: dict,
+                          notes: list[str]) -> tuple[PolicyLayout | None, set]:
     """Checks every grid point's models and env settings against one instance of the env (its agents and spaces);
     returns the policy layout and every custom model the experiment's policies use (the defaults chosen per policy
     by marlkit/default_models.py included), to register before training."""
@@ -526,12 +550,15 @@ def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     centralized = layout is not None and layout.critic == "centralized"
+    if centralized:
+        _check_centralized_critic(name, run, config)
     model_names = set()
     for variant in config_variants(config):
         model = variant.get("model") or {}
         _check_model(name, model, centralized)
         if entry is None:
             model_names |= models.used_model_names(model)
+            _check_with_rllib(name, run, variant, None)
             continue
         env_config = variant.get("env_config") or {}
         try:
@@ -559,7 +586,22 @@ def _check_env_and_models(name: str, env: str, config: dict, notes: list[str]) -
         model_names |= models.used_model_names(model, multiagent["policies"])
         if centralized:
             _check_critic_memory(name, variant, multiagent)
+        _check_with_rllib(name, run, variant, multiagent)
     return layout, model_names
+
+
+def _check_with_rllib(name: str, run: str, variant: dict, multiagent: dict | None) -> None:
+    """RLlib's own validation of one grid point (what the trial's algorithm would refuse when it is built, such as a
+    minibatch_size larger than train_batch_size), as a one-line error before Ray starts."""
+    settings = {key: value for key, value in variant.items() if key != "multiagent"}
+    try:
+        config = algorithm_class(run).get_default_config().update_from_dict(settings)
+        if multiagent is not None:
+            config.multi_agent(**multiagent)
+        config.validate()
+    except Exception as error:  # noqa: BLE001: RLlib's checks raise ValueError, TypeError, KeyError and others
+        message = " ".join(str(error).split()).split(" To suppress all validation errors")[0]  # not a YAML setting
+        raise ConfigError(f"{name}.config: RLlib refuses these settings: {type(error).__name__}: {message}") from None
 
 
 def env_error_message(error: BaseException) -> str:
@@ -677,12 +719,33 @@ def _check_curriculum(name: str, block, config: dict) -> dict | None:
             raise ConfigError(f"{where}.stages[{index}].until must be the metric value that ends the stage, got {until!r}")
         if last and until is not None:
             raise ConfigError(f"{where}.stages[{index}] is the last stage; it has no 'until'")
+        grid = _grid_search_path(stage["env_config"])
+        if grid is not None:
+            raise ConfigError(f"{where}.stages[{index}].env_config.{grid}: a stage sets fixed values; grid_search "
+                              f"belongs in config.env_config (each trial then runs the whole curriculum)")
         stages.append({"env_config": dict(stage["env_config"]), **({} if last else {"until": float(until)})})
     env_config = config.setdefault("env_config", {})
     if not isinstance(env_config, dict):
         raise ConfigError(f"{name}.config.env_config must be a mapping to use a curriculum")
     env_config.update(stages[0]["env_config"])
     return {"metric": str(block.get("metric", "env_runners/episode_return_mean")), "stages": stages}
+
+
+def _grid_search_path(node, path: str = "") -> str | None:
+    """The key path of the first grid_search inside `node`, or None."""
+    if isinstance(node, dict):
+        if "grid_search" in node:
+            return path or "grid_search"
+        items = node.items()
+    elif isinstance(node, list):
+        items = ((f"[{index}]", value) for index, value in enumerate(node))
+    else:
+        return None
+    for key, value in items:
+        found = _grid_search_path(value, f"{path}{key}" if str(key).startswith("[") or not path else f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 def _check_curriculum_tasks(name: str, entry, config: dict, curriculum: dict) -> None:

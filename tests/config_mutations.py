@@ -2,10 +2,11 @@
 and for a longer run from the command line.
 
 A case is one shipped config (config/*.yaml) with one to three mutations at key paths drawn at random from the
-document: a key deleted, a value replaced by junk of another type, a value wrapped in grid_search, a key renamed
-(a typo), a mapping replaced by a list or a list by a mapping. The loader (`marlkit.spec.load_experiments`, what
+document: a key deleted, a value replaced by junk of another type, a number scaled (0.01x to 1000x), a value wrapped in
+grid_search, a key renamed (a typo), a mapping replaced by a list or a list by a mapping. The loader (`marlkit.spec.load_experiments`, what
 train.py runs before Ray starts) must either load the file or raise `ConfigError` with a one-line message; any other
-exception, or a message of several lines, is a defect, reported with the case's seed so that it can be replayed.
+exception, a message of several lines, or a loaded file whose first trial's config RLlib's own validation refuses, is
+a defect, reported with the case's seed so that it can be replayed.
 
     python tests/config_mutations.py --cases 3000          # prints the counts, and every defect's seed and message
     python tests/config_mutations.py --replay 1234         # one case: its mutations and the loader's answer
@@ -63,8 +64,13 @@ def mutate(document: dict, rng: random.Random) -> str:
     for key in path[:-1]:
         parent = parent[key]
     key, value = path[-1], parent[path[-1]]
-    kind = rng.choice(("delete", "junk", "junk", "grid_search", "rename", "shape"))
-    if kind == "delete":
+    kind = rng.choice(("delete", "junk", "junk", "grid_search", "rename", "shape", "scale"))
+    if kind == "scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # a plausible number of the right type that may not fit the others (minibatch_size above train_batch_size)
+        factor = rng.choice((0.01, 0.5, 10, 1000))
+        parent[key] = type(value)(value * factor) if isinstance(value, float) else max(1, int(value * factor))
+    elif kind == "delete" or kind == "scale":
+        kind = "delete"
         del parent[key]
     elif kind == "junk":
         parent[key] = copy.deepcopy(rng.choice(JUNK))
@@ -94,11 +100,14 @@ def case(seed: int, folder: Path, configs: list[Path] = CONFIGS) -> tuple[Path, 
 
 
 def outcome(path: Path) -> tuple[str, str]:
-    """("loaded", ""), ("error", the one-line message) or ("defect", what went wrong)."""
-    from marlkit.spec import load_experiments
+    """("loaded", ""), ("error", the one-line message) or ("defect", what went wrong). A file that loads must also
+    pass RLlib's own validation of its first trial's config, as Tune would pass it to the algorithm: one that RLlib
+    refuses would fail inside the trial, after Ray started, so the loader should have refused it."""
+    from marlkit.launch import first_trial_config
+    from marlkit.spec import algorithm_class, load_experiments
 
     try:
-        load_experiments(path)
+        experiments = load_experiments(path)
     except ConfigError as error:
         message = str(error)
         if "\n" in message or not message.strip():
@@ -106,6 +115,12 @@ def outcome(path: Path) -> tuple[str, str]:
         return "error", message
     except Exception:  # noqa: BLE001: any other exception is what this test exists to find
         return "defect", traceback.format_exc(limit=-3)
+    for experiment in experiments:
+        try:
+            algorithm_class(experiment.run).get_default_config().update_from_dict(
+                first_trial_config(experiment)).validate()
+        except Exception as error:  # noqa: BLE001
+            return "defect", f"loaded, but RLlib refuses {experiment.name}: {type(error).__name__}: {error}"
     return "loaded", ""
 
 

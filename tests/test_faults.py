@@ -38,17 +38,20 @@ def wait_for(condition, process: subprocess.Popen, seconds: float, what: str):
 def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray_temp_dir):
     """SIGKILL of the only env runner mid-training: Ray restarts it (RLlib's default restart_failed_env_runners),
     RLlib syncs the new one's weights, the trial reaches its stop iteration, and the result rows count the restart
-    (iterations while it restarts sample nothing)."""
+    (iterations while it restarts sample nothing). The replacement samples again, with the learner's weights
+    (tests/weights_callback.py compares checksums after every iteration)."""
     iterations = 100  # tiny iterations (~0.2 s): the run outlasts the restart (~10 s)
-    experiment = tiny_experiment(stop={"training_iteration": iterations}, config={"num_env_runners": 1})
+    experiment = tiny_experiment(stop={"training_iteration": iterations},
+                                 config={"num_env_runners": 1, "callbacks": "weights_callback.RunnerWeightsMatch"})
     if env == "bucket_brigade":
         experiment.update(env="bucket_brigade")
         experiment["config"]["env_config"] = {"scenario": "default", "max_nights": 25}
     config = write_yaml(tmp_path / "exp.yaml", {"killed": experiment})
     tag = uuid.uuid4().hex
     process = subprocess.Popen(train_command("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir),
-                               cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag,
+                                              "PYTHONPATH": str(REPO / "tests")},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Ray titles a busy actor's process ray::<class>.<method>
     (runner,) = wait_for(lambda: [pid for pid in processes_tagged(tag)
                                   if process_title(pid).startswith("ray::BatchedEnvRunner")], process, 300,
@@ -65,6 +68,11 @@ def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray
     restarted = next(r for r in results if r["num_remote_worker_restarts"] >= 1)
     assert 1 < restarted["training_iteration"] < iterations, "the runner was not killed mid-training"
     idle = [r["training_iteration"] for r in results if r["num_env_steps_sampled_this_iter"] == 0]
+    after = [r for r in results if r["training_iteration"] > max(idle, default=restarted["training_iteration"])]
+    assert len(after) >= 5, f"too few iterations after the restart to see the replacement work: {idle}"
+    assert all(r["num_env_steps_sampled_this_iter"] > 0 for r in after)  # the only runner: the replacement samples
+    assert [r["runner_weights_match"] for r in after] == [1] * len(after)  # ... with the learner's weights
+    assert 0 not in [r["runner_weights_match"] for r in results]  # -1 only while no runner was healthy
     print(f"{env}: restart counted at iteration {restarted['training_iteration']}, "
           f"{restarted['timestamp'] - killed_at:.0f} s after the kill; {len(idle)} iterations without samples")
     assert not wait_until_gone(tag), "processes left running after train.py ended"
@@ -128,6 +136,47 @@ def test_resume_after_the_driver_was_killed_and_checkpoints_were_truncated(tmp_p
           f"(iterations {list(saved.values())}); resumed from iteration {resumed_from}, re-ran "
           f"{logged_before[-1] - resumed_from} logged iterations; the killed run's processes were gone within "
           f"{gone_after:.0f} s")
+
+
+def test_resume_continues_from_checkpoints_tune_had_not_recorded(tmp_path, ray_temp_dir):
+    """Tune writes its experiment state at the start and then at most every 10 s, so train.py killed in its first
+    seconds leaves checkpoints on disk that the state does not name (TUNE_GLOBAL_CHECKPOINT_S=3600 stretches that
+    window over the whole run). --resume continues from the newest of them, not from iteration 1, and numbers its
+    new checkpoints after them (none is written over)."""
+    stop = 12
+    experiment = tiny_experiment(stop={"training_iteration": stop}, checkpoint_freq=2,
+                                 config={"min_time_s_per_iteration": 0.5})
+    config = write_yaml(tmp_path / "exp.yaml", {"early-kill": experiment})
+    results = tmp_path / "results"
+    tag = uuid.uuid4().hex
+    process = subprocess.Popen(train_command("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir),
+                               cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag,
+                                              "TUNE_GLOBAL_CHECKPOINT_S": "3600"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trial = wait_for(lambda: next((t for t in (results / "early-kill").glob("PPO_*")
+                                   if len(list(t.glob("checkpoint_*/algorithm_state.pkl"))) >= 3), None),
+                     process, 300, "3 checkpoints")
+    process.kill()
+    process.communicate()
+    assert not wait_until_gone(tag, seconds=90), "processes of the killed driver's Ray instance still ran after 90 s"
+    saved = checkpoint_iterations(trial)
+    assert len(saved) >= 3 and max(saved.values()) < stop, saved
+
+    resume = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir,
+                       env={"MARLKIT_TEST_TAG": tag + "-resume"})
+    assert resume.returncode == 0, resume.stdout[-3000:]
+    assert not wait_until_gone(tag + "-resume"), "processes left running after the resumed train.py ended"
+    newest = max(saved, key=saved.get)
+    assert f"resuming from {trial / newest}: Tune's experiment state records no checkpoint of this trial" \
+        in resume.stdout, resume.stdout[-3000:]
+    # Tune's driver writes result rows to the trial folder with its state, so the killed run left none: every row is
+    # the resumed run's, from the iteration after the checkpoint on, its step counter continuing the checkpoint's.
+    rows = read_results(trial)
+    assert [r["training_iteration"] for r in rows] == list(range(saved[newest] + 1, stop + 1)), (saved, rows[0])
+    assert rows[0]["num_env_steps_sampled_lifetime"] >= (saved[newest] + 1) * experiment["config"]["train_batch_size"]
+    after = checkpoint_iterations(trial)
+    assert {name: after[name] for name in saved} == saved, "a checkpoint of the killed run was written over"
+    assert sorted(set(after) - set(saved)) and all(name > newest for name in set(after) - set(saved))
 
 
 @pytest.fixture

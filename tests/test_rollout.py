@@ -147,10 +147,12 @@ def test_truncated_checkpoint(trial, model_dir, tmp_path):
     shutil.copytree(trial / "checkpoint_000001", broken)
     state = broken / "algorithm_state.pkl"
     state.write_bytes(state.read_bytes()[:1000])
-    assert_one_line_error(run_script("rollout.py", str(broken)), f"{state} is truncated or corrupt")
+    ray_folder = tmp_path / "ray"  # refused before Ray starts: no Ray session is ever made in it
+    assert_one_line_error(run_script("rollout.py", str(broken), temp_dir=ray_folder), f"{state} is truncated or corrupt")
     train = run_script("train.py", "-f", str(trial.parents[2] / "exp.yaml"), "--restore", str(broken), "--local-dir",
-                       str(tmp_path), env={"MARLKIT_MODEL_DIR": str(model_dir)})
+                       str(tmp_path), env={"MARLKIT_MODEL_DIR": str(model_dir)}, temp_dir=ray_folder)
     assert_one_line_error(train, f"{state} is truncated or corrupt")
+    assert not ray_folder.exists() or not any(ray_folder.iterdir()), list(ray_folder.iterdir())
 
 
 def test_trial_folder_whose_newest_checkpoint_is_truncated(trial, tmp_path, capsys):

@@ -212,6 +212,12 @@ def test_agents_with_different_spaces_cannot_share_a_policy():
     ({"stages": [{"env_config": {}, "until": 1}, {"env_config": {}, "until": 2}]}, "is the last stage; it has no 'until'"),
     ({"stages": [{"env_config": {}, "until": 1}, {"env_config": {"pos_shaping": 0}}]},
      "stages[1].env_config: VMAS scenario 'navigation' has no parameter 'pos_shaping' that can change"),
+    # a number inside grid_search crashed Tune's grid sampler; a list would run a grid inside one stage
+    ({"stages": [{"env_config": {"pos_shaping_factor": {"grid_search": 0.5}}, "until": 1}, {"env_config": {}}]},
+     "curriculum.stages[0].env_config.pos_shaping_factor: a stage sets fixed values; grid_search belongs in "
+     "config.env_config"),
+    ({"stages": [{"env_config": {}, "until": 1}, {"env_config": {"pos_shaping_factor": {"grid_search": [0, 1]}}}]},
+     "curriculum.stages[1].env_config.pos_shaping_factor: a stage sets fixed values"),
 ])
 def test_bad_curriculum(tmp_path, curriculum, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -230,14 +236,19 @@ def test_curriculum_starts_at_its_first_stage_and_needs_an_env_with_set_task(tmp
 
 
 @pytest.mark.parametrize("run, settings, reason", [
-    ("APPO", {}, "APPO experiments"), ("PPO", {"use_gae": False}, "use_gae: false"),
-    ("PPO", {"callbacks": "ray.rllib.algorithms.callbacks.RLlibCallback"}, "user callbacks"),
+    ("APPO", {}, "APPO experiments"), ("PPO", {"use_gae": False, "batch_mode": "complete_episodes"}, "use_gae: false"),
+    ("PPO", {"callbacks": "pid_callback.RecordEpisodePid"}, "user callbacks with per-episode hooks (on_episode_start)"),
 ])
 def test_experiments_the_batched_runner_cannot_serve_get_the_stock_sampler_with_a_note(tmp_path, run, settings, reason):
     loaded = load_one(tmp_path, tiny_experiment(run=run, config=settings))
     assert loaded.config["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
     assert any(reason in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes
     assert load_one(tmp_path, tiny_experiment()).config["env_runner_cls"].__name__ == "BatchedEnvRunner"
+
+
+def test_callbacks_without_per_episode_hooks_keep_the_batched_runner(tmp_path):
+    loaded = load_one(tmp_path, tiny_experiment(config={"callbacks": "weights_callback.RunnerWeightsMatch"}))
+    assert loaded.config["env_runner_cls"].__name__ == "BatchedEnvRunner" and not loaded.notes
 
 
 def test_scripted_policies_draw_their_own_random_streams():

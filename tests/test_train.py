@@ -14,11 +14,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ray._private.accelerators import get_accelerator_manager_for_resource
+from ray._private.utils import get_num_cpus
 
 from conftest import (
     REPO, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs,
     wait_until_gone, write_yaml,
 )
+from marlkit.checkpoints import load_algorithm_state
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,9 @@ def default_run(tmp_path_factory):
 def test_default_experiment_writes_tune_layout(default_run):
     run, experiment_dir = default_run
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "Ray 2.60.0 at " in run.stdout and "1 node(s), 2 CPUs, 0 GPUs" in run.stdout
+    # what Ray detects on this machine (cgroup limits included), not this machine kind's 2 CPUs and no GPU
+    cpus, gpus = get_num_cpus(), get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+    assert "Ray 2.60.0 at " in run.stdout and f"1 node(s), {cpus} CPUs, {gpus} GPUs" in run.stdout
     (trial,) = trial_dirs(experiment_dir)
     assert trial.name.startswith("PPO_vmas_")
     assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000000", "checkpoint_000001"]
@@ -88,14 +93,25 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     assert process.returncode != 0, output[-3000:]
     assert not wait_until_gone(tag), "processes left running after Ctrl-C"
     (trial,) = trial_dirs(results / "resume-me")
-    interrupted_at = read_results(trial)[-1]["training_iteration"]
+    before = read_results(trial)
+    interrupted_at = before[-1]["training_iteration"]
     assert 2 <= interrupted_at < 6
+    newest = max(trial.glob("checkpoint_*"))
+    checkpointed_at = load_algorithm_state(newest)["training_iteration"]
 
     run = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
     assert trial_dirs(results / "resume-me") == [trial]
-    iterations = [r["training_iteration"] for r in read_results(trial)]
+    rows = read_results(trial)
+    iterations = [r["training_iteration"] for r in rows]
     assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over or repeated rows: {iterations}"
+    # Rows replace re-run ones, so 1..6 alone cannot tell a resume from a restart: the rows up to the newest
+    # checkpoint are the first run's (its process id), and the resumed process's first row comes right after it.
+    first_pid = before[0]["pid"]
+    assert [r["pid"] for r in rows[:checkpointed_at]] == [first_pid] * checkpointed_at, (checkpointed_at, rows)
+    assert rows[checkpointed_at]["pid"] != first_pid
+    assert rows[checkpointed_at]["num_env_steps_sampled_lifetime"] > before[checkpointed_at - 1][
+        "num_env_steps_sampled_lifetime"]
 
     # Tune's state file cut short (a full disk): --resume refuses, where Tune would start the trial over.
     state = max((results / "resume-me").glob("experiment_state-*.json"))

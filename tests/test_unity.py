@@ -9,8 +9,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import uuid
 
@@ -21,7 +19,7 @@ import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_script, run_train,
-                      subprocess_env, trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
+                      trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.checkpoints import load_algorithm_state
@@ -192,6 +190,20 @@ def test_crash_and_hang_mid_episode(make_env, monkeypatch):
     assert time.monotonic() - start < 40 and not game_processes(env)
 
 
+def test_the_game_quits_quietly_when_the_connection_drops(make_env, tmp_path, capfd):
+    """The trainer's gRPC server vanishes while the game waits for its reply (its process died, or a close raced the
+    last exchange): the game ends with exit code 0 and a log line, no traceback."""
+    env = make_env(log_folder=str(tmp_path / "logs"))
+    env.reset()
+    game = env._unity._process  # mlagents_envs 1.1.0 keeps the game's Popen here
+    env._unity._communicator.server.stop(None)
+    assert game.wait(timeout=20) == 0
+    (log,) = (tmp_path / "logs").glob("Player-*.log")
+    assert re.search(r"^connection closed by Python: [A-Z_]+$", log.read_text(), re.M), log.read_text()
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "RpcError" not in out + err, err
+
+
 def test_a_port_taken_meanwhile_is_retried(make_env, monkeypatch):
     with socket.socket() as taken:
         taken.bind(("localhost", 0))
@@ -216,6 +228,12 @@ def test_config_errors(tmp_path, monkeypatch):
         check_config({"file_name": GAME, "no_grafics": True})
     with pytest.raises(ConfigError, match="display must be one of auto, xvfb, none"):
         check_config({"file_name": GAME, "display": "x11"})
+    for key, value, what in (("timeout_wait", "junk", "a whole number of seconds > 0"), ("timeout_wait", 0, "a whole"),
+                             ("width", 2.5, "a whole number of pixels"), ("seed", -1, "a whole number >= 0"),
+                             ("time_scale", "fast", "a number > 0"), ("no_graphics", "yes", "true or false")):
+        with pytest.raises(ConfigError, match=f"^env_config.{key} must be {what}.*, got {value!r}$"):
+            check_config({"file_name": GAME, key: value})
+    check_config({"file_name": GAME, "timeout_wait": 30.0, "width": 320, "seed": 0, "time_scale": 1.5})
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="no display: install Xvfb"):
@@ -225,7 +243,8 @@ def test_config_errors(tmp_path, monkeypatch):
 @pytest.mark.parametrize("fault, settings, message", [
     ("", {}, "config.multiagent.policies.nobody matches none of the env's agents"),
     ("crash_at_start", {}, "refused these settings: "),
-    ("", {"timeout_wait": {"grid_search": ["junk"]}}, "ValueError: invalid literal for int() with base 10: 'junk'"),
+    ("", {"timeout_wait": {"grid_search": ["junk"]}}, "env_config.timeout_wait must be a whole number of seconds > 0, "
+                                                       "got 'junk'"),
 ])
 def test_validation_that_fails_after_starting_the_game_leaves_no_process(fault, settings, message, tmp_path):
     """train.py validates a rendering Unity experiment by opening the game under its own Xvfb: whether a setting
@@ -317,23 +336,17 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
     expected = {"goalie": {"Dodgeball": "convnet", "Goalie": "rllib fcnet"},
                 "camera84": {"Dodgeball": "rllib complex input"},
                 "own-model": {"team0": "fcnet", "team1": "convnet"}}
-    rollouts = {}
-    for index, (name, policies) in enumerate(expected.items()):
+    for name, policies in expected.items():
         (trial,) = trial_dirs(tmp_path / name)
         (checkpoint,) = trial.glob("checkpoint_*")
         states = load_algorithm_state(checkpoint)["worker"]["policy_states"]
         assert {pid: model_of(state["weights"]) for pid, state in states.items()} == policies
-        # The three roll-outs run at once, each with a Ray of its own.
-        rollouts[name] = subprocess.Popen(
-            [sys.executable, str(REPO / "rollout.py"), str(checkpoint), "--run", "PPO", "--episodes", "1",
-             "--num-workers", "0", "--num-gpus", "0", "--temp-dir", str(ray_temp_dir / str(index))],
-            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for name, process in rollouts.items():
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
-        assert re.search(r"^episode 0: length \d+, return \S+ ", stdout, re.M), stdout
-        for pid in expected[name]:
-            assert re.search(rf"^return policy {re.escape(pid)} ", stdout, re.M), stdout
+        rollout = run_script("rollout.py", str(checkpoint), "--run", "PPO", "--episodes", "1", "--num-workers", "0",
+                             "--num-gpus", "0", temp_dir=ray_temp_dir)
+        assert rollout.returncode == 0, rollout.stderr[-3000:]
+        assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
+        for pid in policies:
+            assert re.search(rf"^return policy {re.escape(pid)} ", rollout.stdout, re.M), rollout.stdout
     assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running"
 
 
@@ -372,6 +385,13 @@ def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, mo
     results = read_results(trial)
     assert [r["training_iteration"] for r in results] == [1, 2, 3]
     assert "failed at step: Environment shut down with return code 3" in run.stdout + run.stderr  # games did crash
+    # Every game crashes at its 400th step and an iteration takes 600 over 2 runners: from iteration 2 on, steps
+    # come from games started in place of crashed ones (restart_failed_sub_environments, the default for unity);
+    # without them the runners are marked unhealthy and iterations sample nothing.
+    assert [r["num_env_steps_sampled_this_iter"] >= 600 for r in results] == [True] * 3
+    assert [r["num_healthy_workers"] for r in results] == [2, 2, 2]
+    logs = [log.read_text() for log in (tmp_path / "game-logs").glob("Player-*.log")]
+    assert sum("crashing at step 400" in log for log in logs) >= 2, "fewer than both runners' first games crashed"
     deadline = time.monotonic() + 10  # games of killed env runners die with them (SIGKILL on parent death)
     while processes_mentioning(str(tmp_path / "game-logs")) and time.monotonic() < deadline:
         time.sleep(0.5)

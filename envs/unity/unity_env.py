@@ -47,6 +47,16 @@ from marlkit.errors import ConfigError
 
 KEYS = ("file_name", "no_graphics", "display", "width", "height", "log_folder", "timeout_wait", "time_scale", "seed",
         "parameters", "observations", "action_masks")
+# Settings of one type: name -> (check, what the value must be).
+TYPED = {
+    "timeout_wait": (lambda v: _whole(v) and v > 0, "a whole number of seconds > 0"),
+    "width": (lambda v: _whole(v) and v > 0, "a whole number of pixels > 0"),
+    "height": (lambda v: _whole(v) and v > 0, "a whole number of pixels > 0"),
+    "seed": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+    "time_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+    "no_graphics": (lambda v: isinstance(v, bool), "true or false"),
+    "action_masks": (lambda v: isinstance(v, bool), "true or false"),
+}
 DISPLAYS = ("auto", "xvfb", "none")
 OBSERVATIONS = ("all", "vector", "visual")
 BASE_PORT = 5005
@@ -93,6 +103,9 @@ def check_config(env_config: dict) -> None:
     if any(part in str(Path(file_name).parent) for part in (".x86_64", ".x86", ".app", ".exe")):
         raise ConfigError(f"env_config.file_name {file_name}: mlagents_envs strips .x86_64/.x86/.app/.exe anywhere in "
                           "the path; rename folders whose names contain them")
+    for key, (valid, what) in TYPED.items():
+        if key in env_config and not valid(env_config[key]):
+            raise ConfigError(f"env_config.{key} must be {what}, got {env_config[key]!r}")
     if env_config.get("display", "auto") not in DISPLAYS:
         raise ConfigError(f"env_config.display must be one of {', '.join(DISPLAYS)}, got {env_config['display']!r}")
     if env_config.get("observations", "all") not in OBSERVATIONS:
@@ -103,6 +116,10 @@ def check_config(env_config: dict) -> None:
     if needs_xvfb(env_config) and shutil.which("Xvfb") is None:
         raise ConfigError("the game renders (no_graphics: false) and there is no display: install Xvfb "
                           "(apt-get install xvfb), or set no_graphics: true")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
 
 
 def needs_xvfb(env_config: dict) -> bool:

@@ -215,26 +215,37 @@ def fault(kind: str) -> int | None:
     return None
 
 
+def error(log, message: str) -> int:
+    """Like a player build: the error goes to the log and to stderr; exit code 1."""
+    log.write(message + "\n")
+    sys.stderr.write(f"StandInDodgeball: {message}\n")
+    return 1
+
+
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
     if options["log_file"]:
         Path(options["log_file"]).parent.mkdir(parents=True, exist_ok=True)
     # like a player build: the log goes to -logFile; without one, only errors reach stderr
     log = open(options["log_file"] if options["log_file"] else os.devnull, "a", buffering=1)
-
-    def error(message: str) -> int:
-        log.write(message + "\n")
-        sys.stderr.write(f"StandInDodgeball: {message}\n")
-        return 1
     log.write(f"StandInDodgeball starting: port {options['port']}, no_graphics {options['no_graphics']}, "
               f"DISPLAY {os.environ.get('DISPLAY')}\n")
     if options["port"] is None:
-        return error("no --mlagents-port: nothing to connect to")
+        return error(log, "no --mlagents-port: nothing to connect to")
     if not options["no_graphics"] and not os.environ.get("DISPLAY"):
-        return error("Desktop is 0 x 0 @ 0 Hz: no display (set DISPLAY, start Xvfb, or run with -nographics)")
+        return error(log, "Desktop is 0 x 0 @ 0 Hz: no display (set DISPLAY, start Xvfb, or run with -nographics)")
     if fault("crash_at_start") is not None:
-        return error("crashing at start (STANDIN_FAULT)") + 2
+        return error(log, "crashing at start (STANDIN_FAULT)") + 2
     stub = UnityToExternalProtoStub(grpc.insecure_channel(f"localhost:{options['port']}"))
+    try:
+        return play(stub, log)
+    except grpc.RpcError as closed:  # Python closed its server (the env was closed): a player build just quits
+        log.write(f"connection closed by Python: {closed.code().name}\n")
+        return 0
+
+
+def play(stub: UnityToExternalProtoStub, log) -> int:
+    """The protocol from the handshake on, until Python quits or closes the environment; the exit code."""
     version = "2.0.0" if fault("version_mismatch") is not None else "1.5.0"
     capabilities = UnityRLCapabilitiesProto(
         baseRLCapabilities=True, concatenatedPngObservations=True, compressedChannelMapping=True, hybridActions=True,
@@ -265,7 +276,7 @@ def main(argv: list[str]) -> int:
         elif rl_input.command == STEP:
             steps += 1
             if crash_at is not None and steps >= crash_at:
-                return error(f"crashing at step {steps} (STANDIN_FAULT)") + 2
+                return error(log, f"crashing at step {steps} (STANDIN_FAULT)") + 2
             if hang_at is not None and steps >= hang_at:
                 log.write(f"hanging at step {steps} (STANDIN_FAULT)\n")
                 time.sleep(3600)
