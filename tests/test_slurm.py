@@ -131,7 +131,8 @@ def test_array_template_runs_one_experiment_per_task(slurm, tmp_path):
 def test_array_task_that_ends_first_leaves_the_others_running(slurm, tmp_path):
     """The last task of an array runs under the array's own job id; when it ends first, its teardown must stop its
     own Ray cluster, not signal the whole array."""
-    long = write_yaml(tmp_path / "long.yaml", {"long": tiny_experiment(stop={"training_iteration": 25})})
+    # the long task outlasts the short one by far more than the short one's teardown (25 iterations ended 4 s after it)
+    long = write_yaml(tmp_path / "long.yaml", {"long": tiny_experiment(stop={"training_iteration": 100})})
     short = write_yaml(tmp_path / "short.yaml", {"short": tiny_experiment(stop={"training_iteration": 1})})
     job = slurm.submit(["sbatch", "--array=0-1", "-c", "2", f"--output={tmp_path}/array-%a.out", "LLSC/array_template.sh",
                         "--configs", f"{long},{short}", "--seeds", "1", "--local-dir", str(tmp_path / "sweep")], cwd=REPO)
@@ -140,7 +141,7 @@ def test_array_task_that_ends_first_leaves_the_others_running(slurm, tmp_path):
     assert not slurm.job_record(f"{job}_0"), "the long task ended together with the short one"
     assert slurm.wait(f"{job}_0") == ("COMPLETED", 0), (tmp_path / "array-0.out").read_text()[-3000:]
     (trial,) = trial_dirs(tmp_path / "sweep" / "long-seed0" / "long")
-    assert len(read_results(trial)) == 25
+    assert len(read_results(trial)) == 100
 
 
 def test_scancel_leaves_no_ray_process(slurm, tmp_path):

@@ -170,6 +170,11 @@ def test_games_that_fail_at_start_give_one_line_errors(fault, message, monkeypat
     before = set(processes_mentioning("dodgeball_game.py"))
     with pytest.raises(GameError, match=message):
         UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10})
+    # mlagents_envs gives a refused game no time to quit (it waits 0 s, then kills it without waiting): a few
+    # seconds' grace for the kill, then no game may be left
+    deadline = time.monotonic() + 10
+    while not set(processes_mentioning("dodgeball_game.py")) <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert set(processes_mentioning("dodgeball_game.py")) <= before
 
 
