@@ -46,6 +46,7 @@ import yaml
 from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import merge_dicts
@@ -437,8 +438,6 @@ PER_EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step"
 def _per_episode_hooks(callbacks) -> tuple[str, ...]:
     """The per-episode hooks a `callbacks` class (or its import path) overrides; all of them when it cannot be
     imported here (train.py then names the import error)."""
-    from ray.rllib.callbacks.callbacks import RLlibCallback
-
     try:
         callback_class = deserialize_type(callbacks, error=True) if isinstance(callbacks, str) else callbacks
     except Exception:  # noqa: BLE001: reported where the callbacks are set up
