@@ -15,6 +15,9 @@
 #   MARL_RAY_TMPDIR       node-local folder for Ray's session files (default: $TMPDIR, else /tmp). Keep it short:
 #                         Ray's socket paths below it must stay under 107 bytes. SuperCloud: /state/partition1/user/$USER
 #   MARL_RAY_START_TIMEOUT  seconds to wait for the Ray head (default 120); train.py waits for the workers itself
+#   MARL_RAY_HEAD_RESOURCES, MARL_RAY_WORKER_RESOURCES  custom Ray resources (JSON) of the head node and of every
+#                         other node, e.g. '{"trainer": 1}' on the workers with the experiment's
+#                         custom_resources_for_main_process: {trainer: 1} keeps each trial off the head node
 #   MARL_KEEP_DISPLAY=1   keep the submitting shell's $DISPLAY (default: unset it, so that Unity games start their
 #                         own Xvfb on every node instead of trying an X forwarding that does not exist there)
 

@@ -35,6 +35,9 @@ args=(
     --dashboard-agent-listen-port="$agent_http" --dashboard-agent-grpc-port="$agent_grpc"
     --runtime-env-agent-port="$runtime_env" --disable-usage-stats --block
 )
+# Custom Ray resources of this node (JSON), e.g. to keep trials (`custom_resources_for_main_process`) off the head.
+resources=MARL_RAY_${role^^}_RESOURCES
+[[ -z ${!resources:-} ]] || args+=(--resources="${!resources}")
 if [[ $role == head ]]; then
     args+=(--head --node-ip-address="$MARL_RAY_HEAD_IP" --port="$MARL_RAY_PORT" --ray-client-server-port="$client"
            --dashboard-port="$dashboard" --include-dashboard=false)

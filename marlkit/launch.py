@@ -204,6 +204,18 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     return config
 
 
+class StopCriteria(tune.Callback):
+    """Gives every trial the experiment's stop criteria (the YAML's with --stop over them). Tune restores a resumed
+    trial with the criteria it started with, so without this a --stop given with --resume would be ignored."""
+
+    def __init__(self, stop: dict):
+        self.stop = flatten_dict(dict(stop), delimiter="/")
+
+    def on_step_begin(self, iteration, trials, **info):
+        for trial in trials:
+            trial.stopping_criterion = dict(self.stop)
+
+
 def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume: bool) -> bool:
     """Runs one experiment with Tune; True when every trial finished without error."""
     param_space = trial_param_space(experiment, restore)
@@ -215,6 +227,8 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
             str(experiment_dir), trainable=trainable, resume_unfinished=True, resume_errored=True,
             param_space=param_space,
         )
+        run_config = tuner._local_tuner.get_run_config()  # no public way to add a callback to a restored run
+        run_config.callbacks = [*(run_config.callbacks or []), StopCriteria(experiment.stop)]
     else:
         tuner = tune.Tuner(
             trainable,

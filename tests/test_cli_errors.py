@@ -11,7 +11,7 @@ import pytest
 import ray
 
 import train
-from conftest import run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
+from conftest import REPO, run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
 from marlkit.cli import run_cli
 
 
@@ -99,14 +99,12 @@ def test_bad_experiment_yaml(case, tmp_path, capsys):
     assert not (tmp_path / "bad").exists(), "a rejected experiment must not leave a results folder"
 
 
+DEFAULT_EXPERIMENT = str(REPO / "config/vmas-navigation-ppo.yaml")
+
+
 def test_missing_config_file(tmp_path):
+    """The one case run as a separate process: exit code and stderr as the shell sees them."""
     assert_one_line_error(run_train("-f", str(tmp_path / "nope.yaml")), "nope.yaml does not exist")
-
-
-def test_yaml_syntax_error_says_where(tmp_path):
-    path = tmp_path / "broken.yaml"
-    path.write_text("exp:\n  run: PPO\n  config: {lr: [1, 2}\n")
-    assert_one_line_error(run_train("-f", str(path)), "broken.yaml is not valid YAML at line 3")
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -114,32 +112,42 @@ def test_debug_shows_the_traceback(tmp_path):
     assert run.returncode != 0 and "Traceback" in run.stderr and "ConfigError" in run.stderr
 
 
-def test_restore_path_that_is_not_a_checkpoint(tmp_path):
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--restore", str(tmp_path), "--local-dir", str(tmp_path))
+def test_yaml_syntax_error_says_where(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("exp:\n  run: PPO\n  config: {lr: [1, 2}\n")
+    assert_one_line_error(train_in_process(capsys, "-f", str(path)), "broken.yaml is not valid YAML at line 3")
+
+
+def test_restore_path_that_is_not_a_checkpoint(tmp_path, capsys):
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--restore", str(tmp_path),
+                           "--local-dir", str(tmp_path))
     assert_one_line_error(run, "is not an RLlib checkpoint")
 
 
-def test_unwritable_local_dir(tmp_path):
+def test_unwritable_local_dir(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--local-dir", str(blocker / "results"))
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--local-dir", str(blocker / "results"))
     assert_one_line_error(run, "cannot be written")
 
 
-def test_resume_without_an_experiment(tmp_path):
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--resume", "--local-dir", str(tmp_path))
+def test_resume_without_an_experiment(tmp_path, capsys):
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--resume", "--local-dir", str(tmp_path))
     assert_one_line_error(run, "--resume", "holds no Tune experiment")
 
 
-def test_bad_stop_override(tmp_path):
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--stop", "[1, 2]", "--local-dir", str(tmp_path))
+def test_bad_stop_override(tmp_path, capsys):
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--stop", "[1, 2]", "--local-dir",
+                           str(tmp_path))
     assert_one_line_error(run, "--stop must be a mapping")
 
 
-def test_bad_config_override(tmp_path):
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--config", "{num_env_runners: [", "--local-dir", str(tmp_path))
+def test_bad_config_override(tmp_path, capsys):
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--config", "{num_env_runners: [",
+                           "--local-dir", str(tmp_path))
     assert_one_line_error(run, "--config must be a mapping")
-    run = run_train("-f", "config/vmas-navigation-ppo.yaml", "--config", "{lrr: 0.1}", "--local-dir", str(tmp_path))
+    run = train_in_process(capsys, "-f", DEFAULT_EXPERIMENT, "--config", "{lrr: 0.1}", "--local-dir",
+                           str(tmp_path))
     assert_one_line_error(run, "vmas-navigation-ppo.config.lrr is not an RLlib PPO setting")
 
 

@@ -218,6 +218,8 @@ def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):
                               last_line)
     assert continue_with, last_line
 
+    first_pid = read_results(trial)[0]["pid"]
+
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     resumed = ["--resume"] if continue_with[1] is None else ["--restore", continue_with[1]]
     assert continue_with[1] in (None, str(newest))
@@ -226,7 +228,11 @@ def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):
     assert run.returncode == 0, run.stderr[-3000:]
     trials = trial_dirs(results / "full-disk")
     if continue_with[1] is None:
-        assert trials == [trial] and read_results(trial)[-1]["training_iteration"] == saved[newest.name] + 2
+        # Rows of re-run iterations replace the old ones: the process ids tell a resume from a restart.
+        rows, checkpointed = read_results(trial), saved[newest.name]
+        assert trials == [trial] and [r["training_iteration"] for r in rows] == list(range(1, checkpointed + 3))
+        assert [r["pid"] for r in rows[:checkpointed]] == [first_pid] * checkpointed
+        assert rows[checkpointed]["pid"] != first_pid
     else:
         (continued,) = set(trials) - {trial}
         assert [r["training_iteration"] for r in read_results(continued)] == [saved[newest.name] + 1,

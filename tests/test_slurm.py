@@ -170,16 +170,22 @@ def checkpoint_iterations(trial: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) + 1 for p in trial.glob("checkpoint_*") if (p / "algorithm_state.pkl").exists())
 
 
-def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
-    """Issue 17: a worker node lost mid-job. Where the trial itself (its Algorithm actor) survives, RLlib drops the
-    lost env runners and training goes on to the end; where it ran on the lost node, the trial errors and the job
-    fails with train.py's exit code 1, and the same sbatch line with --resume continues from the last checkpoint.
-    Either way the job ends in bounded time and leaves no process behind."""
+@pytest.mark.parametrize("trial_node", ["worker", "head"])
+def test_lost_worker_node_ends_the_job_resumably(trial_node, slurm, tmp_path):
+    """Issue 17: a worker node lost mid-job. Where the trial itself (its Algorithm actor) survives (on the head node),
+    RLlib drops the lost env runners and training goes on to the end; where it ran on the lost node, the trial errors
+    and the job fails with train.py's exit code 1, and the same sbatch line with --resume continues from the last
+    checkpoint. Either way the job ends in bounded time and leaves no process behind. The trial is placed on the node
+    of `trial_node` by a custom resource only that node has (MARL_RAY_<ROLE>_RESOURCES), so each branch runs every
+    time."""
     stop = 8
     # 1 + 3 env runners on 2 x 2 CPUs: the trial spans both nodes, so the lost node held part of it.
     config = write_yaml(tmp_path / "lost.yaml", {"lost": tiny_experiment(
-        stop={"training_iteration": stop}, checkpoint_freq=1, config={"num_env_runners": 3})})
-    submit = ["sbatch", "-N", "2", "-c", "2", "LLSC/train_template.sh", "-f", str(config), "--local-dir", str(tmp_path / "results")]
+        stop={"training_iteration": stop}, checkpoint_freq=1,
+        config={"num_env_runners": 3, "custom_resources_for_main_process": {"trial_slot": 1}})})
+    placement = f"--export=ALL,MARL_RAY_{trial_node.upper()}_RESOURCES={{\"trial_slot\": 1}}"
+    submit = ["sbatch", "-N", "2", "-c", "2", placement, "LLSC/train_template.sh", "-f", str(config),
+              "--local-dir", str(tmp_path / "results")]
     output = tmp_path / "job.out"
     job = slurm.submit([*submit[:1], f"--output={output}", *submit[1:]], cwd=REPO)
     deadline = time.monotonic() + 300
@@ -192,7 +198,7 @@ def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
     (trial,) = trials
     processes = slurm.job_processes(job)
     # The worker node's `srun ... ray_node.sh worker` step: its slurmstepd and everything below it (ray_node.sh,
-    # `ray start --block`, the raylet, the node's Ray workers: env runners, perhaps the trial itself).
+    # `ray start --block`, the raylet, the node's Ray workers: env runners, and here perhaps the trial itself).
     steps = {line.split("[", 1)[1].rstrip("]").split(".", 1)[1] for pid, _ in processes
              if (line := command_line(pid)).startswith(f"slurmstepd: [{job}.")}
     (worker_step,) = [step for step in steps if any(  # (the batch step holds the `srun` that started it)
@@ -201,6 +207,7 @@ def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
     lost = [pid for pid, _ in slurm.job_processes(job, worker_step) if not command_line(pid).startswith("slurmstepd")]
     assert any("raylet" in command_line(pid) for pid in lost), [command_line(pid) for pid in lost]
     trial_pid = int(re.search(r"\(PPO pid=(\d+)\)", output.read_text()).group(1))
+    assert (trial_pid in lost) == (trial_node == "worker"), f"the trial was not placed on the {trial_node} node"
     # A lost node (power cut, kernel panic, the OOM killer taking the raylet) gives its Ray processes no signal to
     # handle, no drain and no cleanup: all of them stop at once (SIGSTOP first, so that none sees the others die),
     # then SIGKILL. Slurm's daemons stay up: with a real node gone Slurm itself ends the whole job (NODE_FAIL) after
@@ -218,9 +225,12 @@ def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
     text = output.read_text()
     print(text[-3000:])
     after = progress_iterations(trial)
-    print(f"lost node (trial {'on it' if trial_pid in lost else 'elsewhere'}): killed after iteration {before}; "
+    print(f"lost node (trial on the {trial_node}): killed after iteration {before}; "
           f"job {state} {exit_code} {seconds:.1f} s after the kill, at iteration {max(after)}; progress.csv {after}")
     assert before < stop, "the job trained to the end before the node was lost"
+    # Bounded: Ray notices the lost node within its health-check timeout (about 30 s here), the trial then errors or
+    # goes on without the lost env runners, and the cluster stops within MARL_RAY_STOP_TIMEOUT (30 s).
+    assert seconds < 150, f"the job ended {seconds:.0f} s after the node was lost"
     deadline = time.monotonic() + 30
     while still_running(processes) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -228,21 +238,29 @@ def test_lost_worker_node_ends_the_job_resumably(slurm, tmp_path):
     assert f"Ray cluster of job {job} stopped" in text
     for folder in (slurm.base / "ray").glob(f"ray-{job}-*"):  # the lost node could not remove its session folder
         shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-    if trial_pid not in lost:  # training went on with the env runners left
+    if trial_node == "head":  # training went on with the env runners left
         assert (state, exit_code) == ("COMPLETED", 0), text[-3000:]
         assert after == list(range(1, stop + 1)), after
+        rows = read_results(trial)
+        assert len({r["pid"] for r in rows}) == 1, "the trial was restarted"
         return
     assert (state, exit_code) == ("FAILED", 1), text[-3000:]
     # The same sbatch line with --resume (on two nodes again, as after resubmitting: the trial needs 4 CPUs)
     # continues from the last checkpoint, not from iteration 1.
     checkpointed = max(checkpoint_iterations(trial))
+    first_pid = read_results(trial)[0]["pid"]
     resumed = tmp_path / "resume.out"
     job = slurm.submit([*submit[:1], f"--output={resumed}", *submit[1:], "--resume"], cwd=REPO)
     assert slurm.wait(job, timeout=300) == ("COMPLETED", 0), resumed.read_text()[-3000:]
     iterations = progress_iterations(trial)
     print(f"resumed from checkpoint {checkpointed}, {max(after) - checkpointed} iteration(s) lost: {iterations}")
     assert checkpointed >= before and iterations == list(range(1, stop + 1)), iterations
-    assert read_results(trial)[len(after)]["training_iteration"] == checkpointed + 1  # continued, not restarted
+    # Rows of re-run iterations replace the old ones, so 1..stop alone cannot tell a resume from a restart: the rows
+    # up to the checkpoint are the lost job's trial (its process id), the first of the resumed one comes right after.
+    rows = read_results(trial)
+    assert [r["pid"] for r in rows[:checkpointed]] == [first_pid] * checkpointed, (checkpointed, rows)
+    assert rows[checkpointed]["pid"] != first_pid and rows[checkpointed]["training_iteration"] == checkpointed + 1
+    assert all(r["pid"] == rows[checkpointed]["pid"] for r in rows[checkpointed:])
 
 
 def test_bad_config_fails_the_job(slurm, tmp_path):

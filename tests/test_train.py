@@ -76,7 +76,7 @@ def test_restore_starts_from_a_checkpoint(default_run, tmp_path, ray_temp_dir):
 def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     """Ctrl-C stops train.py and every process it started; --resume continues the trial with one row per iteration."""
     config = write_yaml(tmp_path / "exp.yaml", {"resume-me": tiny_experiment(
-        stop={"training_iteration": 6}, checkpoint_freq=1, config={"num_env_runners": 1})})
+        stop={"training_iteration": 8}, checkpoint_freq=1, config={"num_env_runners": 1})})
     results = tmp_path / "results"
     tag = uuid.uuid4().hex
     process = subprocess.Popen(
@@ -99,12 +99,14 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     newest = max(trial.glob("checkpoint_*"))
     checkpointed_at = load_algorithm_state(newest)["training_iteration"]
 
-    run = run_train("-f", str(config), "--local-dir", str(results), "--resume", temp_dir=ray_temp_dir)
+    # --stop with --resume applies to the resumed trial (Tune restores the criteria it started with: 8)
+    run = run_train("-f", str(config), "--local-dir", str(results), "--resume", "--stop", "{training_iteration: 6}",
+                    temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
     assert trial_dirs(results / "resume-me") == [trial]
     rows = read_results(trial)
     iterations = [r["training_iteration"] for r in rows]
-    assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over or repeated rows: {iterations}"
+    assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over, repeated rows or missed --stop: {iterations}"
     # Rows replace re-run ones, so 1..6 alone cannot tell a resume from a restart: the rows up to the newest
     # checkpoint are the first run's (its process id), and the resumed process's first row comes right after it.
     first_pid = before[0]["pid"]

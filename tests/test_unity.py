@@ -165,17 +165,17 @@ def test_rendering_game_gets_its_own_xvfb_which_stops_with_the_env(make_env, mon
     ("crash_at_start", "failed at start: Environment shut down with return code 3"),
     ("version_mismatch", "failed at start: The communication API version is not compatible"),
 ])
-def test_games_that_fail_at_start_give_one_line_errors(fault, message, monkeypatch):
+def test_games_that_fail_at_start_give_one_line_errors(fault, message, monkeypatch, tmp_path):
     monkeypatch.setenv("STANDIN_FAULT", fault)
-    before = set(processes_mentioning("dodgeball_game.py"))
+    logs = str(tmp_path / "game-logs")  # in the game's command line: marks this test's game
     with pytest.raises(GameError, match=message):
-        UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10})
+        UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10, "log_folder": logs})
     # mlagents_envs gives a refused game no time to quit (it waits 0 s, then kills it without waiting): a few
     # seconds' grace for the kill, then no game may be left
     deadline = time.monotonic() + 10
-    while not set(processes_mentioning("dodgeball_game.py")) <= before and time.monotonic() < deadline:
+    while processes_mentioning(logs) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert set(processes_mentioning("dodgeball_game.py")) <= before
+    assert not processes_mentioning(logs)
 
 
 def test_crash_and_hang_mid_episode(make_env, monkeypatch):
