@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, processes_tagged, progress_iterations, read_results, require_system_part, run_train,
+from conftest import (REPO, assert_resumed, processes_tagged, progress_iterations, read_results, require_system_part, run_train,
                       subprocess_env, tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml)
 
 
@@ -228,11 +228,9 @@ def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):
     assert run.returncode == 0, run.stderr[-3000:]
     trials = trial_dirs(results / "full-disk")
     if continue_with[1] is None:
-        # Rows of re-run iterations replace the old ones: the process ids tell a resume from a restart.
-        rows, checkpointed = read_results(trial), saved[newest.name]
-        assert trials == [trial] and [r["training_iteration"] for r in rows] == list(range(1, checkpointed + 3))
-        assert [r["pid"] for r in rows[:checkpointed]] == [first_pid] * checkpointed
-        assert rows[checkpointed]["pid"] != first_pid
+        rows = read_results(trial)
+        assert trials == [trial] and len(rows) == saved[newest.name] + 2
+        assert_resumed(rows, saved[newest.name], first_pid)
     else:
         (continued,) = set(trials) - {trial}
         assert [r["training_iteration"] for r in read_results(continued)] == [saved[newest.name] + 1,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (FLAKY_MODEL, REPO, progress_iterations, read_results, require_system_part, tiny_experiment,
+from conftest import (FLAKY_MODEL, REPO, assert_resumed, progress_iterations, read_results, require_system_part, tiny_experiment,
                       trial_dirs, write_yaml)
 from slurm_cluster import SlurmCluster, command_line, still_running, unavailable_reason
 
@@ -255,12 +255,7 @@ def test_lost_worker_node_ends_the_job_resumably(trial_node, slurm, tmp_path):
     iterations = progress_iterations(trial)
     print(f"resumed from checkpoint {checkpointed}, {max(after) - checkpointed} iteration(s) lost: {iterations}")
     assert checkpointed >= before and iterations == list(range(1, stop + 1)), iterations
-    # Rows of re-run iterations replace the old ones, so 1..stop alone cannot tell a resume from a restart: the rows
-    # up to the checkpoint are the lost job's trial (its process id), the first of the resumed one comes right after.
-    rows = read_results(trial)
-    assert [r["pid"] for r in rows[:checkpointed]] == [first_pid] * checkpointed, (checkpointed, rows)
-    assert rows[checkpointed]["pid"] != first_pid and rows[checkpointed]["training_iteration"] == checkpointed + 1
-    assert all(r["pid"] == rows[checkpointed]["pid"] for r in rows[checkpointed:])
+    assert_resumed(read_results(trial), checkpointed, first_pid)
 
 
 def test_bad_config_fails_the_job(slurm, tmp_path):

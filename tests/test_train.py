@@ -18,7 +18,7 @@ from ray._private.accelerators import get_accelerator_manager_for_resource
 from ray._private.utils import get_num_cpus
 
 from conftest import (
-    REPO, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs,
+    REPO, assert_resumed, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs,
     wait_until_gone, write_yaml,
 )
 from marlkit.checkpoints import load_algorithm_state
@@ -107,11 +107,7 @@ def test_resume_continues_an_interrupted_experiment(tmp_path, ray_temp_dir):
     rows = read_results(trial)
     iterations = [r["training_iteration"] for r in rows]
     assert iterations == [1, 2, 3, 4, 5, 6], f"resume started over, repeated rows or missed --stop: {iterations}"
-    # Rows replace re-run ones, so 1..6 alone cannot tell a resume from a restart: the rows up to the newest
-    # checkpoint are the first run's (its process id), and the resumed process's first row comes right after it.
-    first_pid = before[0]["pid"]
-    assert [r["pid"] for r in rows[:checkpointed_at]] == [first_pid] * checkpointed_at, (checkpointed_at, rows)
-    assert rows[checkpointed_at]["pid"] != first_pid
+    assert_resumed(rows, checkpointed_at, before[0]["pid"])
     assert rows[checkpointed_at]["num_env_steps_sampled_lifetime"] > before[checkpointed_at - 1][
         "num_env_steps_sampled_lifetime"]
 
