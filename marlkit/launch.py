@@ -228,7 +228,8 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
             param_space=param_space,
         )
         run_config = tuner._local_tuner.get_run_config()  # no public way to add a callback to a restored run
-        run_config.callbacks = [*(run_config.callbacks or []), StopCriteria(experiment.stop)]
+        run_config.callbacks = [*(c for c in run_config.callbacks or [] if not isinstance(c, StopCriteria)),
+                                StopCriteria(experiment.stop)]  # (an earlier resume's is in the saved state)
     else:
         tuner = tune.Tuner(
             trainable,
