@@ -78,9 +78,9 @@ def test_vmas_navigation_return_rises_with_a_remote_env_runner(kind, vmas_runs):
                                                 f"{VMAS_MARGINS[kind]}"
 
 
-# Bucket Brigade, config/bucket-brigade-ppo.yaml on `default` (4,096 env steps an iteration: 16 nights of 256 games,
-# about 1.5 s), learner's reward per night in its seat on the 2,000 games of envs/bucket_brigade/evaluation.py, after 0 (the
-# untrained policy), 4, 8, 12 and 16 iterations (seeds 0-3):
+# Bucket Brigade, config/bucket-brigade-ppo.yaml on `default` (4,096 env steps an iteration: 16 nights of 256
+# games, about 1.5 s), learner's reward per night in its seat on the 2,000 games of envs/bucket_brigade/evaluation.py,
+# after 0 (the untrained policy), 4, 8, 12 and 16 iterations (seeds 0-3):
 #   seed 0: 79.55  84.39  84.88  84.66  84.76
 #   seed 1: 78.69  76.49  79.13  79.41  80.76
 #   seed 2: 74.24  79.86  78.72  81.70  80.83
