@@ -54,10 +54,10 @@ train: setup
 	$(PY) train.py -f config/vmas-navigation-ppo.yaml --checkpoint-freq 10 --checkpoint-at-end --local-dir results
 
 # Most tests are tiny real runs whose time goes to starting processes (Python imports, Ray, actors), which leaves a
-# core idle much of the time: three test files at once (pytest-xdist, one file per worker so that module fixtures run
-# once, the longest first: tests/conftest.py) finish in about half the time on 2 cores. Tests marked `serial` (speed
+# core idle much of the time: two test files at once (pytest-xdist, one file per worker so that module fixtures run
+# once, the longest first: tests/conftest.py) finish sooner on 2 cores. Tests marked `serial` (speed
 # ratios) then run alone.
 test: setup slurm
 	cargo test --release --offline --quiet --manifest-path $(NATIVE)/Cargo.toml
-	$(PY) -m pytest -rs --durations=30 -n 3 --dist loadfile --no-loadscope-reorder -m "not serial" tests
+	$(PY) -m pytest -rs --durations=30 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" tests
 	$(PY) -m pytest -rs --durations=5 -m serial tests

@@ -19,11 +19,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 # Ray starts its workers (trials, env runners, and the games they start) at nice 15, below every process of the tests
-# that run beside them (`make test` runs three test files at once): a Unity trial then took minutes to start while
+# that run beside them (`make test` runs two test files at once): a Unity trial then took minutes to start while
 # another test's driver or in-process env kept the cores busy. At the same niceness they share the cores fairly.
 os.environ["RAY_worker_niceness"] = "0"
 
-# `make test` runs three test files at once (pytest-xdist --dist loadfile --no-loadscope-reorder), handing files out
+# `make test` runs two test files at once (pytest-xdist --dist loadfile --no-loadscope-reorder), handing files out
 # in collection order: the longest start first, so that none of them is left to run alone at the end.
 LONGEST_FILES_FIRST = ("test_slurm.py", "test_unity.py", "test_train.py", "test_benchmark.py", "test_faults.py",
                        "test_rollout.py", "test_learning.py", "test_mappo.py")
@@ -180,18 +180,19 @@ def read_results(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
-def assert_resumed(rows: list[dict], checkpointed: int, first_pid: int) -> None:
-    """`rows` (a trial's result rows after a resume) continue the first run from its checkpoint of iteration
-    `checkpointed`. Rows of re-run iterations replace the old ones, so iterations 1..N alone cannot tell a resume from
-    a restart: the rows up to the checkpoint keep the first run's process id, and every row after it is the resumed
-    process's, starting with the checkpoint's iteration + 1."""
-    assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1)), rows
-    assert len(rows) > checkpointed, f"nothing ran after the checkpoint of iteration {checkpointed}"
-    assert [r["pid"] for r in rows[:checkpointed]] == [first_pid] * checkpointed, \
-        f"rows up to the checkpoint of iteration {checkpointed} are not all the first run's: {rows}"
-    resumed_pid = rows[checkpointed]["pid"]
-    assert resumed_pid != first_pid and {r["pid"] for r in rows[checkpointed:]} == {resumed_pid}, \
-        f"the rows after iteration {checkpointed} are not all the resumed run's: {rows}"
+def assert_resumed(rows: list[dict], checkpointed: int, first_pid: int | None) -> None:
+    """`rows` (a trial's result rows after a resume) continue the first run (process id `first_pid`; None when it
+    logged no row) from its checkpoint of iteration `checkpointed`. Rows of re-run iterations replace the old ones, so
+    iterations 1..N alone cannot tell a resume from a restart: the first run's rows come first, none after the
+    checkpoint, and every row after them is the resumed process's, starting with the checkpoint's iteration + 1."""
+    first = [r for r in rows if r["pid"] == first_pid]
+    later = rows[len(first):]
+    assert [r["training_iteration"] for r in first] == list(range(1, len(first) + 1)) and len(first) <= checkpointed, \
+        f"the first run's rows are not iterations 1..{checkpointed} at most, in order: {rows}"
+    assert later, f"nothing ran after the checkpoint of iteration {checkpointed}"
+    assert [r["training_iteration"] for r in later] == list(range(checkpointed + 1, checkpointed + 1 + len(later))), \
+        f"the resumed run did not start right after the checkpoint of iteration {checkpointed}: {rows}"
+    assert len({r["pid"] for r in later}) == 1, f"the rows after iteration {checkpointed} are not one process's: {rows}"
 
 
 # A model file (for MARLKIT_MODEL_DIR) whose trials fail while the file named by $FLAKY_MARKER exists.

@@ -248,7 +248,7 @@ def test_lost_worker_node_ends_the_job_resumably(trial_node, slurm, tmp_path):
     # The same sbatch line with --resume (on two nodes again, as after resubmitting: the trial needs 4 CPUs)
     # continues from the last checkpoint, not from iteration 1.
     checkpointed = max(checkpoint_iterations(trial))
-    first_pid = read_results(trial)[0]["pid"]
+    first_pid = next((r["pid"] for r in read_results(trial)), None)
     resumed = tmp_path / "resume.out"
     job = slurm.submit([*submit[:1], f"--output={resumed}", *submit[1:], "--resume"], cwd=REPO)
     assert slurm.wait(job, timeout=300) == ("COMPLETED", 0), resumed.read_text()[-3000:]

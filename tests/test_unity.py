@@ -40,7 +40,7 @@ def make_env():
     made = []
 
     def make(**config):
-        env = UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10, **config})
+        env = UnityEnv({"file_name": GAME, "no_graphics": True, **config})
         made.append(env)
         return env
 
@@ -169,7 +169,7 @@ def test_games_that_fail_at_start_give_one_line_errors(fault, message, monkeypat
     monkeypatch.setenv("STANDIN_FAULT", fault)
     logs = str(tmp_path / "game-logs")  # in the game's command line: marks this test's game
     with pytest.raises(GameError, match=message):
-        UnityEnv({"file_name": GAME, "no_graphics": True, "timeout_wait": 10, "log_folder": logs})
+        UnityEnv({"file_name": GAME, "no_graphics": True, "log_folder": logs})
     # mlagents_envs gives a refused game no time to quit (it waits 0 s, then kills it without waiting): a few
     # seconds' grace for the kill, then no game may be left
     deadline = time.monotonic() + 10
@@ -186,7 +186,7 @@ def test_crash_and_hang_mid_episode(make_env, monkeypatch):
         for _ in range(3):
             env.step({})
     monkeypatch.setenv("STANDIN_FAULT", "hang_at_step:2")
-    env = make_env()
+    env = make_env(timeout_wait=10)
     env.reset()
     start = time.monotonic()
     with pytest.raises(GameError, match="did not answer within timeout_wait=10 s at step"):
@@ -258,7 +258,7 @@ def test_validation_that_fails_after_starting_the_game_leaves_no_process(fault, 
     require_system_part(xvfb_missing())
     config = write_yaml(tmp_path / "exp.yaml", {"render": {
         "run": "PPO", "env": "unity", "stop": {"training_iteration": 1},
-        "config": {"env_config": {"file_name": GAME, "no_graphics": False, "display": "xvfb", "timeout_wait": 10,
+        "config": {"env_config": {"file_name": GAME, "no_graphics": False, "display": "xvfb",
                                   **settings},
                    "multiagent": {"policies": {"Dodgeball": {"agents": "Dodgeball*"}, "nobody": {"agents": "x*"}}}},
     }})
@@ -321,7 +321,7 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
     small = {"num_env_runners": 0, "train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1}
 
     def experiment(parameters: dict, **config) -> dict:
-        env_config = {"file_name": GAME, "no_graphics": True, "timeout_wait": 10,
+        env_config = {"file_name": GAME, "no_graphics": True,
                       "log_folder": str(tmp_path / "game-logs"), "parameters": {"episode_length": 20, **parameters}}
         return {"run": "PPO", "env": "unity", "stop": {"training_iteration": 1}, "checkpoint_at_end": True,
                 "config": {**small, "env_config": env_config, **config}}
@@ -376,7 +376,7 @@ def test_training_goes_on_when_a_game_crashes_mid_run(tmp_path, ray_temp_dir, mo
     config = write_yaml(tmp_path / "crash.yaml", {"crashy": {
         "run": "PPO", "env": "unity", "stop": {"training_iteration": 3},
         "config": {
-            "env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector", "timeout_wait": 10,
+            "env_config": {"file_name": GAME, "no_graphics": True, "observations": "vector",
                            "log_folder": str(tmp_path / "game-logs")},
             "num_env_runners": 2, "num_cpus_per_env_runner": 0.5, "train_batch_size": 600, "minibatch_size": 200,
             "num_epochs": 1, "restart_failed_env_runners": True, "max_num_env_runner_restarts": 20,
