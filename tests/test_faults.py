@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, assert_resumed, processes_tagged, progress_iterations, read_results, require_system_part, run_train,
-                      subprocess_env, tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml)
+from conftest import (REPO, assert_resumed, processes_tagged, progress_iterations, read_results, require_system_part,
+                      run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml)
 
 
 def process_title(pid: int) -> str:
@@ -56,8 +56,8 @@ def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray
     (runner,) = wait_for(lambda: [pid for pid in processes_tagged(tag)
                                   if process_title(pid).startswith("ray::BatchedEnvRunner")], process, 300,
                          "the env runner's start")
-    wait_for(lambda: len(read_results(trial_dirs(tmp_path / "killed")[0])) >= 3 if trial_dirs(tmp_path / "killed")
-             else None, process, 300, "3 logged iterations")  # training is under way (not a fixed sleep: under load
+    wait_for(lambda: any(len(progress_iterations(t)) >= 3 for t in trial_dirs(tmp_path / "killed")),
+             process, 300, "3 logged iterations")  # training is under way (not a fixed sleep: under load
     # the runner may still be inside the trial's set-up after many seconds, and its loss there fails the trial)
     os.kill(runner, signal.SIGKILL)
     killed_at = time.time()
