@@ -33,11 +33,23 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     try:
         sys.exit(main(args))
     except ConfigError as error:
+        _leave_ray()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except RunFailure as error:
+        _leave_ray()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        _leave_ray()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _leave_ray() -> None:
+    """Disconnects from Ray (stopping the instance this process started) before the final line is printed: Ray
+    forwards its actors' output asynchronously, and a line such as `(PPO pid=...) SystemExit: 1` arriving after the
+    error would otherwise end stderr."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
