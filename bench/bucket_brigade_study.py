@@ -1,4 +1,4 @@
-"""Bucket Brigade study: the original study's questions answered with trained learners, as README tables.
+"""Bucket Brigade study: the original study's questions answered with trained learners, as the tables of docs/bucket-brigade.md.
 
 Every learner is a shipped experiment trained in this process as a train.py trial would train it (env runners
 included) for --minutes of wall time; its policy is saved under --out/<run>/policy (and, for self-play, every

@@ -1,5 +1,5 @@
 """The benchmarks under bench/, run tiny: every measurement runs, the last line is the documented JSON, and the
-speed ratios the README claims hold in direction."""
+speed ratios docs/performance.md claims hold in direction."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def test_vmas_benchmark_tiny_run(ray_temp_dir):
     for key in figures:
         if key.endswith("_fps"):
             assert figures[key] > 0, key
-    # The directions the README claims, with loose margins at these tiny sizes on a loaded 2-core machine (seen
+    # The directions docs/performance.md claims, with loose margins at these tiny sizes on a loaded 2-core machine (seen
     # there: batched sampling 5.9x and 17x the per-agent MultiAgentEnv at 6 worlds, the LSTM with the batched runner
-    # 3.1x and 1.6x the stock sampler; at the README's sizes 4.4x and 3.8x).
+    # 3.1x and 1.6x the stock sampler; at the documented sizes 4.4x and 3.8x).
     assert figures["ours_sample_fps"] >= 2 * figures["naive_rllib_sample_fps"], figures
     assert figures["lstm_batched_train_fps"] >= 1.2 * figures["lstm_stock_train_fps"], figures
     # 100 steps per world in a 600-frame batch: every world ends an episode each batch; navigation returns are
@@ -95,8 +95,8 @@ def test_bucket_brigade_benchmark_tiny_run(ray_temp_dir):
     assert set(figures) == BUCKET_BRIGADE_KEYS
     for key, value in figures.items():
         assert value > 0, key
-    # The directions the README claims, with loose margins at these tiny sizes (seen here: the Rust core 201x the
-    # numpy reference and 22x one game per call, batched sampling 21x the stock sampler; the README's sizes: over
+    # The directions docs/performance.md claims, with loose margins at these tiny sizes (seen here: the Rust core 201x the
+    # numpy reference and 22x one game per call, batched sampling 21x the stock sampler; the documented sizes: over
     # 100x for each).
     assert figures["rust_batched_vs_reference"] >= 10 and figures["rust_batched_vs_one_game"] >= 3, figures
     assert figures["batched_vs_stock_sample"] >= 3, figures

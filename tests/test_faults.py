@@ -1,4 +1,4 @@
-"""Faults during training, on real processes: what the README's fault table says happens, measured."""
+"""Faults during training, on real processes: what the fault table of docs/faults-and-errors.md says happens, measured."""
 
 from __future__ import annotations
 

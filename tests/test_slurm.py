@@ -1,4 +1,4 @@
-"""The LLSC/ templates on a real Slurm: two slurmd nodes on this machine, the README's sbatch commands, real Ray.
+"""The LLSC/ templates on a real Slurm: two slurmd nodes on this machine, the sbatch commands of docs/slurm.md, real Ray.
 
 Needs root and Debian's slurm-wlm + munge (`make test` installs them); skipped with the reason otherwise,
 except under CI (CI=true), where that fails.
@@ -30,21 +30,21 @@ def throw_away_slurm_possible():
     reason = unavailable_reason()
     require_system_part(reason and f"no throw-away Slurm: {reason}")
 
-README_RESULTS = "results/slurm"  # the README's --local-dir prefix; the tests write below their own folder instead
+DOCS_RESULTS = "results/slurm"  # the docs' --local-dir prefix; the tests write below their own folder instead
 
 
-def readme_command(script: str) -> list[str]:
-    """The first sbatch line of the README's Slurm section that runs `script`, as argument list."""
-    section = REPO.joinpath("README.md").read_text().split("## Running on Slurm", 1)[1].split("\n## ", 1)[0]
-    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("sbatch ") and script in line]
+def documented_command(script: str) -> list[str]:
+    """The first sbatch line of docs/slurm.md that runs `script`, as argument list."""
+    page = REPO.joinpath("docs", "slurm.md").read_text()
+    lines = [line.strip() for line in page.splitlines() if line.strip().startswith("sbatch ") and script in line]
     return shlex.split(lines[0])
 
 
 def local_paths(command: list[str], results: Path) -> list[str]:
-    """The command with the README's results folder moved to `results` (globs expanded there)."""
+    """The command with the docs' results folder moved to `results` (globs expanded there)."""
     moved = []
     for arg in command:
-        arg = arg.replace(README_RESULTS, str(results))
+        arg = arg.replace(DOCS_RESULTS, str(results))
         if "*" in arg:
             (arg,) = glob.glob(arg)
         moved.append(arg)
@@ -64,9 +64,9 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def two_node_run(slurm, tmp_path_factory):
-    """The README's two-node training command, run once for the tests that read its results."""
+    """The two-node training command of docs/slurm.md, run once for the tests that read its results."""
     folder = tmp_path_factory.mktemp("slurm")
-    command = local_paths(readme_command("LLSC/train_template.sh"), folder / "results")
+    command = local_paths(documented_command("LLSC/train_template.sh"), folder / "results")
     output = folder / "job.out"
     job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
     state, exit_code = slurm.wait(job)
@@ -101,7 +101,7 @@ def test_training_spans_both_nodes(slurm, two_node_run):
 
 def test_rollout_template_evaluates_the_checkpoint(slurm, two_node_run):
     *_, results = two_node_run
-    command = local_paths(readme_command("LLSC/rollout_template.sh"), results)
+    command = local_paths(documented_command("LLSC/rollout_template.sh"), results)
     output = results.parent / "rollout.out"
     state, exit_code = slurm.wait(slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO))
     print(output.read_text()[-3000:])
@@ -112,7 +112,7 @@ def test_rollout_template_evaluates_the_checkpoint(slurm, two_node_run):
 
 
 def test_array_template_runs_one_experiment_per_task(slurm, tmp_path):
-    command = readme_command("LLSC/array_template.sh")
+    command = documented_command("LLSC/array_template.sh")
     command = [arg.replace("results/slurm-sweep", str(tmp_path / "sweep")) for arg in command]
     output = tmp_path / "array-%a.out"
     job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
@@ -145,7 +145,7 @@ def test_array_task_that_ends_first_leaves_the_others_running(slurm, tmp_path):
 
 
 def test_scancel_leaves_no_ray_process(slurm, tmp_path):
-    command = local_paths(readme_command("LLSC/train_template.sh"), tmp_path)
+    command = local_paths(documented_command("LLSC/train_template.sh"), tmp_path)
     command = [arg if not arg.startswith("{training_iteration") else "{training_iteration: 100000}" for arg in command]
     output = tmp_path / "job.out"
     job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
@@ -287,7 +287,7 @@ def test_failing_trial_fails_the_job(slurm, tmp_path):
 
 
 def test_benchmark_template_spreads_a_suite_over_the_nodes(slurm, tmp_path):
-    command = readme_command("LLSC/benchmark_template.sh")
+    command = documented_command("LLSC/benchmark_template.sh")
     command = [arg.replace("results/slurm-bench", str(tmp_path / "bench")) for arg in command]
     output = tmp_path / "job.out"
     job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)

@@ -266,3 +266,19 @@ def test_scripted_policies_draw_their_own_random_streams():
     assert np.array_equal(drawn("random_a", 1), drawn("random_a", 1))  # seeded: reproducible
     assert not np.array_equal(drawn("random_a", 1), drawn("random_b", 1))
     assert not np.array_equal(drawn("random_a", 1), drawn("random_a", 2))
+
+
+def test_the_readme_experiment_loads_and_its_mistake_gives_the_line_shown(tmp_path):
+    """The README's minimal experiment, saved as my.yaml, loads as written; with `lr` misspelt the loader's error is
+    the line the README shows."""
+    readme = (REPO / "README.md").read_text()
+    experiment_yaml = re.search(r"Save as `my.yaml`:\n\n```yaml\n(.*?)```", readme, re.S)[1]
+    (tmp_path / "my.yaml").write_text(experiment_yaml)
+    (loaded,) = load_experiments(tmp_path / "my.yaml")
+    assert loaded.name == "my-first-experiment" and loaded.config["lr"] == {"grid_search": [0.0001, 0.0003]}
+
+    (tmp_path / "my.yaml").write_text(experiment_yaml.replace("    lr:", "    lrr:"))
+    shown = re.search(r"\n    (error: my.yaml: .*)\n", readme)[1]
+    with pytest.raises(ConfigError) as error:
+        load_experiments(tmp_path / "my.yaml")
+    assert f"error: {error.value}".replace(str(tmp_path / "my.yaml"), "my.yaml") == shown
