@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from marlkit.cli import parse_mapping, run_cli
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def parse_args(argv):

@@ -10,7 +10,7 @@ import json
 import os
 
 from marlkit.cli import parse_mapping, run_cli
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def parse_args(argv):
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     overrides = parse_mapping("--config", args.config, "{env_config: {n_agents: 4}}")
 
     from marlkit import checkpoints, launch
-    from marlkit.rollout import RolloutSettings, rollout, summary, write_rollout
+    from marlkit.rollout import RolloutSettings, restore_for_evaluation, rollout, summary, write_rollout
 
     checkpoint = checkpoints.resolve_checkpoint(args.checkpoint)
     state = checkpoints.load_algorithm_state(checkpoint)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         address=address, num_nodes=args.ray_num_nodes, num_cpus=None if address else num_workers + 1,
         temp_dir=args.temp_dir,
     ))
-    algorithm = checkpoints.restore_for_evaluation(checkpoint, state, args.env, overrides, num_workers, args.num_gpus)
+    algorithm = restore_for_evaluation(checkpoint, state, args.env, overrides, num_workers, args.num_gpus)
     settings = RolloutSettings(
         env=algorithm.config.env, env_config=dict(algorithm.config.env_config), episodes=args.episodes,
         steps=args.steps, explore=args.explore, seed=args.seed, save_info=args.save_info, video_dir=video_dir,

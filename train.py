@@ -9,7 +9,7 @@ import argparse
 import os
 
 from marlkit.cli import parse_mapping, run_cli
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def parse_args(argv):
@@ -50,22 +50,17 @@ def main(argv=None) -> int:
 
     # Tune's classic progress reporter shows our columns (env steps/s); the newer one ignores them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    from marlkit import launch, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
+    from marlkit import launch, local_mode, plan, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
 
-    experiments = spec.load_experiments(args.config_file, config_override)
+    if args.seed is not None:
+        config_override["seed"] = args.seed
+    overrides = {"checkpoint_freq": args.checkpoint_freq, "keep_checkpoints_num": args.keep_checkpoints_num,
+                 "checkpoint_at_end": args.checkpoint_at_end or None, "stop": stop_override or None,
+                 "wandb": {"mode": args.wandb} if args.wandb else None}
+    experiments = spec.load_experiments(args.config_file, config_override,
+                                        {name: value for name, value in overrides.items() if value is not None})
     for experiment in experiments:
-        experiment.stop.update(spec.check_stop(experiment.name, stop_override))
-        if args.checkpoint_freq is not None:
-            experiment.checkpoint_freq = args.checkpoint_freq
-        if args.checkpoint_at_end:
-            experiment.checkpoint_at_end = True
-        if args.keep_checkpoints_num is not None:
-            experiment.keep_checkpoints_num = args.keep_checkpoints_num
-        if args.seed is not None:
-            experiment.config["seed"] = args.seed
-        if args.wandb:
-            experiment.wandb = dict(experiment.wandb or {}, mode=args.wandb)
-        for note in experiment.notes:
+        for note in experiment.notes + plan.make_plan(experiment).notes:
             print(f"note: {note}")
     local_dirs = {args.local_dir or e.local_dir or "results" for e in experiments}
     storages = {d: launch.check_writable(d) for d in local_dirs}
@@ -89,7 +84,7 @@ def main(argv=None) -> int:
         storage = storages[args.local_dir or experiment.local_dir or "results"]
         restore = restores.get(experiment.name)
         if args.local_mode:
-            ok &= launch.run_local(experiment, storage, restore)
+            ok &= local_mode.run_local(experiment, storage, restore)
         else:
             ok &= launch.run_tune(experiment, storage, restore, resume=args.resume)
         print(f"{experiment.name}: results in {storage / experiment.name}")

@@ -128,12 +128,12 @@ def throughput(args) -> dict:
 def rllib_algorithm(args, games: int | None, stock: bool):
     """PPO of config/bucket-brigade-ppo.yaml sampling in this process: through RLlib's stock old-stack sampler
     (`RolloutWorker`) or marlkit's batched env runner (what train.py picks), at `games` games per runner."""
-    from marlkit import launch
+    from bench.build import build_for_bench
 
     overrides = {"num_env_runners": 0, "env_config": {"scenario": args.scenario}}
     if games is not None:
         overrides["num_envs_per_env_runner"] = games
-    return launch.build_for_bench(CONFIG, overrides, stock, args.train_batch_size)
+    return build_for_bench(CONFIG, overrides, stock, args.train_batch_size)
 
 
 def sample_env_steps_per_s(algorithm, seconds: float) -> float:

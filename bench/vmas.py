@@ -311,9 +311,9 @@ def recurrent_train(args, custom_model: str, stock: bool) -> tuple[float, str]:
     """(f) PPO of config/benchmark/level_1_basic.yaml with `custom_model` (its defaults), sampling in this process
     through RLlib's stock old-stack sampler or this project's batched env runner: frames over the summed time of
     --recurrent-iters `algorithm.train()` calls; and a note for the table."""
-    from marlkit import launch
+    from bench.build import build_for_bench
 
-    algorithm, config = launch.build_for_bench(RECURRENT_CONFIG, {"num_env_runners": 0, "model": {
+    algorithm, config = build_for_bench(RECURRENT_CONFIG, {"num_env_runners": 0, "model": {
         "custom_model": custom_model}}, stock, args.recurrent_batch_size)
     try:
         seconds, frames = 0.0, 0

@@ -2,7 +2,7 @@
 
 `ENVS` maps a name to an `EnvEntry`: `create(env_config)` builds the env (an RLlib `MultiAgentEnv`, or an old-stack
 `BaseEnv` for natively batched simulators) exposing `possible_agents`, `observation_spaces`, `action_spaces` and
-`close()`; `check_config(env_config)` raises `marlkit.errors.ConfigError` and runs before Ray starts. An env that
+`close()`; `check_config(env_config)` raises `envs.errors.ConfigError` and runs before Ray starts. An env that
 steps many games per call also gives `create_batch(env_config)`, a `BatchedEnv` (envs/batched.py) of
 `env_config.num_envs` games: training samples it through marlkit's batched env runner, and `env_config.num_envs` is
 kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).

@@ -41,7 +41,7 @@ from ray.rllib.env.base_env import BaseEnv
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from envs.batched import BatchedEnv, action_width, observation_size
-from marlkit.errors import ConfigError, closest
+from envs.errors import ConfigError, closest
 
 WRAPPER_KEYS = ("scenario", "continuous_actions", "max_steps", "device", "seed", "num_envs")
 DEFAULT_MAX_STEPS = 100

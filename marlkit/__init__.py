@@ -1,14 +1,29 @@
-"""Orchestration for YAML-described multi-agent RL experiments on Ray Tune + RLlib.
+"""Orchestration for YAML-described multi-agent RL experiments on Ray Tune + RLlib (envs/ knows the simulators;
+this package knows RLlib and Tune).
 
 Modules, one concern each:
-    errors    the one-line user-facing error type
-    cli       what the CLIs share: errors printed as one line, mapping-valued flags
-    spec      loading and validating experiment YAML, translating renamed RLlib keys
-    models    the custom-model registry (`model/<name>.py` -> `CustomModel`)
-    policies  the multi-agent policy layout declared in YAML
-    launch    Ray start-up and the Tune run (or the in-process local mode)
-    callbacks RLlib callbacks shared by every run (env steps/s, --restore, evaluation videos)
-    checkpoints  finding, validating and restoring training checkpoints
-    rollout   evaluation episodes, rollout files and summaries (rollout.py, evaluation videos)
-    video     mp4 writing and the virtual display
+    spec             experiment YAML: the declared keys (`ExperimentKeys`), loading and checking each experiment
+    rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
+    plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games
+    policies         the multi-agent policy layout declared in YAML, scripted policies
+    mappo            the centralised critic (MAPPO)
+    game_values      the batched sampler's hook for policies valued per game (mappo implements it)
+    models           the custom-model registry (`model/<name>.py` -> `CustomModel`)
+    default_models   each policy's default model, from its own observation space
+    layers           network parts the shipped models share
+    batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays
+    stock_runner     RLlib's stock sampler, closing its envs when it cannot be built
+    launch           Ray start-up, the checks made once it runs, and the Tune run of train.py and the suite
+    local_mode       --local-mode: trials one after another in the driver process
+    checkpoints      finding, checking and saving checkpoints; resume from the newest readable one
+    callbacks        RLlib callbacks of every run (env steps/s, placement, machine, --restore, videos, curricula)
+    result_logs      result rows (re-written on resume) and the logger callbacks (W&B)
+    rollout          evaluation episodes, rollout files and summaries (rollout.py, the suite's evaluation)
+    video            mp4 writing and the virtual display
+    benchmark        the architecture benchmark suite (benchmark.py); benchmarl_reference: BenchMARL beside it;
+                     plots: its figures
+    cli              what the CLIs share: errors printed as one line, mapping-valued flags
+    errors           a run that could not go on (RunFailure) and a trial's exception line; bad input raises
+                     envs.errors.ConfigError
+    files            atomic writes
 """

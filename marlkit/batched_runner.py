@@ -25,6 +25,10 @@ Episode metrics (return, length, per-agent returns) and `on_sample_end` callback
 experiments whose `callbacks` override one of them (the algorithm's own hooks, such as `on_train_result`, keep this
 runner).
 
+A policy whose values come from the whole game rather than from each agent's own observation (MAPPO's centralised
+critic, marlkit/mappo.py) implements `GameValues`: the runner then asks it for one input and one value pass per game
+and step, and for the training columns that carry them. The runner knows no algorithm beyond that interface.
+
 Example (YAML): nothing to do; `env: vmas` or `env: bucket_brigade` sample through this runner.
 """
 
@@ -41,7 +45,7 @@ from ray.rllib.utils.filter import NoFilter
 
 from envs import ENVS
 from envs.batched import action_width, observation_size
-from marlkit.mappo import CRITIC_OBS, CRITIC_TARGETS, CRITIC_WEIGHTS, CentralCriticPPOPolicy, joint_input
+from marlkit.game_values import GameValues
 from marlkit.stock_runner import StockEnvRunner
 
 
@@ -84,7 +88,7 @@ class BatchedEnvRunner(StockEnvRunner):
             self._check_policy(policy_id)
         self._trained = [pid for pid in self._groups if self._is_model(pid)
                          and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
-        self._central = {pid for pid in self._trained if isinstance(self.policy_map[pid], CentralCriticPPOPolicy)}
+        self._game_level = {pid for pid in self._trained if isinstance(self.policy_map[pid], GameValues)}
         self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
@@ -152,19 +156,15 @@ class BatchedEnvRunner(StockEnvRunner):
 
     @staticmethod
     def _forward(policy, observations: torch.Tensor, state: list):
-        """Distribution inputs, values (None for a centralised critic) and next state of the policy's model for
-        (rows, ...) observations."""
+        """Distribution inputs, values (None for a policy with `GameValues`) and next state of the policy's model
+        for (rows, ...) observations."""
         rows = observations.to(policy.device)
         seq_lens = torch.ones(len(rows), dtype=torch.int32, device=policy.device) if state else None
         with torch.no_grad():
             dist_inputs, state_out = policy.model(SampleBatch({SampleBatch.OBS: rows}, _is_training=False),
                                                   state, seq_lens)
-            central = isinstance(policy, CentralCriticPPOPolicy)
-            return dist_inputs, None if central else policy.model.value_function(), state_out
-
-    def _joint(self) -> torch.Tensor:
-        """(games, joint input) of the current observations, for centralised critics (marlkit/mappo.py)."""
-        return joint_input(self._observations, self._all_present)
+            game_level = isinstance(policy, GameValues)
+            return dist_inputs, None if game_level else policy.model.value_function(), state_out
 
     def _state_rows(self, policy_id) -> list:
         return [s.reshape((-1,) + tuple(s.shape[2:])) for s in self._states.get(policy_id, [])]
@@ -206,10 +206,10 @@ class BatchedEnvRunner(StockEnvRunner):
                                            for i, s in enumerate(state_out)]
             if record is not None:
                 shape = (self._num_envs, len(group))
-                if policy_id in self._central:  # one critic pass per game for all the policy's agents
-                    joint = self._joint()
-                    values = policy.central_values(joint)
-                    record["critic_obs"].append(joint)
+                if policy_id in self._game_level:  # one value pass per game for all the policy's agents
+                    game_input = policy.game_input(self._observations, self._all_present)
+                    values = policy.game_values(game_input)
+                    record["game_input"].append(game_input)
                 record["obs"].append(own)
                 record["actions"].append(actions.reshape(shape + tuple(actions.shape[1:])))
                 record["dist_inputs"].append(dist_inputs.reshape(shape + tuple(dist_inputs.shape[1:])))
@@ -224,32 +224,29 @@ class BatchedEnvRunner(StockEnvRunner):
     def _last_values(self, policy_id) -> torch.Tensor:
         """(games, agents of the policy) values of the current observations, the state left as it is."""
         policy = self.policy_map[policy_id]
-        if policy_id in self._central:
-            return policy.central_values(self._joint()).to(self._device)
+        if policy_id in self._game_level:
+            return policy.game_values(policy.game_input(self._observations, self._all_present)).to(self._device)
         rows = self._own(self._observations, policy_id).reshape(self._num_envs * len(self._groups[policy_id]), -1)
         _, values, _ = self._forward(policy, rows, self._state_rows(policy_id))
         return values.reshape(self._num_envs, -1).to(self._device)
 
     # ---- sampling ------------------------------------------------------------------------------------------------
 
-    def _check_critics(self) -> None:
-        """A centralised critic must have been built for this env's agents. Checked when training samples, not
-        when the runner is built: rollout.py may play a checkpoint's actors on games with other agents."""
-        for policy_id in self._central:
-            policy = self.policy_map[policy_id]
-            if policy.critic_agents != self._agents or policy.critic_width != self._obs_width:
-                raise ValueError(f"policy '{policy_id}': its centralised critic was built for agents "
-                                 f"{policy.critic_agents} (observation width {policy.critic_width}), but env "
-                                 f"'{self._name}' has {self._agents} (width {self._obs_width})")
+    def _check_game_level_policies(self) -> None:
+        for policy_id in self._game_level:
+            try:
+                self.policy_map[policy_id].check_game(self._name, self._agents, self._obs_width)
+            except ValueError as error:
+                raise ValueError(f"policy '{policy_id}': {error}") from None
 
     def sample(self, **kwargs):
         if self._observations is None:
-            self._check_critics()
+            self._check_game_level_policies()
             self._reset_all()
         target = self.config.get_rollout_fragment_length(self.worker_index) * self._num_envs
         explore = self.config.explore
         agents = len(self._agents)
-        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in", "critic_obs")}
+        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in", "game_input")}
                    for pid in self._trained}
         steps = {k: [] for k in ("rewards", "terminated", "truncated", "valid", "eps_id", "t")}
         env_steps = 0
@@ -349,8 +346,9 @@ class BatchedEnvRunner(StockEnvRunner):
                 Postprocessing.ADVANTAGES: advantages,
                 Postprocessing.VALUE_TARGETS: advantages + values,
             }
-            if policy_id in self._central:
-                columns.update(self._critic_columns(torch.stack(record["critic_obs"]), advantages + values))
+            if policy_id in self._game_level:
+                columns.update(self.policy_map[policy_id].game_columns(torch.stack(record["game_input"]),
+                                                                       advantages + values))
             valid = per_agent(steps["valid"])
             state_in = [torch.stack(parts) for parts in zip(*record["state_in"])]
             if state_in:
@@ -359,19 +357,6 @@ class BatchedEnvRunner(StockEnvRunner):
                 policy_batches[policy_id] = SampleBatch({
                     key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
         return MultiAgentBatch(policy_batches, env_steps=env_steps)
-
-    @staticmethod
-    def _critic_columns(joint: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Training columns of a centralised critic: the first agent row of each (time, game) carries the joint input
-        and the value targets of all the policy's agents, the others zeros, so training runs the critic once per game
-        row. joint: (time, games, joint input); targets: (time, games, agents of the policy)."""
-        k = targets.shape[-1]
-        first = torch.zeros(k, device=targets.device)
-        first[0] = 1.0
-        carrier = first.view(1, 1, k, 1)
-        return {CRITIC_OBS: joint.unsqueeze(2) * carrier.to(joint.device),
-                CRITIC_TARGETS: targets.unsqueeze(2) * carrier,
-                CRITIC_WEIGHTS: carrier.expand(targets.shape + (k,))}
 
     def _sequences(self, policy_id, columns: dict, state_in: list, valid: torch.Tensor,
                    valid_steps: torch.Tensor) -> SampleBatch:

@@ -39,8 +39,10 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.tune.utils import merge_dicts
 
 from marlkit import models, spec
+from marlkit.rllib_settings import algorithm_class
 from marlkit.callbacks import bound_callback
-from marlkit.errors import ConfigError, closest, exception_line
+from envs.errors import ConfigError, closest
+from marlkit.errors import exception_line
 from marlkit.files import write_json
 
 LEVEL_DIR = Path(__file__).resolve().parent.parent / "config" / "benchmark"
@@ -365,7 +367,7 @@ def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wa
 
     Finished runs (in the folder's benchmark_results.json) are skipped; failed and interrupted ones start over.
     """
-    from marlkit.launch import PROGRESS_COLUMNS, register_components
+    from marlkit.launch import PROGRESS_COLUMNS, register_components, tune_run
     from marlkit.result_logs import logger_callbacks
 
     runs = suite.runs()
@@ -390,21 +392,18 @@ def run_suite(suite: Suite, output_dir: Path, max_parallel: int, force: bool, wa
     wandb_settings = {"mode": wandb} if wandb else None
     for algorithm, group in by_algorithm.items():
         configs = {run.run_id: run_config(suite, experiments[run.run_id]) for run in group}
-        tuner = tune.Tuner(
-            benchmark_trainable(spec.algorithm_class(algorithm), configs),
-            param_space={"benchmark_run": tune.grid_search([run.run_id for run in group])},
+        tuner = tune_run(
+            benchmark_trainable(algorithm_class(algorithm), configs),
+            {"benchmark_run": tune.grid_search([run.run_id for run in group])},
+            name=f"attempt_{attempt}_{algorithm}",
+            storage=output_dir / "tune",
+            stop={"num_env_steps_sampled_lifetime": suite.timesteps},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            callbacks=[RecordRuns(results, {r.run_id: score_of(experiments[r.run_id]) for r in group}),
+                       *logger_callbacks(wandb_settings, f"benchmark-{output_dir.name}")],
+            reporter=tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns=["benchmark_run"],
+                                      max_report_frequency=30, max_column_length=40),
             tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel),
-            run_config=tune.RunConfig(
-                name=f"attempt_{attempt}_{algorithm}",
-                storage_path=str(output_dir / "tune"),
-                stop={"num_env_steps_sampled_lifetime": suite.timesteps},
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
-                callbacks=[RecordRuns(results, {r.run_id: score_of(experiments[r.run_id]) for r in group}),
-                           *logger_callbacks(wandb_settings, f"benchmark-{output_dir.name}")],
-                progress_reporter=tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, parameter_columns=["benchmark_run"],
-                                                   max_report_frequency=30, max_column_length=40),
-                verbose=1,
-            ),
         )
         for result in tuner.fit():
             if result.error is not None:  # a trial that failed before its first result has no config here: its path
@@ -439,6 +438,7 @@ def run_reference(results: Results, suite: Suite, run: Run, experiment: spec.Exp
 def evaluate_checkpoints(suite: Suite, output_dir: Path) -> bool:
     """--skip-training: evaluates every finished run's checkpoint again (in this process) and updates the results."""
     from marlkit import checkpoints
+    from marlkit.rollout import restore_for_evaluation
 
     results = Results(output_dir, suite)
     if not results.path.exists():
@@ -456,7 +456,7 @@ def evaluate_checkpoints(suite: Suite, output_dir: Path) -> bool:
             continue
         experiment = suite.experiment(run)
         checkpoint = Path(record["checkpoint"])
-        algorithm = checkpoints.restore_for_evaluation(
+        algorithm = restore_for_evaluation(
             checkpoint, checkpoints.load_algorithm_state(checkpoint), None, {}, num_workers=0, num_gpus=0)
         try:
             returns = evaluate(algorithm.env_runner, evaluation_settings(experiment, suite.eval_episodes),

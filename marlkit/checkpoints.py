@@ -10,7 +10,7 @@ from pathlib import Path
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.utils.checkpoints import get_checkpoint_info
 
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 STATE_FILES = ("algorithm_state.pkl", "rllib_checkpoint.json")
 
@@ -123,6 +123,23 @@ class SafeCheckpoints:
             raise
 
 
+def save_atomically(algorithm, trial_dir: Path, index: int, keep: int | None) -> Path:
+    """Writes checkpoint_<index> of an algorithm trained outside Tune (--local-mode) atomically (into a temp folder,
+    then renamed) and prunes the oldest beyond `keep`. (Tune's trials save through `SafeCheckpoints`.)"""
+    final = trial_dir / f"checkpoint_{index:06d}"
+    staging = trial_dir / f".{final.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        algorithm.save(str(staging))
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted save left (nothing once renamed)
+    if keep:
+        for old in sorted(trial_dir.glob("checkpoint_*"))[:-keep]:
+            shutil.rmtree(old)
+    return final
+
+
 def checkpoint_index(folder: Path) -> int:
     """N of a `checkpoint_<N>` folder."""
     return int(folder.name.rsplit("_", 1)[1])
@@ -181,49 +198,4 @@ def check_run(checkpoint: Path, state: dict, run: str | None) -> str:
     algorithm = state["algorithm_class"].__name__
     if run is not None and run != algorithm:
         raise ConfigError(f"--run {run} does not match checkpoint {checkpoint}, which holds a {algorithm} algorithm")
-    return algorithm
-
-
-def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overrides: dict, num_workers: int,
-                           num_gpus: float):
-    """Rebuilds the checkpoint's algorithm with evaluation settings and loads its weights (needs Ray started).
-
-    `env` and `overrides` (RLlib settings; `env_config` is merged key by key) change what the policies are
-    evaluated on. Training-only parts are dropped: user callbacks, evaluation runs, the `--restore` hook.
-    """
-    from ray.rllib.callbacks.callbacks import RLlibCallback
-
-    from envs import ENVS
-    from marlkit import launch, models, spec
-
-    config = state["config"].copy(copy_frozen=False)
-    env = env or config.env
-    if env not in ENVS:
-        raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)}")
-    env_config = ENVS[env].single_env_config({**config.env_config, **overrides.pop("env_config", {})})
-    if overrides:
-        translated, _ = spec.translate_config("--config", state["algorithm_class"].__name__, overrides)
-        config.update_from_dict(translated)
-    ENVS[env].check_config(env_config)
-    config.environment(env=env, env_config=env_config)
-    config.env_runners(num_env_runners=num_workers, num_envs_per_env_runner=1)
-    config.resources(num_gpus=num_gpus)
-    config.callbacks(RLlibCallback)
-    config.evaluation(evaluation_interval=None, evaluation_num_env_runners=0)
-    launch.register_envs()
-    models.register_models(models.used_model_names(config.model, config.policies))
-    try:
-        algorithm = config.build_algo()
-    except Exception as error:  # user model and env code fails in its own ways; --debug shows the traceback
-        raise ConfigError(
-            f"cannot rebuild the algorithm of {checkpoint}: {type(error).__name__}: {str(error).splitlines()[0]}"
-        ) from error
-    try:
-        algorithm.restore(str(checkpoint))
-    except (RuntimeError, ValueError, KeyError) as error:  # torch's state-dict and optimizer mismatches
-        algorithm.stop()
-        raise ConfigError(
-            f"the weights in {checkpoint} do not fit the model built now (was its model/ file changed?): "
-            f"{str(error).splitlines()[0]}"
-        ) from None
     return algorithm

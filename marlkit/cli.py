@@ -7,7 +7,8 @@ from typing import Callable
 
 import yaml
 
-from marlkit.errors import ConfigError, RunFailure
+from envs.errors import ConfigError
+from marlkit.errors import RunFailure
 
 
 def parse_mapping(flag: str, text: str, example: str) -> dict:

@@ -6,7 +6,7 @@ observation space, for every env (a Unity game whose behaviors differ, a user's 
 - Images of other sizes (grid sensors and small cameras give e.g. 8x8, 16x16 or 20x20), alone or in a Tuple with
   vectors: `model/convnet.py`, which fits any image size (the vector parts join its conv features). RLlib's
   complex-input model would need `conv_filters`, which it applies to every image of the Tuple alike, and its models
-  do not apply the project's action masks (marlkit/masking.py), which convnet does.
+  do not apply the project's action masks (envs/masking.py), which convnet does.
 
 A `custom_model` or `conv_filters` in the experiment's `config.model` or in the policy's own
 `multiagent.policies.<id>.config.model` always wins: such a policy is left alone. Scripted policies have no model.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import gymnasium as gym
 from ray.rllib.models.utils import get_filter_config
 
-from marlkit import masking
+from envs import masking
 from marlkit.policies import ScriptedPolicy
 
 IMAGE_MODEL = "convnet"  # model/convnet.py

@@ -1,7 +1,8 @@
-"""Starting Ray and running validated experiments, with Tune or in-process (`--local-mode`).
+"""Starting Ray, the checks made once it runs (resources, --restore and --resume targets), and running validated
+experiments with Tune (`--local-mode` runs them in this process instead: marlkit/local_mode.py).
 
-Both paths write the same layout: `<local-dir>/<experiment>/<trial>/` holding `params.json`, `result.json`,
-`progress.csv`, TensorBoard events and `checkpoint_000000`-style folders (numbered in save order, as Tune does).
+Trials write Tune's layout: `<local-dir>/<experiment>/<trial>/` holding `params.json`, `result.json`, `progress.csv`,
+TensorBoard events and `checkpoint_000000`-style folders (numbered in save order).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import shutil
 import signal
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import ray
@@ -22,7 +21,7 @@ from ray import tune
 from ray.rllib.algorithms.callbacks import make_multi_callbacks
 from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.registry import register_env
-from ray.tune.search.variant_generator import format_vars, generate_variants
+from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import flatten_dict
 
 from envs import ENVS
@@ -32,9 +31,12 @@ from marlkit.callbacks import (
 )
 from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_checkpoints, with_safe_checkpoints
 from marlkit.default_models import apply_default_models
-from marlkit.errors import ConfigError, RunFailure, closest, exception_line
+from envs.errors import ConfigError
+from marlkit.errors import RunFailure, exception_line
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
-from marlkit.spec import Experiment, algorithm_class, config_variants
+from marlkit.plan import planned_config
+from marlkit.rllib_settings import algorithm_class, config_variants
+from marlkit.spec import Experiment
 
 RETURN_METRIC = "env_runners/episode_return_mean"
 PROGRESS_COLUMNS = {
@@ -186,7 +188,7 @@ class MultiAgentResolver:
 
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
-    config = dict(experiment.config)
+    config = planned_config(experiment)
     callbacks = [EnvStepsPerSecond, RayPlacement]
     if restore:
         callbacks.append(bound_callback(RestoreCheckpoint, checkpoint=restore))
@@ -216,40 +218,49 @@ class StopCriteria(tune.Callback):
             trial.stopping_criterion = dict(self.stop)
 
 
+def tune_run(algorithm: type, param_space: dict, *, name: str, storage: Path, stop: dict,
+             checkpoint_config: tune.CheckpointConfig, callbacks: list, reporter,
+             tune_config: tune.TuneConfig | None = None, max_failures: int = 0) -> tune.Tuner:
+    """The Tune run of train.py's experiments and of the benchmark suite: trials of `algorithm` (an RLlib algorithm
+    class) whose checkpoints are never used half-written (`with_safe_checkpoints`), results under
+    `<storage>/<name>/`."""
+    return tune.Tuner(
+        with_safe_checkpoints(algorithm),
+        param_space=param_space,
+        tune_config=tune_config or tune.TuneConfig(),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), stop=stop, checkpoint_config=checkpoint_config,
+            failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=callbacks,
+            progress_reporter=reporter, verbose=1,
+        ),
+    )
+
+
 def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume: bool) -> bool:
     """Runs one experiment with Tune; True when every trial finished without error."""
     param_space = trial_param_space(experiment, restore)
     experiment_dir = storage / experiment.name
-    reporter = tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, max_report_frequency=10)
-    trainable = with_safe_checkpoints(algorithm_class(experiment.run))
     if resume:
         tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable=trainable, resume_unfinished=True, resume_errored=True,
-            param_space=param_space,
+            str(experiment_dir), trainable=with_safe_checkpoints(algorithm_class(experiment.run)),
+            resume_unfinished=True, resume_errored=True, param_space=param_space,
         )
         run_config = tuner._local_tuner.get_run_config()  # no public way to add a callback to a restored run
         run_config.callbacks = [*(c for c in run_config.callbacks or [] if not isinstance(c, StopCriteria)),
                                 StopCriteria(experiment.stop)]  # (an earlier resume's is in the saved state)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(num_samples=experiment.num_samples, scheduler=experiment.build_scheduler()),
-            run_config=tune.RunConfig(
-                name=experiment.name,
-                storage_path=str(storage),
-                stop=experiment.stop,
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=experiment.keep_checkpoints_num,
-                    checkpoint_score_attribute=experiment.checkpoint_score_attr,
-                    checkpoint_frequency=experiment.checkpoint_freq,
-                    checkpoint_at_end=experiment.checkpoint_at_end,
-                ),
-                failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
-                callbacks=logger_callbacks(experiment.wandb, experiment.name),
-                progress_reporter=reporter,
-                verbose=1,
+        tuner = tune_run(
+            algorithm_class(experiment.run), param_space, name=experiment.name, storage=storage, stop=experiment.stop,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=experiment.keep_checkpoints_num,
+                checkpoint_score_attribute=experiment.checkpoint_score_attr,
+                checkpoint_frequency=experiment.checkpoint_freq,
+                checkpoint_at_end=experiment.checkpoint_at_end,
             ),
+            callbacks=logger_callbacks(experiment.wandb, experiment.name),
+            reporter=tune.CLIReporter(metric_columns=PROGRESS_COLUMNS, max_report_frequency=10),
+            tune_config=tune.TuneConfig(num_samples=experiment.num_samples, scheduler=experiment.build_scheduler()),
+            max_failures=experiment.max_failures,
         )
     handler_before = signal.getsignal(signal.SIGINT)
     try:
@@ -350,82 +361,6 @@ def newest_checkpoints(experiment_dir: Path) -> list[Path]:
             if trial.is_dir() and (checkpoints := trial_checkpoints(trial))]
 
 
-class LocalTrial:
-    """The part of Tune's `Trial` that Tune's logger callbacks read, for trials run in the driver process."""
-
-    def __init__(self, trial_id: str, config: dict, local_path: Path, evaluated_params: dict, experiment_dir_name: str):
-        self.trial_id = trial_id
-        self.config = config
-        self.local_path = self.path = str(local_path)
-        self.evaluated_params = evaluated_params
-        self.experiment_dir_name = experiment_dir_name
-        self.checkpoint = None
-
-    def init_local_path(self) -> None:
-        Path(self.local_path).mkdir(parents=True, exist_ok=True)
-
-    def __str__(self) -> str:
-        return Path(self.local_path).name
-
-
-def _stop_reached(experiment: Experiment, result: dict) -> bool:
-    """Tune's rule: any stop criterion reached (or the algorithm says done); an unknown metric is an error."""
-    if result.get("done"):
-        return True
-    flat = flatten_dict(result, delimiter="/")
-    for key in experiment.stop:
-        if key not in flat:
-            raise ConfigError(f"{experiment.name}.stop.{key} is not a result metric{closest(key, flat)}")
-    return any(flat[key] >= threshold for key, threshold in experiment.stop.items())
-
-
-def save_checkpoint(algorithm, trial_dir: Path, index: int, keep: int | None) -> Path:
-    """Writes checkpoint_<index> atomically (into a temp folder, then renamed) and prunes the oldest beyond `keep`."""
-    final = trial_dir / f"checkpoint_{index:06d}"
-    staging = trial_dir / f".{final.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        algorithm.save(str(staging))
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted save left (nothing once renamed)
-    if keep:
-        for old in sorted(trial_dir.glob("checkpoint_*"))[:-keep]:
-            shutil.rmtree(old)
-    return final
-
-
-def run_local(experiment: Experiment, storage: Path, restore: str | None) -> bool:
-    """Runs every trial of the experiment one after another in this process, for pdb and breakpoints.
-
-    No remote env runners: envs, models and callbacks all run here. Results and checkpoints land where Tune
-    would put them. Schedulers need Tune and are ignored here; keep_checkpoints_num keeps the newest.
-    """
-    if experiment.scheduler:
-        print(f"--local-mode: {experiment.name}.scheduler is ignored (trials run one after another)")
-    param_space = trial_param_space(experiment, restore)
-    samples = [v for _ in range(experiment.num_samples) for v in generate_variants({"config": param_space})]
-    run_id = uuid.uuid4().hex[:5]
-    callbacks = logger_callbacks(experiment.wandb, experiment.name)
-    for callback in callbacks:
-        callback.setup()
-    trials = []
-    for index, (resolved_vars, spec) in enumerate(samples):
-        config = dict(spec["config"], num_env_runners=0, evaluation_num_env_runners=0)
-        trial_id = f"{run_id}_{index:05d}"
-        grid_vars = {path: value for path, value in resolved_vars.items() if "multiagent" not in path}
-        tag = format_vars(grid_vars)
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        name = f"{experiment.run}_{experiment.env}_{trial_id}_{index}{'_' + tag if tag else ''}_{stamp}"
-        trial = LocalTrial(trial_id, config, storage / experiment.name / name, grid_vars, experiment.name)
-        trial.init_local_path()
-        trials.append(trial)
-        _train_in_process(experiment, trial, callbacks)
-    for callback in callbacks:
-        callback.on_experiment_end(trials=trials)
-    return True
-
-
 def first_trial_config(experiment: Experiment) -> dict:
     """The resolved RLlib config of the experiment's first trial (its first grid point), as Tune would pass it."""
     ((_, variant), *_) = generate_variants({"config": trial_param_space(experiment, None)})
@@ -435,60 +370,3 @@ def first_trial_config(experiment: Experiment) -> dict:
 def build_algorithm(run: str, config: dict):
     """An RLlib Algorithm of `run` for one resolved trial config, built in this process (no Tune)."""
     return algorithm_class(run).get_default_config().update_from_dict(config).build_algo()
-
-
-def build_for_bench(path: str | Path, overrides: dict, stock_sampler: bool, train_batch_size: int | None = None):
-    """(algorithm, resolved config) of the first experiment in `path` with RLlib `overrides`, built in this process,
-    sampling through RLlib's stock old-stack sampler (`stock_sampler`) or what train.py picks; for the benches.
-    `train_batch_size` (optional) also caps the minibatch size."""
-    from ray.rllib.evaluation.rollout_worker import RolloutWorker
-
-    from marlkit.spec import load_experiments
-
-    if stock_sampler:
-        overrides = {**overrides, "env_runner_cls": RolloutWorker}
-    (experiment,) = load_experiments(path, overrides)
-    if train_batch_size is not None:
-        experiment.config["train_batch_size"] = train_batch_size
-        experiment.config["minibatch_size"] = min(experiment.config["minibatch_size"], train_batch_size)
-    register_components([experiment])
-    config = first_trial_config(experiment)
-    algorithm = build_algorithm(experiment.run, config)
-    runner = type(algorithm.env_runner).__name__
-    if runner != ("RolloutWorker" if stock_sampler else "BatchedEnvRunner"):
-        algorithm.stop()
-        raise RuntimeError(f"expected the {'stock' if stock_sampler else 'batched'} sampler, got a {runner}")
-    return algorithm, config
-
-
-def _train_in_process(experiment: Experiment, trial: LocalTrial, callbacks: list) -> None:
-    algorithm = build_algorithm(experiment.run, trial.config)
-    # Outside Tune an algorithm logs to a temporary folder; point it at the trial folder (evaluation videos).
-    algorithm._logdir = trial.path
-    for callback in callbacks:
-        callback.log_trial_start(trial)
-    print(f"--local-mode: trial {trial} (in this process, pid {os.getpid()})", flush=True)
-    trial_dir = Path(trial.local_path)
-    saved = 0
-    failed = True
-    try:
-        while True:
-            result = algorithm.train()
-            result.update(trial_id=trial.trial_id, experiment_tag=str(trial))
-            for callback in callbacks:
-                callback.log_trial_result(result["training_iteration"], trial, result)
-            flat = flatten_dict(result, delimiter="/")
-            print("  " + "  ".join(f"{label}={flat.get(key, float('nan')):.6g}" for key, label in PROGRESS_COLUMNS.items()), flush=True)
-            done = _stop_reached(experiment, result)
-            if experiment.checkpoint_freq and result["training_iteration"] % experiment.checkpoint_freq == 0:
-                save_checkpoint(algorithm, trial_dir, saved, experiment.keep_checkpoints_num)
-                saved += 1
-            elif done and experiment.checkpoint_at_end:
-                save_checkpoint(algorithm, trial_dir, saved, experiment.keep_checkpoints_num)
-            if done:
-                break
-        failed = False
-    finally:
-        for callback in callbacks:
-            callback.log_trial_end(trial, failed=failed)
-        algorithm.stop()

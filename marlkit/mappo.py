@@ -20,8 +20,8 @@ observation at that env step: finished earlier or not yet there; its observation
 Brigade and Unity offer no global state, so the joint observation is what the critic sees.
 
 Where the critic runs:
-  - batched sampler (marlkit/batched_runner.py: VMAS, Bucket Brigade): once per game per step for all agents of the
-    policy; in training once per game row: the first agent row of each (game, step) carries the joint input and the
+  - batched sampler (marlkit/batched_runner.py: VMAS, Bucket Brigade), through the runner's `GameValues` hook, which
+    this policy implements: once per game per step for all agents of the policy; in training once per game row: the first agent row of each (game, step) carries the joint input and the
     value targets of all the policy's agents (`critic_obs`, `critic_targets`, `critic_weights`), the other rows carry
     zero weights and the critic skips them;
   - RLlib's stock sampler (Unity, or experiments spec.py sends there): in `postprocess_trajectory`, from the rows of
@@ -41,6 +41,7 @@ centralised policy. The critic is feed-forward, so recurrent actors (model/lstm.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ from ray.rllib.models import ModelCatalog
 from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.utils.torch_utils import explained_variance, sequence_mask
 
+from marlkit.game_values import GameValues
+from envs.errors import ConfigError
 from marlkit.layers import CentralCritic
 
 CRITICS = ("decentralized", "centralized")
@@ -71,7 +74,7 @@ def joint_input(observations: torch.Tensor, present: torch.Tensor) -> torch.Tens
     return torch.cat([observations.flatten(1), present.to(observations.dtype)], dim=1)
 
 
-class CentralCriticPPOPolicy(PPOTorchPolicy):
+class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
     """PPO (old API stack) with a centralised critic; the actor is the model's policy output as in PPO.
 
     config["central_critic"] (set by marlkit.policies for `critic: centralized`):
@@ -107,6 +110,30 @@ class CentralCriticPPOPolicy(PPOTorchPolicy):
 
     def extra_action_out(self, input_dict, state_batches, model, action_dist):
         return {}  # values come from the critic in postprocessing (or the batched runner), not per action
+
+    # ---- batched sampler (GameValues) ---------------------------------------------------------------------------
+
+    def check_game(self, env: str, agents: list[str], width: int) -> None:
+        if agents != self.critic_agents or width != self.critic_width:
+            raise ValueError(f"its centralised critic was built for agents {self.critic_agents} (observation width "
+                             f"{self.critic_width}), but env '{env}' has {agents} (width {width})")
+
+    def game_input(self, observations: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return joint_input(observations, present)
+
+    def game_values(self, game_input: torch.Tensor) -> torch.Tensor:
+        return self.central_values(game_input)
+
+    def game_columns(self, game_inputs: torch.Tensor, value_targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The first agent row of each (time, game) carries the joint input and the value targets of all the
+        policy's agents, the others zeros, so training runs the critic once per game row."""
+        k = value_targets.shape[-1]
+        first = torch.zeros(k, device=value_targets.device)
+        first[0] = 1.0
+        carrier = first.view(1, 1, k, 1)
+        return {CRITIC_OBS: game_inputs.unsqueeze(2) * carrier.to(game_inputs.device),
+                CRITIC_TARGETS: value_targets.unsqueeze(2) * carrier,
+                CRITIC_WEIGHTS: carrier.expand(value_targets.shape + (k,))}
 
     # ---- stock sampler ----------------------------------------------------------------------------------------
 
@@ -214,3 +241,23 @@ class CentralCriticPPOPolicy(PPOTorchPolicy):
         model.tower_stats["mean_entropy"] = mean(entropy)
         model.tower_stats["mean_kl_loss"] = mean_kl
         return total
+
+
+def check_critic_memory(name: str, variant: dict, multiagent: dict) -> None:
+    """Refuses a centralised critic whose training columns (the joint input on every agent row, marlkit/mappo.py)
+    would take more than a quarter of this machine's memory."""
+    for pid, policy in multiagent["policies"].items():
+        layout = policy.config.get("central_critic")
+        if not layout:
+            continue
+        joint = joint_input_size(len(layout["agents"]), layout["width"])
+        rows = int(variant.get("train_batch_size") or 4000) * len(layout["own"])
+        needed = rows * (joint + 2 * len(layout["own"])) * 4
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory / 4:
+            raise ConfigError(
+                f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads "
+                f"{len(layout['agents'])} agents x {layout['width'] + 1} inputs; its training columns for "
+                f"train_batch_size {variant.get('train_batch_size')} would take {needed / 2**30:.1f} GiB, more "
+                f"than a quarter of this machine's {memory / 2**30:.1f} GiB; lower train_batch_size, or use "
+                f"critic: decentralized")

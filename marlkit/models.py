@@ -26,7 +26,7 @@ import ray.cloudpickle as cloudpickle  # the pickler Ray uses for its registry
 from ray.rllib.models import ModelCatalog
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
-from marlkit.errors import ConfigError, closest
+from envs.errors import ConfigError, closest
 
 # MARLKIT_MODEL_DIR points the registry at another folder of model files (default: model/ of this checkout).
 MODEL_DIR = Path(os.environ.get("MARLKIT_MODEL_DIR") or Path(__file__).resolve().parent.parent / "model")

@@ -37,7 +37,7 @@ from ray.rllib.policy.policy import Policy, PolicySpec
 from ray.rllib.policy.sample_batch import SampleBatch
 
 from envs.batched import observation_size
-from marlkit.errors import ConfigError, closest
+from envs.errors import ConfigError, closest
 from marlkit.mappo import CRITICS, CentralCriticPPOPolicy
 
 LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic")

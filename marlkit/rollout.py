@@ -7,16 +7,16 @@ The rollout file is a pickle of a list of episodes; each episode is a list of st
 Episodes run on an RLlib env runner (the algorithm's local one, or each remote one for a share of the episodes), with
 that runner's policies, preprocessors and observation filters, so actions are exactly what training would compute.
 
-Example (after `make train`; rollout.py does the same):
-    >>> from marlkit import checkpoints, launch
-    >>> checkpoint = checkpoints.resolve_checkpoint("results/vmas-navigation-ppo/PPO_vmas_84d79_00000_0_...")
-    >>> state = checkpoints.load_algorithm_state(checkpoint)
-    >>> launch.start_ray(launch.RayOptions())
-    >>> algorithm = checkpoints.restore_for_evaluation(checkpoint, state, None, {}, num_workers=0, num_gpus=0)
-    >>> settings = RolloutSettings(env="vmas", env_config=algorithm.config.env_config, episodes=2, seed=0)
-    >>> episodes = rollout(algorithm, settings)
-    >>> [len(e.steps) for e in episodes], write_rollout("rollout.pkl", episodes)
-    ([100, 100], PosixPath('rollout.pkl'))
+Example (needs a trained checkpoint, e.g. after `make train`, so it is not a doctest; rollout.py does the same):
+
+    from marlkit import checkpoints, launch
+    checkpoint = checkpoints.resolve_checkpoint("results/vmas-navigation-ppo/PPO_vmas_84d79_00000_0_...")
+    state = checkpoints.load_algorithm_state(checkpoint)
+    launch.start_ray(launch.RayOptions())
+    algorithm = restore_for_evaluation(checkpoint, state, None, {}, num_workers=0, num_gpus=0)
+    settings = RolloutSettings(env="vmas", env_config=algorithm.config.env_config, episodes=2, seed=0)
+    episodes = rollout(algorithm, settings)     # 2 episodes of 100 steps
+    write_rollout("rollout.pkl", episodes)
 """
 
 from __future__ import annotations
@@ -32,14 +32,58 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.models.preprocessors import get_preprocessor
 from ray.rllib.utils.spaces import space_utils
 
 from envs import ENVS
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 from marlkit.video import VideoWriter, virtual_display
 
 DEFAULT_FPS = 10
+
+
+def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overrides: dict, num_workers: int,
+                           num_gpus: float):
+    """Rebuilds the checkpoint's algorithm with evaluation settings and loads its weights (needs Ray started).
+
+    `env` and `overrides` (RLlib settings; `env_config` is merged key by key) change what the policies are
+    evaluated on. Training-only parts are dropped: user callbacks, evaluation runs, the `--restore` hook.
+    """
+    from marlkit import launch, models
+    from marlkit.rllib_settings import translate_config
+
+    config = state["config"].copy(copy_frozen=False)
+    env = env or config.env
+    if env not in ENVS:
+        raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)}")
+    env_config = ENVS[env].single_env_config({**config.env_config, **overrides.pop("env_config", {})})
+    if overrides:
+        translated, _ = translate_config("--config", state["algorithm_class"].__name__, overrides)
+        config.update_from_dict(translated)
+    ENVS[env].check_config(env_config)
+    config.environment(env=env, env_config=env_config)
+    config.env_runners(num_env_runners=num_workers, num_envs_per_env_runner=1)
+    config.resources(num_gpus=num_gpus)
+    config.callbacks(RLlibCallback)
+    config.evaluation(evaluation_interval=None, evaluation_num_env_runners=0)
+    launch.register_envs()
+    models.register_models(models.used_model_names(config.model, config.policies))
+    try:
+        algorithm = config.build_algo()
+    except Exception as error:  # user model and env code fails in its own ways; --debug shows the traceback
+        raise ConfigError(
+            f"cannot rebuild the algorithm of {checkpoint}: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+    try:
+        algorithm.restore(str(checkpoint))
+    except (RuntimeError, ValueError, KeyError) as error:  # torch's state-dict and optimizer mismatches
+        algorithm.stop()
+        raise ConfigError(
+            f"the weights in {checkpoint} do not fit the model built now (was its model/ file changed?): "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    return algorithm
 
 
 @dataclass

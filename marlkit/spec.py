@@ -1,29 +1,22 @@
 """Experiment YAML: the classic Tune/RLlib experiment file, validated before Ray starts.
 
-One or more experiments per file:
+One or more experiments per file, each under its name; the keys an experiment may hold are declared once, with what
+each does, in `ExperimentKeys` below:
 
     my-experiment:                  # experiment name: results go to <local-dir>/my-experiment/<trial>/
-      run: PPO                      # RLlib algorithm
-      env: vmas                     # a name from envs.ENVS (or a Gymnasium id)
-      stop: {training_iteration: 100, env_runners/episode_return_mean: 50}
-      checkpoint_freq: 10           # checkpoint every N iterations (0: never)
-      checkpoint_at_end: true
-      keep_checkpoints_num: 3       # keep the newest N (or the best N with checkpoint_score_attr)
-      checkpoint_score_attr: env_runners/episode_return_mean
-      num_samples: 1                # repeats of the whole grid
-      max_failures: 0               # trial restarts after an error
-      scheduler: {type: asha, metric: env_runners/episode_return_mean, mode: max, grace_period: 10}
-      wandb: {project: my-project, mode: offline}
-      curriculum:                   # task parameters that change as the policy improves (envs with set_task)
-        metric: env_runners/episode_return_mean       # the default
-        stages:                     # env_config overrides; the next stage starts once metric >= until
-          - {env_config: {pos_shaping_factor: 1.0}, until: 2.0}
-          - {env_config: {pos_shaping_factor: 0.0}}
-      config:                       # RLlib settings; {grid_search: [...]} works anywhere
+      run: PPO
+      env: vmas
+      stop: {training_iteration: 100}
+      checkpoint_freq: 10
+      config:                       # RLlib settings (marlkit/rllib_settings.py); {grid_search: [...]} works anywhere
         env_config: {scenario: navigation, n_agents: 3}
         num_workers: 2              # renamed keys of older Ray versions are translated
         multiagent: {policies: shared}   # see marlkit.policies
         model: {custom_model: fcnet, custom_model_config: {hiddens: [64, 64]}}
+
+The loader checks the keys' types (the schema), RLlib's settings, and the env and models against one instance of the
+env per grid point (its agents and spaces). What a trial runs with beyond the file (its sampler, the env's device) is
+decided later, by marlkit/plan.py.
 
 Example:
     >>> from marlkit.spec import load_experiments
@@ -35,85 +28,27 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
-from ray.rllib.callbacks.callbacks import RLlibCallback
-from ray.rllib.utils.serialization import deserialize_type
-from ray.tune.search.variant_generator import generate_variants
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
+from envs.errors import ConfigError, closest
 from marlkit import models
-from marlkit.batched_runner import BatchedEnvRunner
-from marlkit.errors import ConfigError, closest
-from marlkit.mappo import joint_input_size
 from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.mappo import check_critic_memory
 from marlkit.policies import PolicyLayout
-from marlkit.stock_runner import StockEnvRunner
-
-# Experiment keys and what each does (the module docstring shows them in use).
-EXPERIMENT_KEYS = {
-    "run": "RLlib algorithm name",
-    "env": "environment name",
-    "stop": "stopping criteria: result metric -> threshold",
-    "config": "RLlib algorithm settings",
-    "checkpoint_freq": "checkpoint every N training iterations",
-    "checkpoint_at_end": "checkpoint when the trial ends",
-    "keep_checkpoints_num": "number of checkpoints to keep",
-    "checkpoint_score_attr": "metric that ranks checkpoints for keep_checkpoints_num",
-    "num_samples": "repeats of the search space",
-    "max_failures": "trial restarts after errors",
-    "scheduler": "Tune trial scheduler block",
-    "wandb": "Weights & Biases logging block",
-    "local_dir": "results folder (the --local-dir flag overrides it)",
-    "restore": "checkpoint to start the trials from",
-    "curriculum": "env_config stages that follow as a metric improves",
-}
-
-# Old RLlib config keys -> their Ray 2.60 names; translated with a note so existing YAML files keep working.
-RENAMED_CONFIG_KEYS = {
-    "num_workers": "num_env_runners",
-    "num_envs_per_worker": "num_envs_per_env_runner",
-    "sgd_minibatch_size": "minibatch_size",
-    "num_sgd_iter": "num_epochs",
-    "num_cpus_per_worker": "num_cpus_per_env_runner",
-    "num_gpus_per_worker": "num_gpus_per_env_runner",
-    "custom_resources_per_worker": "custom_resources_per_env_runner",
-    "evaluation_num_workers": "evaluation_num_env_runners",
-    "num_cpus_for_driver": "num_cpus_for_main_process",
-    "ignore_worker_failures": "ignore_env_runner_failures",
-    "recreate_failed_workers": "restart_failed_env_runners",
-    "num_consecutive_worker_failures_tolerance": "num_consecutive_env_runner_failures_tolerance",
-    "metrics_smoothing_episodes": "metrics_num_episodes_for_smoothing",
-    "min_iter_time_s": "min_time_s_per_iteration",
-    "min_time_s_per_reporting": "min_time_s_per_iteration",
-    "timesteps_per_iteration": "min_sample_timesteps_per_iteration",
-    "min_sample_timesteps_per_reporting": "min_sample_timesteps_per_iteration",
-    "min_train_timesteps_per_reporting": "min_train_timesteps_per_iteration",
-    "evaluation_num_episodes": "evaluation_duration",
-    "collect_metrics_timeout": "metrics_episode_collection_timeout_s",
-}
-# Keys Ray 2.60 dropped with no direct replacement.
-REMOVED_CONFIG_KEYS = {
-    "horizon": "set the episode length in env_config (VMAS: max_steps)",
-    "soft_horizon": "let the env truncate episodes",
-    "no_done_at_end": "let the env truncate episodes",
-    "monitor": "record videos with rollout.py --monitor",
-    "record_env": "record videos with rollout.py --monitor",
-    "sample_async": "use APPO or IMPALA for asynchronous sampling",
-}
-# Keys RLlib's own old-style dicts spell differently from its attribute names.
-RLLIB_ALIASES = ("callbacks", "framework", "lambda", "input", "create_env_on_driver", "custom_eval_function")
-OLD_STACK_ONLY = {"enable_rl_module_and_learner": False, "enable_env_runner_and_connector_v2": False}
+from marlkit.rllib_settings import (
+    OLD_STACK_ONLY, RENAMED_CONFIG_KEYS, check_values, check_with_rllib, config_variants, translate_config,
+)
 
 STOP_RENAMES = {
     "episode_reward_mean": "env_runners/episode_return_mean",
@@ -132,29 +67,58 @@ SCHEDULERS = {
 PBT_DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice}
 WANDB_MODES = ("online", "offline", "disabled")
 
+WholeNumber = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
 
-@dataclass
-class Experiment:
-    """One validated experiment of a YAML file."""
+
+def key(default, doc: str, expect: str | None = None):
+    """A declared experiment key: its default, what it does, and (optionally) what a wrong value is told to be."""
+    return Field(default, description=doc, json_schema_extra={"expect": expect} if expect else None)
+
+
+class ExperimentKeys(BaseModel):
+    """The keys of one experiment in a YAML file, with their types and defaults (strict: 1 is not true, "5" not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    run: str | None = key(None, "RLlib algorithm: PPO, APPO, IMPALA, DQN, SAC, ... (required)",
+                          expect="an RLlib algorithm name such as PPO")
+    env: str | None = key(None, "a name from envs/__init__.py (vmas, bucket_brigade, unity) or a Gymnasium id such as "
+                                "CartPole-v1 (required; config.env works too)", expect="an env name such as vmas")
+    stop: dict[str, float] | None = key(None, "stopping criteria, result metric -> threshold; the first reached stops "
+                                              "the trial, e.g. {training_iteration: 100, env_runners/episode_return_mean: 50}; "
+                                              "old metric names (episode_reward_mean) are translated",
+                                        expect="a mapping of result metrics to thresholds, e.g. {training_iteration: 100}")
+    config: dict | None = key(None, "RLlib settings (marlkit/rllib_settings.py), plus multiagent (marlkit/policies.py)",
+                              expect="a mapping of RLlib settings")
+    checkpoint_freq: WholeNumber = key(0, "checkpoint every N training iterations (0: never)")
+    checkpoint_at_end: bool = key(False, "checkpoint when the trial ends")
+    keep_checkpoints_num: Count | None = key(None, "keep the newest N checkpoints (the best N with checkpoint_score_attr)")
+    checkpoint_score_attr: str | None = key(None, "the result metric that ranks checkpoints for keep_checkpoints_num")
+    num_samples: Count = key(1, "repeats of the whole grid (grid_search points x num_samples trials)")
+    max_failures: WholeNumber = key(0, "restarts of a trial after an error, from its last checkpoint")
+    scheduler: dict | None = key(None, "a Tune scheduler: {type: fifo | asha | hyperband | median_stopping | pbt, ...its "
+                                       "arguments}; all but fifo need metric and mode (max or min)")
+    wandb: bool | dict | None = key(None, "Weights & Biases logging: true, or {project, mode: online | offline | "
+                                          "disabled, group, tags, ...}")
+    local_dir: str | None = key(None, "results folder (train.py --local-dir overrides it; default ./results)")
+    restore: str | None = key(None, "a checkpoint folder every trial starts from (train.py --restore overrides it)")
+    curriculum: dict | None = key(None, "env_config stages that follow one another as a metric improves: {metric: "
+                                        "env_runners/episode_return_mean, stages: [{env_config: {...}, until: 2.0}, "
+                                        "..., {env_config: {...}}]} (envs with set_task)")
+
+
+EXPERIMENT_KEYS = tuple(ExperimentKeys.model_fields)
+
+
+class Experiment(ExperimentKeys):
+    """One validated experiment: its keys, defaults filled in, plus what the loader derived from them."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     name: str
-    run: str
-    env: str
-    config: dict  # RLlib config dict, renamed keys translated, `env` set, may hold grid_search
-    stop: dict
-    policy_layout: PolicyLayout | None  # None for single-agent (Gymnasium) envs
-    checkpoint_freq: int = 0
-    checkpoint_at_end: bool = False
-    keep_checkpoints_num: int | None = None
-    checkpoint_score_attr: str | None = None
-    num_samples: int = 1
-    max_failures: int = 0
-    scheduler: dict | None = None
-    wandb: dict | None = None
-    local_dir: str | None = None
-    restore: str | None = None
-    evaluation_videos: int = 0  # videos recorded after each evaluation (evaluation_config.record_video)
-    curriculum: dict | None = None  # {"metric": str, "stages": [{"env_config": {...}, "until": float}, ...]}
+    policy_layout: PolicyLayout | None = None  # None for single-agent (Gymnasium) envs
+    evaluation_videos: int = 0  # videos recorded after each evaluation (config.evaluation_config.record_video)
     custom_models: tuple[str, ...] = ()  # model/ files its policies use (defaults included), registered at launch
     notes: tuple[str, ...] = ()  # translations applied, shown to the user
 
@@ -197,13 +161,16 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
 
 
-def load_experiments(path: str | Path, config_overrides: dict | None = None) -> list[Experiment]:
+def load_experiments(path: str | Path, config_overrides: dict | None = None,
+                     overrides: dict | None = None) -> list[Experiment]:
     """Reads and validates every experiment in a YAML file.
 
     Args:
         path: the experiment YAML file.
         config_overrides: RLlib settings deep-merged over every experiment's `config` before validation
             (train.py --config), e.g. {"num_env_runners": 4, "env_config": {"n_agents": 5}}.
+        overrides: experiment keys set over every experiment's before validation (train.py's flags); `stop` and
+            `wandb` are merged over the file's, e.g. {"checkpoint_freq": 5, "stop": {"training_iteration": 8}}.
     """
     document = read_yaml(path)
     if not isinstance(document, dict) or not document:
@@ -225,11 +192,20 @@ def load_experiments(path: str | Path, config_overrides: dict | None = None) -> 
             )
         if config_overrides:
             body = dict(body, config=merge_dicts(body.get("config") or {}, config_overrides))
+        body = _with_overrides(body, overrides or {})
         try:
             experiments.append(parse_experiment(str(name), body))
         except ConfigError as error:
             raise ConfigError(f"{path}: {located(str(name), str(error))}") from None
     return experiments
+
+
+def _with_overrides(body: dict, overrides: dict) -> dict:
+    body = dict(body)
+    for name, value in overrides.items():
+        merged = name in ("stop", "wandb") and isinstance(body.get(name), dict) and isinstance(value, dict)
+        body[name] = {**body[name], **value} if merged else value
+    return body
 
 
 def located(name: str, message: str) -> str:
@@ -239,70 +215,83 @@ def located(name: str, message: str) -> str:
     return f"{name}.{message}" if message.startswith("config.") else f"{name}: {message}"
 
 
+def check_keys(name: str, body: dict) -> ExperimentKeys:
+    """The experiment's keys checked against `ExperimentKeys`; the first problem as a one-line ConfigError."""
+    try:
+        return ExperimentKeys.model_validate(body)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]
+        field = str(problem["loc"][0])
+        if problem["type"] == "extra_forbidden":
+            raise ConfigError(f"{name}.{field} is not an experiment key{closest(field, EXPERIMENT_KEYS)}; "
+                              f"known: {', '.join(EXPERIMENT_KEYS)}") from None
+        where = ".".join(str(part) for part in problem["loc"])
+        declared = ExperimentKeys.model_fields[field]
+        expect = (declared.json_schema_extra or {}).get("expect") if len(problem["loc"]) == 1 else None
+        bound = next((m.ge for m in declared.metadata if hasattr(m, "ge")), None)
+        expect = expect or {"bool_type": "true or false", "float_type": "a number", "string_type": "a string",
+                            "dict_type": "a mapping"}.get(problem["type"]) or f"a whole number >= {bound}"
+        raise ConfigError(f"{name}.{where} must be {expect}, got {problem['input']!r}") from None
+
+
 def parse_experiment(name: str, body: dict) -> Experiment:
-    for key in body:
-        if key not in EXPERIMENT_KEYS:
-            raise ConfigError(
-                f"{name}.{key} is not an experiment key{closest(key, EXPERIMENT_KEYS)}; "
-                f"known: {', '.join(EXPERIMENT_KEYS)}"
-            )
-    config = body.get("config") or {}
-    if not isinstance(config, dict):
-        raise ConfigError(f"{name}.config must be a mapping of RLlib settings")
-    config = copy.deepcopy(config)
+    keys = check_keys(name, body)
+    config = copy.deepcopy(keys.config or {})
     evaluation_videos = _pop_record_video(name, config)
-    run = _check_run(name, body.get("run"))
-    env = body.get("env", config.pop("env", None))
-    env = _check_env(name, env)
+    run = _check_run(name, keys.run)
+    env = _check_env(name, keys.env or config.pop("env", None))
     config, notes = translate_config(name, run, config)
     check_values(name, run, config)
     config["env"] = env
     config.update(OLD_STACK_ONLY)
     entry = ENVS.get(env)
     if entry and entry.create_batch:
-        _sync_batched_num_envs(name, run, config, notes)
-    config.setdefault("env_runner_cls", StockEnvRunner)
-    if entry and entry.torch_device:
-        _default_env_device(config)
-    if entry and entry.own_process:
-        config.setdefault("restart_failed_sub_environments", True)
+        _sync_batched_num_envs(name, config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
-    curriculum = _check_curriculum(name, body.get("curriculum"), config)
+    curriculum = _check_curriculum(name, keys.curriculum, config)
     layout, model_names = _check_env_and_models(name, run, env, config, notes)
     if curriculum:
         if entry is None:
             raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
         _check_curriculum_tasks(name, entry, config, curriculum)
-    experiment = Experiment(
-        name=name,
-        run=run,
-        env=env,
-        config=config,
-        stop=check_stop(name, body.get("stop") or {}),
-        policy_layout=layout,
-        checkpoint_freq=_non_negative_int(name, "checkpoint_freq", body.get("checkpoint_freq", 0)),
-        checkpoint_at_end=bool(body.get("checkpoint_at_end", False)),
-        keep_checkpoints_num=_optional_positive_int(name, "keep_checkpoints_num", body.get("keep_checkpoints_num")),
-        checkpoint_score_attr=body.get("checkpoint_score_attr"),
-        num_samples=_optional_positive_int(name, "num_samples", body.get("num_samples")) or 1,
-        max_failures=_non_negative_int(name, "max_failures", body.get("max_failures", 0)),
-        scheduler=_check_scheduler(name, body.get("scheduler")),
-        wandb=_check_wandb(name, body.get("wandb")),
-        local_dir=body.get("local_dir"),
-        restore=body.get("restore"),
-        evaluation_videos=evaluation_videos,
-        curriculum=curriculum,
-        custom_models=tuple(sorted(model_names)),
-        notes=tuple(notes),
-    )
+    experiment = Experiment.model_construct(**{
+        **dict(keys),
+        "name": name,
+        "run": run,
+        "env": env,
+        "config": config,
+        "stop": {STOP_RENAMES.get(metric, metric): value for metric, value in (keys.stop or {}).items()},
+        "scheduler": _check_scheduler(name, keys.scheduler),
+        "wandb": _check_wandb(name, keys.wandb),
+        "curriculum": curriculum,
+        "policy_layout": layout,
+        "evaluation_videos": evaluation_videos,
+        "custom_models": tuple(sorted(model_names)),
+        "notes": tuple(notes),
+    })
     experiment.build_scheduler()  # catches bad distributions now, not after Ray started
     return experiment
 
 
-def algorithm_class(run: str) -> type:
-    """The RLlib Algorithm class of a `run` name."""
-    return ALGORITHMS[run]()[0]
+def _sync_batched_num_envs(name: str, config: dict) -> None:
+    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that step many games per call (the games
+    of one env runner)."""
+    env_config = config.setdefault("env_config", {})
+    if not isinstance(env_config, dict):
+        return
+    in_env, per_runner = env_config.get("num_envs"), config.get("num_envs_per_env_runner")
+    if isinstance(in_env, dict) or isinstance(per_runner, dict):
+        raise ConfigError(f"{name}.config: grid_search over num_envs is not supported for env '{config['env']}'")
+    for setting, value in (("env_config.num_envs", in_env), ("num_envs_per_env_runner", per_runner)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}.config.{setting} must be a whole number >= 1 (games per env runner), got {value!r}")
+    if in_env is not None and per_runner is not None and in_env != per_runner:
+        raise ConfigError(
+            f"{name}.config: env_config.num_envs ({in_env}) and num_envs_per_env_runner ({per_runner}) differ; "
+            f"env '{config['env']}' simulates all of a runner's envs together, so set one of them"
+        )
+    env_config["num_envs"] = config["num_envs_per_env_runner"] = in_env or per_runner or 1
 
 
 def _pop_record_video(name: str, config: dict) -> int:
@@ -344,201 +333,6 @@ def _check_env(name: str, env) -> str:
     return env
 
 
-def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]]:
-    """Renames old keys, then rejects keys this Ray version does not know (with the closest known key)."""
-    known = set(algorithm_class(run).get_default_config().to_dict()) | set(RLLIB_ALIASES) | {"multiagent"}
-    known -= set(RENAMED_CONFIG_KEYS)
-    notes = []
-    translated = {}
-    for key, value in config.items():
-        if key in RENAMED_CONFIG_KEYS:
-            new = RENAMED_CONFIG_KEYS[key]
-            if new in config:
-                raise ConfigError(f"{name}.config has both '{key}' and its new name '{new}'; keep '{new}'")
-            notes.append(f"{name}.config.{key} is called {new} in Ray 2.60; using it as {new}")
-            key = new
-        elif key in REMOVED_CONFIG_KEYS:
-            raise ConfigError(f"{name}.config.{key} no longer exists in Ray 2.60: {REMOVED_CONFIG_KEYS[key]}")
-        elif key not in known:
-            raise ConfigError(f"{name}.config.{key} is not an RLlib {run} setting in Ray 2.60{closest(key, known)}")
-        translated[key] = value
-    for key, value in OLD_STACK_ONLY.items():
-        if translated.get(key, value) != value:
-            raise ConfigError(
-                f"{name}.config.{key}: this project trains on RLlib's old API stack (TorchModelV2 custom models); "
-                f"remove the key"
-            )
-    framework = translated.get("framework", "torch")
-    if framework != "torch":
-        raise ConfigError(f"{name}.config.framework: only 'torch' is installed, got '{framework}'")
-    if isinstance(translated.get("evaluation_config"), dict):
-        evaluation, eval_notes = translate_config(f"{name}.config.evaluation_config", run, translated["evaluation_config"])
-        for key in OLD_STACK_ONLY:
-            evaluation.pop(key, None)
-        translated["evaluation_config"] = evaluation
-        notes += eval_notes
-    return translated, notes
-
-
-def _sync_batched_num_envs(name: str, run: str, config: dict, notes: list[str]) -> None:
-    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that step many games per call, and picks
-    the batched env runner unless the experiment needs RLlib's stock sampler (`stock_sampler_reason`)."""
-    env_config = config.setdefault("env_config", {})
-    if not isinstance(env_config, dict):
-        return
-    in_env, per_runner = env_config.get("num_envs"), config.get("num_envs_per_env_runner")
-    if isinstance(in_env, dict) or isinstance(per_runner, dict):
-        raise ConfigError(f"{name}.config: grid_search over num_envs is not supported for env '{config['env']}'")
-    for key, value in (("env_config.num_envs", in_env), ("num_envs_per_env_runner", per_runner)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name}.config.{key} must be a whole number >= 1 (games per env runner), got {value!r}")
-    if in_env is not None and per_runner is not None and in_env != per_runner:
-        raise ConfigError(
-            f"{name}.config: env_config.num_envs ({in_env}) and num_envs_per_env_runner ({per_runner}) differ; "
-            f"env '{config['env']}' simulates all of a runner's envs together, so set one of them"
-        )
-    count = in_env or per_runner or 1
-    env_config["num_envs"] = config["num_envs_per_env_runner"] = count
-    if "env_runner_cls" in config:
-        return
-    reason = stock_sampler_reason(run, config)
-    if reason:
-        notes.append(f"{name}: {reason} get RLlib's stock sampler (the batched env runner does not run them); "
-                     f"sampling is slower")
-    else:
-        config["env_runner_cls"] = BatchedEnvRunner
-
-
-def stock_sampler_reason(run: str, config: dict) -> str | None:
-    """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages, no next
-    observations): another algorithm or `use_gae: false`, user callbacks with per-episode hooks, attention nets over
-    past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
-    if run != "PPO":
-        return f"{run} experiments"
-    if config.get("use_gae") is False:
-        return "use_gae: false"
-    hooks = _per_episode_hooks(config["callbacks"]) if "callbacks" in config else ()
-    if hooks:
-        return f"user callbacks with per-episode hooks ({', '.join(hooks)})"
-    for variant in config_variants(config):
-        model = variant.get("model") or {}
-        if model.get("use_attention"):
-            return "use_attention models"
-        if model.get("lstm_use_prev_action") or model.get("lstm_use_prev_reward"):
-            return "LSTMs fed previous actions or rewards"
-    return None
-
-
-# Callback hooks only RLlib's stock sampler calls (the batched env runner calls on_sample_end; the algorithm's own
-# hooks, e.g. on_train_result, run whatever samples).
-PER_EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end",
-                     "on_postprocess_trajectory", "on_environment_created", "on_sub_environment_created")
-
-
-def _per_episode_hooks(callbacks) -> tuple[str, ...]:
-    """The per-episode hooks a `callbacks` class (or its import path) overrides; all of them when it cannot be
-    imported here (train.py then names the import error)."""
-    try:
-        callback_class = deserialize_type(callbacks, error=True) if isinstance(callbacks, str) else callbacks
-    except Exception:  # noqa: BLE001: reported where the callbacks are set up
-        return PER_EPISODE_HOOKS
-    if not (isinstance(callback_class, type) and issubclass(callback_class, RLlibCallback)):
-        return PER_EPISODE_HOOKS
-    return tuple(hook for hook in PER_EPISODE_HOOKS
-                 if getattr(callback_class, hook, None) is not getattr(RLlibCallback, hook))
-
-
-def _default_env_device(config: dict) -> None:
-    """env_config.device defaults to "cuda" where the process that samples has a GPU: the env runners with
-    num_gpus_per_env_runner > 0, or the trial's own process (num_env_runners 0) with num_gpus > 0; else "cpu"."""
-    env_config = config.get("env_config")
-    if not isinstance(env_config, dict) or "device" in env_config:
-        return
-    runners = config.get("num_env_runners", 0)
-    gpus = config.get("num_gpus_per_env_runner", 0) if runners else config.get("num_gpus", 0)
-    if isinstance(gpus, (int, float)) and gpus > 0 and not isinstance(runners, dict):  # a grid keeps "cpu"
-        env_config["device"] = "cuda"
-
-
-def config_variants(config: dict) -> list[dict]:
-    """Every grid point of `config` (random search distributions are sampled once)."""
-    return [variant["config"] for _, variant in generate_variants({"config": config})]
-
-
-# RLlib settings whose value is a count: the smallest value that makes sense, and what is counted.
-COUNTS = {"num_env_runners": (0, "env runner processes"), "num_envs_per_env_runner": (1, "games per env runner"),
-          "train_batch_size": (1, "env steps per iteration"), "minibatch_size": (1, "rows per gradient step"),
-          "num_epochs": (1, "passes over each batch"), "evaluation_num_env_runners": (0, "evaluation env runners"),
-          "num_learners": (0, "learner processes"), "evaluation_interval": (1, "iterations between evaluations")}
-FRACTIONS = ("gamma", "lambda")  # between 0 and 1
-NON_NEGATIVE = ("lr", "entropy_coeff", "vf_loss_coeff", "kl_coeff", "clip_param", "vf_clip_param", "grad_clip",
-                "num_gpus", "num_cpus_per_env_runner", "num_gpus_per_env_runner")
-# RLlib settings that take more than their default's type: a number or a schedule [[timestep, value], ...], or "auto".
-SCHEDULES = ("lr", "entropy_coeff")
-AUTO = ("rollout_fragment_length", "evaluation_duration")
-
-
-def check_values(name: str, run: str, config: dict) -> None:
-    """Every grid point's RLlib settings have the type of RLlib's default for them (numbers, true/false, strings,
-    mappings, lists) and counts and rates a sensible value: a one-line error naming the key, never a traceback in
-    RLlib later. grid_search must hold a non-empty list."""
-    _check_grid_searches(f"{name}.config", config)
-    defaults = algorithm_class(run).get_default_config().to_dict()
-    for variant in config_variants(config):
-        for key, value in variant.items():
-            problem = _value_problem(key, value, defaults.get(key))
-            if problem:
-                raise ConfigError(f"{name}.config.{key} must be {problem}, got {value!r}")
-
-
-def _check_grid_searches(where: str, node) -> None:
-    if isinstance(node, dict):
-        if "grid_search" in node:
-            values = node["grid_search"]
-            if len(node) != 1 or not isinstance(values, list) or not values:
-                raise ConfigError(f"{where}: grid_search takes a non-empty list of values as the key's only entry, "
-                                  f"e.g. {{grid_search: [0.001, 0.0001]}}; got {node!r}")
-            for index, value in enumerate(values):
-                _check_grid_searches(f"{where}.grid_search[{index}]", value)
-        for key, value in node.items():
-            _check_grid_searches(f"{where}.{key}", value)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            _check_grid_searches(f"{where}[{index}]", value)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _value_problem(key: str, value, default) -> str | None:
-    """What `value` of RLlib setting `key` must be instead (None when it is fine)."""
-    if value is None and default is None:
-        return None  # RLlib's "not set"
-    if key in SCHEDULES and isinstance(value, list):
-        if all(isinstance(point, list) and len(point) == 2 and all(map(_is_number, point)) for point in value):
-            return None
-        return "a number or a schedule [[timestep, value], ...]"
-    if key in AUTO and (value == "auto" or _is_number(value) and value >= 1):
-        return None
-    if key in COUNTS:
-        minimum, counted = COUNTS[key]
-        whole = _is_number(value) and float(value).is_integer()
-        return None if whole and value >= minimum else f"a whole number >= {minimum} ({counted})"
-    if key in FRACTIONS:
-        return None if _is_number(value) and 0 <= value <= 1 else "a number between 0 and 1"
-    if key in NON_NEGATIVE:
-        return None if _is_number(value) and value >= 0 else "a number >= 0"
-    if default is None:
-        return None  # several types are fine
-    for kinds, label in ((bool, "true or false"), ((int, float), "a number"), (str, "a string"),
-                         (dict, "a mapping"), ((list, tuple), "a list")):
-        if isinstance(default, kinds):
-            ok = _is_number(value) if label == "a number" else isinstance(value, kinds)
-            return None if ok else label
-    return None
-
-
 def _check_env_and_models(name: str, run: str, env: str, config: dict,
                           notes: list[str]) -> tuple[PolicyLayout | None, set]:
     """Checks every grid point's models and env settings against one instance of the env (its agents and spaces);
@@ -557,7 +351,7 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
         _check_model(name, model, centralized)
         if entry is None:
             model_names |= models.used_model_names(model)
-            _check_with_rllib(name, run, variant, None)
+            check_with_rllib(name, run, variant, None)
             continue
         env_config = variant.get("env_config") or {}
         try:
@@ -584,23 +378,9 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
                              centralized)
         model_names |= models.used_model_names(model, multiagent["policies"])
         if centralized:
-            _check_critic_memory(name, variant, multiagent)
-        _check_with_rllib(name, run, variant, multiagent)
+            check_critic_memory(name, variant, multiagent)
+        check_with_rllib(name, run, variant, multiagent)
     return layout, model_names
-
-
-def _check_with_rllib(name: str, run: str, variant: dict, multiagent: dict | None) -> None:
-    """RLlib's own validation of one grid point (what the trial's algorithm would refuse when it is built, such as a
-    minibatch_size larger than train_batch_size), as a one-line error before Ray starts."""
-    settings = {key: value for key, value in variant.items() if key != "multiagent"}
-    try:
-        config = algorithm_class(run).get_default_config().update_from_dict(settings)
-        if multiagent is not None:
-            config.multi_agent(**multiagent)
-        config.validate()
-    except Exception as error:  # noqa: BLE001: RLlib's checks raise ValueError, TypeError, KeyError and others
-        message = " ".join(str(error).split()).split(" To suppress all validation errors")[0]  # not a YAML setting
-        raise ConfigError(f"{name}.config: RLlib refuses these settings: {type(error).__name__}: {message}") from None
 
 
 def env_error_message(error: BaseException) -> str:
@@ -621,26 +401,6 @@ def _check_centralized_critic(name: str, run: str, config: dict) -> None:
         if config.get(key) is False:
             raise ConfigError(f"{name}.config.{key}: false does not go with multiagent.critic: centralized, whose "
                               f"critic gives GAE's values; remove one of them")
-
-
-def _check_critic_memory(name: str, variant: dict, multiagent: dict) -> None:
-    """Refuses a centralised critic whose training columns (the joint input on every agent row, marlkit/mappo.py)
-    would take more than a quarter of this machine's memory."""
-    for pid, policy in multiagent["policies"].items():
-        layout = policy.config.get("central_critic")
-        if not layout:
-            continue
-        joint = joint_input_size(len(layout["agents"]), layout["width"])
-        rows = int(variant.get("train_batch_size") or 4000) * len(layout["own"])
-        needed = rows * (joint + 2 * len(layout["own"])) * 4
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if needed > memory / 4:
-            raise ConfigError(
-                f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads "
-                f"{len(layout['agents'])} agents x {layout['width'] + 1} inputs; its training columns for "
-                f"train_batch_size {variant.get('train_batch_size')} would take {needed / 2**30:.1f} GiB, more "
-                f"than a quarter of this machine's {memory / 2**30:.1f} GiB; lower train_batch_size, or use "
-                f"critic: decentralized")
 
 
 def _check_model(name: str, model: dict, centralized: bool = False) -> None:
@@ -669,32 +429,6 @@ def _check_model(name: str, model: dict, centralized: bool = False) -> None:
         raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
     model_class = models.load_model(custom)
     models.check_model_kwargs(custom, model_class, custom_config)
-
-
-def check_stop(name: str, stop) -> dict:
-    """Validates stopping criteria (metric -> number), translating old metric names."""
-    if not isinstance(stop, dict):
-        raise ConfigError(f"{name}.stop must map result metrics to thresholds, e.g. {{training_iteration: 100}}")
-    checked = {}
-    for key, value in stop.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}.stop.{key} must be a number, got {value!r}")
-        checked[STOP_RENAMES.get(key, key)] = value
-    return checked
-
-
-def _non_negative_int(name: str, key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name}.{key} must be a whole number >= 0, got {value!r}")
-    return value
-
-
-def _optional_positive_int(name: str, key: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}.{key} must be a whole number >= 1, got {value!r}")
-    return value
 
 
 def _check_curriculum(name: str, block, config: dict) -> dict | None:

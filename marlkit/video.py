@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 FOURCC = "vp09"
 DISPLAY_SIZE = (640, 480, 24)

@@ -9,7 +9,7 @@
 Observations are channels-last and are permuted to torch's channels-first inside the model; uint8 images are
 scaled to [0, 1]. A Tuple observation (e.g. a Unity game's depth image and vector) works too: its first image goes
 through the convolutions, and every other component is flattened and joins the conv features before the hidden layer.
-Observations may carry a discrete action mask (marlkit/masking.py): masked actions are never sampled.
+Observations may carry a discrete action mask (envs/masking.py): masked actions are never sampled.
 
 Example (YAML):
     model:
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
-from marlkit import masking
+from envs import masking
 
 
 class CustomModel(TorchModelV2, nn.Module):

@@ -8,7 +8,7 @@
 With `multiagent.critic: centralized` (marlkit/mappo.py) the per-agent value branch is dropped: the centralised critic,
 built by `make_central_critic` with this model's activation, gives the values.
 
-Observations may carry a discrete action mask (marlkit/masking.py): masked actions are never sampled.
+Observations may carry a discrete action mask (envs/masking.py): masked actions are never sampled.
 
 Example (YAML):
     model:
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
-from marlkit import masking
+from envs import masking
 from marlkit.layers import CentralCritic, mlp
 
 

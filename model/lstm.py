@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from ray.rllib.models.torch.recurrent_net import RecurrentNetwork
 
-from marlkit import masking
+from envs import masking
 from marlkit.layers import mlp
 
 

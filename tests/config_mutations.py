@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from marlkit.errors import ConfigError  # noqa: E402
+from envs.errors import ConfigError  # noqa: E402
 
 # The Unity configs start their game to read its agents and spaces (seconds each); the others load in milliseconds.
 CONFIGS = sorted(path for path in (REPO / "config").rglob("*.yaml") if "dodgeball" not in path.name)
@@ -104,7 +104,8 @@ def outcome(path: Path) -> tuple[str, str]:
     pass RLlib's own validation of its first trial's config, as Tune would pass it to the algorithm: one that RLlib
     refuses would fail inside the trial, after Ray started, so the loader should have refused it."""
     from marlkit.launch import first_trial_config
-    from marlkit.spec import algorithm_class, load_experiments
+    from marlkit.rllib_settings import algorithm_class
+    from marlkit.spec import load_experiments
 
     try:
         experiments = load_experiments(path)

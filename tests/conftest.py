@@ -88,6 +88,18 @@ def wait_until_gone(tag: str, seconds: float = 30) -> list[int]:
 
 
 @contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str):
+    """A tmpfs of `size` (e.g. "3m") mounted at `mount_point` (created) for the block: a disk that fills up."""
+    require_system_part(None if os.geteuid() == 0 else "mounting a small tmpfs needs root")
+    mount_point.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+@contextlib.contextmanager
 def ray_session_folder():
     """A short, unique Ray session folder; afterwards no process may still use it (a few seconds' grace for Ray's
     own shutdown), and it is removed."""
@@ -110,11 +122,16 @@ def ray_temp_dir():
         yield folder
 
 
-def train_command(*args: str, temp_dir: Path | None = None) -> list[str]:
-    command = [sys.executable, str(REPO / "train.py"), *args]
+def script_command(script: str, *args: str, temp_dir: Path | None = None) -> list[str]:
+    """The command line of train.py, rollout.py or benchmark.py with this Python (and Ray's session folder)."""
+    command = [sys.executable, str(REPO / script), *args]
     if temp_dir is not None:
         command += ["--temp-dir", str(temp_dir)]
     return command
+
+
+def train_command(*args: str, temp_dir: Path | None = None) -> list[str]:
+    return script_command("train.py", *args, temp_dir=temp_dir)
 
 
 def subprocess_env() -> dict:
@@ -126,11 +143,8 @@ def subprocess_env() -> dict:
 def run_script(script: str, *args: str, temp_dir: Path | None = None, timeout: int = 600,
                env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs train.py or rollout.py as a user would; prints the output's tail for failing tests."""
-    command = [sys.executable, str(REPO / script), *args]
-    if temp_dir is not None:
-        command += ["--temp-dir", str(temp_dir)]
     result = subprocess.run(
-        command, cwd=REPO, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        script_command(script, *args, temp_dir=temp_dir), cwd=REPO, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
     print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
     return result

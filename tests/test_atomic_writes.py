@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marlkit import launch, rollout
+from marlkit import checkpoints, rollout
 from marlkit.files import atomic_write, write_json
 from marlkit.video import VideoWriter
 
@@ -67,7 +67,7 @@ def test_a_local_mode_checkpoint_interrupted_while_saving_leaves_the_previous_on
             if self.fail:
                 raise Interrupted
 
-    launch.save_checkpoint(Algorithm(fail=False), tmp_path, 1, keep=None)
+    checkpoints.save_atomically(Algorithm(fail=False), tmp_path, 1, keep=None)
     with pytest.raises(Interrupted):
-        launch.save_checkpoint(Algorithm(fail=True), tmp_path, 2, keep=None)
+        checkpoints.save_atomically(Algorithm(fail=True), tmp_path, 2, keep=None)
     assert only(tmp_path) == ["checkpoint_000001"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_script
+from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_script, small_tmpfs
 from test_cli_errors import assert_one_line_error
 
 TINY = ["--levels", "level_1_basic", "--seeds", "2", "--timesteps", "400", "--eval-episodes", "2",
@@ -179,3 +179,36 @@ def test_every_shipped_architecture_trains_on_every_level(tmp_path, ray_temp_dir
     tag = runs["level_4_hard-attention-seed0"]
     assert tag["train"]["score_metric"] == "env_runners/policy_reward_mean/predator"
     assert runs["level_5_expert-lstm-seed0"]["train"]["curriculum_stage"] == 0
+
+
+HEAVY_MODEL = '''
+import torch
+from torch import nn
+from ray.rllib.models.torch.fcnet import FullyConnectedNetwork
+
+
+class CustomModel(FullyConnectedNetwork):
+    """RLlib's MLP with 8 MB of weights nothing trains: its checkpoint does not fit on a 2 MiB disk."""
+
+    def __init__(self, obs_space, action_space, num_outputs, model_config, name):
+        super().__init__(obs_space, action_space, num_outputs, model_config, name)
+        self.ballast = nn.Parameter(torch.zeros(2_000_000), requires_grad=False)
+'''
+
+
+def test_a_trial_whose_checkpoint_cannot_be_written_leaves_no_half_written_one(tmp_path, ray_temp_dir):
+    """The suite's trials checkpoint as train.py's do (marlkit/checkpoints.py): a save that fails half-way (the disk
+    of the trials' folder fills up) removes what it had written, and the run is recorded as failed."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (model_dir / "heavy.py").write_text(HEAVY_MODEL)
+    output = tmp_path / "out"
+    with small_tmpfs(output / "tune", "2m"):
+        run = run_benchmark("--architectures", "heavy", *TINY, "--seeds", "1", "--output-dir", str(output),
+                            temp_dir=ray_temp_dir, env={"MARLKIT_MODEL_DIR": str(model_dir)})
+        assert run.returncode == 1, run.stderr[-3000:]
+        (record,) = load(output)["runs"].values()
+        assert record["status"] == "failed" and "No space left on device" in record["error"], record["error"]
+        (trial,) = [d for d in (output / "tune").glob("attempt_1_PPO/*") if d.is_dir()]
+        assert (trial / "result.json").stat().st_size > 0  # the trial trained; only its checkpoint did not fit
+        assert not list(trial.glob("checkpoint_*")), "a half-written checkpoint was left"

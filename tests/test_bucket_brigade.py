@@ -12,7 +12,7 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 from conftest import write_yaml
 from envs.bucket_brigade import SCENARIOS, Scenario, VecEnv, heuristics, obs_layout, reference
 from envs.bucket_brigade.rllib_env import FEATURE_SCALES, BucketBrigadeBatch, BucketBrigadeEnv
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 from marlkit.spec import load_experiments
 
 IMPLEMENTATIONS = {"rust": VecEnv, "reference": reference.VecEnv}

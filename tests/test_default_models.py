@@ -15,7 +15,8 @@ from ray.rllib.models.torch.fcnet import FullyConnectedNetwork
 from ray.rllib.models.torch.visionnet import VisionNetwork
 from ray.rllib.policy.policy import PolicySpec
 
-from marlkit import masking, models
+from envs import masking
+from marlkit import models
 from marlkit.default_models import apply_default_models
 from marlkit.policies import ScriptedPolicy
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, assert_resumed, processes_tagged, progress_iterations, read_results, require_system_part,
+from conftest import (REPO, assert_resumed, processes_tagged, progress_iterations, read_results, small_tmpfs,
                       run_train, subprocess_env, tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml)
 
 
@@ -184,14 +184,8 @@ def test_resume_continues_from_checkpoints_tune_had_not_recorded(tmp_path, ray_t
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MiB tmpfs: room for about 15 checkpoints of the tiny experiment, then no space left."""
-    require_system_part(None if os.geteuid() == 0 else "mounting a small tmpfs needs root")
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small-disk", "3m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):

@@ -18,7 +18,7 @@ from ray.rllib.policy.sample_batch import SampleBatch
 
 from conftest import REPO, processes_mentioning, ray_session_folder, read_results, run_script, tiny_experiment, trial_dirs, write_yaml
 from marlkit.checkpoints import load_algorithm_state
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 from marlkit.mappo import CRITIC_OBS, CRITIC_TARGETS, CRITIC_WEIGHTS, CentralCriticPPOPolicy
 from marlkit.spec import load_experiments, parse_experiment
 from test_cli_errors import assert_one_line_error

@@ -10,7 +10,7 @@ from ray.rllib.models import ModelCatalog
 from ray.rllib.models.torch.recurrent_net import RecurrentNetwork
 
 from marlkit import models
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_convnet_takes_an_image_and_a_vector_together():
 
 @pytest.mark.parametrize("name", ["fcnet", "convnet"])
 def test_models_never_pick_masked_actions(name):
-    from marlkit import masking
+    from envs import masking
 
     image = gym.spaces.Box(0, 1, (8, 8, 1), np.float32)
     inner = gym.spaces.Tuple((gym.spaces.Box(-1, 1, (4,), np.float32), image))
@@ -193,14 +193,17 @@ def test_recurrent_models_carry_memory_through_their_state(name, settings):
 def test_recurrent_models_get_the_batched_runner_and_use_attention_the_stock_sampler(tmp_path):
     from conftest import tiny_experiment, write_yaml
     from marlkit.batched_runner import BatchedEnvRunner
+    from marlkit.plan import make_plan
     from marlkit.spec import load_experiments
 
     for model in ({"custom_model": "lstm", "custom_model_config": {"cell_size": 8}}, {"use_lstm": True}, {}):
         experiment = tiny_experiment(config={"model": model})
         (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": experiment}))
-        assert loaded.config["env_runner_cls"] is BatchedEnvRunner and not loaded.notes
+        plan = make_plan(loaded)
+        assert plan.settings["env_runner_cls"] is BatchedEnvRunner and not loaded.notes and not plan.notes
     for model, reason in (({"use_attention": True}, "use_attention models"),
                           ({"use_lstm": True, "lstm_use_prev_action": True}, "LSTMs fed previous actions")):
         (loaded,) = load_experiments(write_yaml(tmp_path / "exp.yaml", {"exp": tiny_experiment(config={"model": model})}))
-        assert loaded.config["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
-        assert any(f"{reason}" in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes
+        plan = make_plan(loaded)
+        assert plan.settings["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
+        assert any(f"{reason}" in note and "get RLlib's stock sampler" in note for note in plan.notes), plan.notes

@@ -15,7 +15,7 @@ import pytest
 from conftest import (REPO, ray_session_folder, require_system_part, run_script, tiny_experiment, trial_dirs,
                       write_yaml, xvfb_missing)
 from marlkit.checkpoints import resolve_checkpoint
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
 from test_cli_errors import assert_one_line_error

@@ -11,7 +11,8 @@ from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
 from conftest import REPO, tiny_experiment, write_yaml
 from envs.vmas_env import VmasEnv
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
+from marlkit.plan import make_plan, planned_config
 from marlkit.policies import PolicyLayout
 from marlkit.spec import load_experiments
 
@@ -112,7 +113,7 @@ def test_env_device_follows_the_sampling_process_gpus(tmp_path, gpu_settings, de
     experiment = tiny_experiment()
     env_config = {**experiment["config"]["env_config"], **gpu_settings.pop("env_config", {})}
     experiment["config"].update(gpu_settings, env_config=env_config)
-    assert load_one(tmp_path, experiment).config["env_config"].get("device") == device
+    assert planned_config(load_one(tmp_path, experiment))["env_config"].get("device") == device
 
 
 def test_grid_search_points_are_each_validated(tmp_path):
@@ -240,15 +241,15 @@ def test_curriculum_starts_at_its_first_stage_and_needs_an_env_with_set_task(tmp
     ("PPO", {"callbacks": "pid_callback.RecordEpisodePid"}, "user callbacks with per-episode hooks (on_episode_start)"),
 ])
 def test_experiments_the_batched_runner_cannot_serve_get_the_stock_sampler_with_a_note(tmp_path, run, settings, reason):
-    loaded = load_one(tmp_path, tiny_experiment(run=run, config=settings))
-    assert loaded.config["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
-    assert any(reason in note and "get RLlib's stock sampler" in note for note in loaded.notes), loaded.notes
-    assert load_one(tmp_path, tiny_experiment()).config["env_runner_cls"].__name__ == "BatchedEnvRunner"
+    plan = make_plan(load_one(tmp_path, tiny_experiment(run=run, config=settings)))
+    assert plan.settings["env_runner_cls"].__name__ == "StockEnvRunner"  # RLlib's stock sampler
+    assert any(reason in note and "get RLlib's stock sampler" in note for note in plan.notes), plan.notes
+    assert make_plan(load_one(tmp_path, tiny_experiment())).settings["env_runner_cls"].__name__ == "BatchedEnvRunner"
 
 
 def test_callbacks_without_per_episode_hooks_keep_the_batched_runner(tmp_path):
-    loaded = load_one(tmp_path, tiny_experiment(config={"callbacks": "weights_callback.RunnerWeightsMatch"}))
-    assert loaded.config["env_runner_cls"].__name__ == "BatchedEnvRunner" and not loaded.notes
+    plan = make_plan(load_one(tmp_path, tiny_experiment(config={"callbacks": "weights_callback.RunnerWeightsMatch"})))
+    assert plan.settings["env_runner_cls"].__name__ == "BatchedEnvRunner" and not plan.notes
 
 
 def test_scripted_policies_draw_their_own_random_streams():

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 import uuid
 
@@ -19,11 +20,11 @@ import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_script, run_train,
-                      trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
+                      script_command, subprocess_env, trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.checkpoints import load_algorithm_state
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 from marlkit.spec import load_experiments
 
 GAME = str(REPO / "envs" / "unity" / "standin" / "StandInDodgeball.x86_64")
@@ -341,34 +342,45 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
     expected = {"goalie": {"Dodgeball": "convnet", "Goalie": "rllib fcnet"},
                 "camera84": {"Dodgeball": "rllib complex input"},
                 "own-model": {"team0": "fcnet", "team1": "convnet"}}
+    rollouts = {}
     for name, policies in expected.items():
         (trial,) = trial_dirs(tmp_path / name)
         (checkpoint,) = trial.glob("checkpoint_*")
         states = load_algorithm_state(checkpoint)["worker"]["policy_states"]
         assert {pid: model_of(state["weights"]) for pid, state in states.items()} == policies
-        rollout = run_script("rollout.py", str(checkpoint), "--run", "PPO", "--episodes", "1", "--num-workers", "0",
-                             "--num-gpus", "0", temp_dir=ray_temp_dir)
-        assert rollout.returncode == 0, rollout.stderr[-3000:]
-        assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
+        # The three rollouts at once: each is mostly process start-up (imports, Ray, the game).
+        rollouts[name] = subprocess.Popen(
+            script_command("rollout.py", str(checkpoint), "--run", "PPO", "--episodes", "1", "--num-workers", "0",
+                           "--num-gpus", "0", temp_dir=ray_temp_dir / name),
+            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, policies in expected.items():
+        stdout, stderr = rollouts[name].communicate(timeout=600)
+        assert rollouts[name].returncode == 0, stderr[-3000:]
+        assert re.search(r"^episode 0: length \d+, return \S+ ", stdout, re.M), stdout
         for pid in policies:
-            assert re.search(rf"^return policy {re.escape(pid)} ", rollout.stdout, re.M), rollout.stdout
+            assert re.search(rf"^return policy {re.escape(pid)} ", stdout, re.M), stdout
     assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running"
 
 
-@pytest.mark.parametrize("config", ["dodgeball-ppo-fcnet", "dodgeball-ppo-convnet"])
-def test_dodgeball_configs_train_with_two_env_runners(config, tmp_path, ray_temp_dir):
-    shipped = yaml.safe_load((REPO / "config" / f"{config}.yaml").read_text())
-    shipped[config]["config"]["env_config"]["log_folder"] = str(tmp_path / "game-logs")  # marks this test's games
-    run = run_train("-f", str(write_yaml(tmp_path / "exp.yaml", shipped)), "--stop", "{training_iteration: 2}",
+def test_dodgeball_configs_train_with_two_env_runners(tmp_path, ray_temp_dir):
+    """Both shipped Dodgeball configs, as written but for their stop, in one train.py run (one Ray start)."""
+    configs = ("dodgeball-ppo-fcnet", "dodgeball-ppo-convnet")
+    experiments = {}
+    for config in configs:
+        shipped = yaml.safe_load((REPO / "config" / f"{config}.yaml").read_text())
+        shipped[config]["config"]["env_config"]["log_folder"] = str(tmp_path / "game-logs" / config)  # marks its games
+        experiments.update(shipped)
+    run = run_train("-f", str(write_yaml(tmp_path / "exp.yaml", experiments)), "--stop", "{training_iteration: 2}",
                     "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
-    (trial,) = trial_dirs(tmp_path / config)
-    results = read_results(trial)
-    assert [r["num_env_steps_sampled_lifetime"] for r in results] == [2000, 4000]
-    assert list(results[-1]["info"]["learner"]) == ["Dodgeball"]
-    assert results[-1]["num_healthy_workers"] == 2
-    logs = sorted((tmp_path / "game-logs").glob("Player-*.log"))
-    assert len(logs) >= 3  # the two env runners' games and the trial's own (RLlib's local env runner)
+    for config in configs:
+        (trial,) = trial_dirs(tmp_path / config)
+        results = read_results(trial)
+        assert [r["num_env_steps_sampled_lifetime"] for r in results] == [2000, 4000], config
+        assert list(results[-1]["info"]["learner"]) == ["Dodgeball"]
+        assert results[-1]["num_healthy_workers"] == 2
+        logs = sorted((tmp_path / "game-logs" / config).glob("Player-*.log"))
+        assert len(logs) >= 3, config  # the two env runners' games and the trial's own (RLlib's local env runner)
     assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running after train.py ended"
 
 

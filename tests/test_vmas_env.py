@@ -9,7 +9,7 @@ import torch
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from envs.vmas_env import VmasEnv, VmasVectorEnv, make_env
-from marlkit.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def rollout(env: VmasEnv, seed: int, steps: int) -> list:

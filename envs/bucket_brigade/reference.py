@@ -7,7 +7,7 @@ numbers come from numpy, not the core's generator). About 100x slower; see bench
 Example:
     >>> from envs.bucket_brigade.reference import VecEnv
     >>> VecEnv("easy", num_envs=3, num_agents=2).reset().shape
-    (3, 2, 27)
+    (3, 2, 35)
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from envs.batched import BatchedEnv
 from envs.bucket_brigade import heuristics
 from envs.bucket_brigade.native import VecEnv, check_sizes
 from envs.bucket_brigade.scenarios import SCENARIOS, Scenario, obs_layout
-from marlkit.errors import ConfigError, closest
+from envs.errors import ConfigError, closest
 
 WRAPPER_KEYS = ("scenario", "num_agents", "max_nights", "seed", "reward_scale", "num_envs")
 SCENARIO_KEYS = tuple(name for name in Scenario.__dataclass_fields__)

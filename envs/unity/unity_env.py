@@ -14,7 +14,7 @@ Ray 2.60 ships no Unity wrapper; this one drives the real `mlagents_envs.UnityEn
     parameters    environment parameters sent to the game (a mapping of name -> number), read by the game at reset.
     observations  all (default), vector (rank-1 observations only) or visual (images only).
     action_masks  true: behaviors with discrete actions observe Dict(observations=..., action_mask=...) (1 = allowed;
-                  marlkit/masking.py), which the models in model/ apply (default false: masks only in infos).
+                  envs/masking.py), which the models in model/ apply (default false: masks only in infos).
 
 Agents are `<behavior>_<agent id>` (e.g. `Dodgeball?team=1_3`). Observations follow the game's behavior specs: one
 observation is a Box, several a Tuple (images channels-last (H, W, C) for CNNs). Actions: continuous -> Box(-1, 1),
@@ -42,8 +42,8 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from envs.unity import pb_compat
-from marlkit import masking
-from marlkit.errors import ConfigError
+from envs import masking
+from envs.errors import ConfigError
 
 KEYS = ("file_name", "no_graphics", "display", "width", "height", "log_folder", "timeout_wait", "time_scale", "seed",
         "parameters", "observations", "action_masks")

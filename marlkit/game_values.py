@@ -1,0 +1,35 @@
+"""The batched env runner's hook for policies whose values come from the whole game (marlkit/batched_runner.py
+calls it; marlkit/mappo.py implements it). A module of its own so that policies can implement it without importing
+the sampler."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+
+class GameValues(abc.ABC):
+    """The batched runner's hook for a policy whose values are computed once per game from the whole game (all its
+    agents' observations), not per agent: its model's `value_function()` is never called.
+
+    Per step the runner calls `game_input` and `game_values` once for all games; after the fragment, with the value
+    targets GAE gave, `game_columns` adds the policy's own training columns."""
+
+    @abc.abstractmethod
+    def check_game(self, env: str, agents: list[str], width: int) -> None:
+        """Raises ValueError when the policy was built for other agents or observation widths than this env's
+        (checked when training samples: rollouts may play the actors on other games)."""
+
+    @abc.abstractmethod
+    def game_input(self, observations: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(games, agents, widest observation) observations and (games, agents) presence flags -> (games, ...)."""
+
+    @abc.abstractmethod
+    def game_values(self, game_input: torch.Tensor) -> torch.Tensor:
+        """(games, ...) inputs -> (games, agents of the policy) values, without gradient."""
+
+    @abc.abstractmethod
+    def game_columns(self, game_inputs: torch.Tensor, value_targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training columns, each (time, games, agents of the policy, ...), from the fragment's (time, games, ...)
+        inputs and (time, games, agents of the policy) value targets."""

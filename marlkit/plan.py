@@ -1,0 +1,106 @@
+"""What an experiment's trials run with beyond what its file says, decided from the validated experiment:
+
+- the sampler: the batched env runner (marlkit/batched_runner.py) for envs that step many games per call, unless the
+  experiment needs RLlib's stock sampler (`stock_sampler_reason`, said in a note); RLlib's stock sampler otherwise;
+- the env's torch device (`env_config.device`): "cuda" where the sampling process has a GPU, for envs that simulate
+  on torch (else the env's default, the CPU);
+- `restart_failed_sub_environments` on for envs that drive a process of their own (a game that may crash).
+
+A setting the experiment gives itself always wins. `planned_config` is what `marlkit.launch` hands Tune.
+
+Example:
+    >>> from marlkit.spec import load_experiments
+    >>> (experiment,) = load_experiments("config/vmas-navigation-ppo.yaml")
+    >>> make_plan(experiment).settings["env_runner_cls"].__name__
+    'BatchedEnvRunner'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.serialization import deserialize_type
+from ray.tune.utils import merge_dicts
+
+from envs import ENVS
+from marlkit.batched_runner import BatchedEnvRunner
+from marlkit.rllib_settings import config_variants
+from marlkit.spec import Experiment
+from marlkit.stock_runner import StockEnvRunner
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: dict  # RLlib settings deep-merged over the experiment's config
+    notes: tuple[str, ...]  # what the user is told at start-up
+
+
+def make_plan(experiment: Experiment) -> Plan:
+    config, entry = experiment.config, ENVS.get(experiment.env)
+    settings, notes = {}, []
+    if "env_runner_cls" not in config:
+        reason = stock_sampler_reason(experiment.run, config) if entry and entry.create_batch else "not batched"
+        settings["env_runner_cls"] = StockEnvRunner if reason else BatchedEnvRunner
+        if reason and entry and entry.create_batch:
+            notes.append(f"{experiment.name}: {reason} get RLlib's stock sampler (the batched env runner does not run "
+                         f"them); sampling is slower")
+    env_config = config.get("env_config")
+    if entry and entry.torch_device and isinstance(env_config, dict) and "device" not in env_config \
+            and _samples_on_a_gpu(config):
+        settings["env_config"] = {"device": "cuda"}
+    if entry and entry.own_process and "restart_failed_sub_environments" not in config:
+        settings["restart_failed_sub_environments"] = True
+    return Plan(settings, tuple(notes))
+
+
+def planned_config(experiment: Experiment) -> dict:
+    """The experiment's RLlib config with the plan's settings merged in (a new dict)."""
+    return merge_dicts(experiment.config, make_plan(experiment).settings)
+
+
+def stock_sampler_reason(run: str, config: dict) -> str | None:
+    """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages, no next
+    observations): another algorithm or `use_gae: false`, user callbacks with per-episode hooks, attention nets over
+    past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
+    if run != "PPO":
+        return f"{run} experiments"
+    if config.get("use_gae") is False:
+        return "use_gae: false"
+    hooks = _per_episode_hooks(config["callbacks"]) if "callbacks" in config else ()
+    if hooks:
+        return f"user callbacks with per-episode hooks ({', '.join(hooks)})"
+    for variant in config_variants(config):
+        model = variant.get("model") or {}
+        if model.get("use_attention"):
+            return "use_attention models"
+        if model.get("lstm_use_prev_action") or model.get("lstm_use_prev_reward"):
+            return "LSTMs fed previous actions or rewards"
+    return None
+
+
+# Callback hooks only RLlib's stock sampler calls (the batched env runner calls on_sample_end; the algorithm's own
+# hooks, e.g. on_train_result, run whatever samples).
+PER_EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end",
+                     "on_postprocess_trajectory", "on_environment_created", "on_sub_environment_created")
+
+
+def _per_episode_hooks(callbacks) -> tuple[str, ...]:
+    """The per-episode hooks a `callbacks` class (or its import path) overrides; all of them when it cannot be
+    imported here (train.py then names the import error)."""
+    try:
+        callback_class = deserialize_type(callbacks, error=True) if isinstance(callbacks, str) else callbacks
+    except Exception:  # noqa: BLE001: reported where the callbacks are set up
+        return PER_EPISODE_HOOKS
+    if not (isinstance(callback_class, type) and issubclass(callback_class, RLlibCallback)):
+        return PER_EPISODE_HOOKS
+    return tuple(hook for hook in PER_EPISODE_HOOKS
+                 if getattr(callback_class, hook, None) is not getattr(RLlibCallback, hook))
+
+
+def _samples_on_a_gpu(config: dict) -> bool:
+    """Whether the process that samples has a GPU: the env runners with num_gpus_per_env_runner > 0, or the trial's
+    own process (num_env_runners 0) with num_gpus > 0 (a grid over num_env_runners keeps the CPU)."""
+    runners = config.get("num_env_runners", 0)
+    gpus = config.get("num_gpus_per_env_runner", 0) if runners else config.get("num_gpus", 0)
+    return isinstance(gpus, (int, float)) and gpus > 0 and not isinstance(runners, dict)
