@@ -308,9 +308,7 @@ def _pop_record_video(name: str, config: dict) -> int:
     return episodes
 
 
-def _check_run(name: str, run) -> str:
-    if run is not None and not isinstance(run, str):
-        raise ConfigError(f"{name}.run must be an RLlib algorithm name such as PPO, got {run!r}")
+def _check_run(name: str, run: str | None) -> str:
     if not run:
         raise ConfigError(f"{name}.run is required: the RLlib algorithm, one of {', '.join(sorted(ALGORITHMS))}")
     if run not in ALGORITHMS:
@@ -321,6 +319,7 @@ def _check_run(name: str, run) -> str:
 
 
 def _check_env(name: str, env) -> str:
+    """The experiment's env, from its `env` key or config.env (which the schema does not type)."""
     if env is not None and not isinstance(env, str):
         raise ConfigError(f"{name}.env must be an env name such as vmas, got {env!r}")
     if not env:

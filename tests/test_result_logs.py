@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from marlkit.launch import LocalTrial
+from marlkit.local_mode import LocalTrial
 from marlkit.result_logs import ProgressCsvLogger, ResultJsonLogger
 
 
