@@ -39,15 +39,13 @@ apt_install = { [ "$$(id -u)" = 0 ] || { echo "note: $(2) is not installed and c
 	|| { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; } \
 	|| echo "note: apt-get could not install $(2) (see its error above): $(3)"; }
 
-# --no-compile: pip would byte-compile every installed module (40 s here); Python compiles the ones imported on
-# first use instead.
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt 2>&1 \
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }
 	# mlagents-envs 1.1.0 declares Python <= 3.10 and pins protobuf < 3.21 and numpy < 1.24; its code runs on this
 	# stack (envs/unity/pb_compat.py loads its protobuf modules), so it gets its own step without its declared pins.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps --ignore-requires-python mlagents-envs==1.1.0 2>&1 \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python mlagents-envs==1.1.0 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }
 	$(PY) -c "import ray, torch, vmas, benchmarl, wandb, cv2, xvfbwrapper, grpc, PIL, mlagents_envs, xdist"
 	touch $(STAMP)
