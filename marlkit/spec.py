@@ -100,7 +100,8 @@ class ExperimentKeys(BaseModel):
     scheduler: dict | None = key(None, "a Tune scheduler: {type: fifo | asha | hyperband | median_stopping | pbt, ...its "
                                        "arguments}; all but fifo need metric and mode (max or min)")
     wandb: bool | dict | None = key(None, "Weights & Biases logging: true, or {project, mode: online | offline | "
-                                          "disabled, group, tags, ...}")
+                                          "disabled, group, tags, ...}",
+                                    expect="a mapping (project, mode, group, tags, ...) or true")
     local_dir: str | None = key(None, "results folder (train.py --local-dir overrides it; default ./results)")
     restore: str | None = key(None, "a checkpoint folder every trial starts from (train.py --restore overrides it)")
     curriculum: dict | None = key(None, "env_config stages that follow one another as a metric improves: {metric: "
@@ -225,9 +226,13 @@ def check_keys(name: str, body: dict) -> ExperimentKeys:
         if problem["type"] == "extra_forbidden":
             raise ConfigError(f"{name}.{field} is not an experiment key{closest(field, EXPERIMENT_KEYS)}; "
                               f"known: {', '.join(EXPERIMENT_KEYS)}") from None
-        where = ".".join(str(part) for part in problem["loc"])
+        given = body.get(field)
+        # Past the key, a location names an entry of the given mapping (stop.<metric>), or else the member of a
+        # union type pydantic tried (wandb.bool), which the user never wrote.
+        loc = [part for part in problem["loc"][1:] if isinstance(given, dict) and part in given]
+        where = ".".join(str(part) for part in [field, *loc])
         declared = ExperimentKeys.model_fields[field]
-        expect = (declared.json_schema_extra or {}).get("expect") if len(problem["loc"]) == 1 else None
+        expect = (declared.json_schema_extra or {}).get("expect") if not loc else None
         bound = next((m.ge for m in declared.metadata if hasattr(m, "ge")), None)
         expect = expect or {"bool_type": "true or false", "float_type": "a number", "string_type": "a string",
                             "dict_type": "a mapping"}.get(problem["type"]) or f"a whole number >= {bound}"

@@ -150,6 +150,10 @@ def test_wandb_block(tmp_path):
     assert load_one(tmp_path, tiny_experiment(wandb={"project": "p", "mode": "offline"})).wandb == {"project": "p", "mode": "offline"}
     with pytest.raises(ConfigError, match="wandb.mode must be one of online, offline, disabled"):
         load_one(tmp_path, tiny_experiment(wandb={"mode": "offlien"}))
+    # a union-typed key is named as written (exp.wandb), not by the member type pydantic tried (exp.wandb.bool)
+    with pytest.raises(ConfigError, match=r"exp\.wandb must be a mapping \(project, mode, group, tags, ...\) or "
+                                          r"true, got 'offline'$"):
+        load_one(tmp_path, tiny_experiment(wandb="offline"))
 
 
 @pytest.fixture(scope="module")
