@@ -115,11 +115,17 @@ class SafeCheckpoints:
         return [p.resolve() for p in trial_checkpoints(Path(storage.trial_fs_path))]
 
     def save(self, checkpoint_dir=None):
+        storage = self._storage
+        newest_before = storage.current_checkpoint_index if storage is not None else None
         try:
             return super().save(checkpoint_dir)
         except OSError:
-            if self._storage is not None and self._storage.storage_filesystem.type_name == "local":
-                shutil.rmtree(self._storage.checkpoint_fs_path, ignore_errors=True)
+            # Tune moves on to the new checkpoint's index just before copying it into the trial folder: a save that
+            # failed earlier (while the algorithm wrote its state) left the trial folder alone, and the folder at the
+            # current index is then the newest good checkpoint.
+            started_writing = storage is not None and storage.current_checkpoint_index != newest_before
+            if started_writing and storage.storage_filesystem.type_name == "local":
+                shutil.rmtree(storage.checkpoint_fs_path, ignore_errors=True)
             raise
 
 

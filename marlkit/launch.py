@@ -33,6 +33,7 @@ from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_check
 from marlkit.default_models import apply_default_models
 from envs.errors import ConfigError
 from marlkit.errors import RunFailure, exception_line
+from marlkit.files import write_json
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
 from marlkit.plan import planned_config
 from marlkit.rllib_settings import algorithm_class, config_variants
@@ -241,6 +242,7 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
     param_space = trial_param_space(experiment, restore)
     experiment_dir = storage / experiment.name
     if resume:
+        forget_pending_decisions(experiment_dir)
         tuner = tune.Tuner.restore(
             str(experiment_dir), trainable=with_safe_checkpoints(algorithm_class(experiment.run)),
             resume_unfinished=True, resume_errored=True, param_space=param_space,
@@ -287,6 +289,22 @@ def run_tune(experiment: Experiment, storage: Path, restore: str | None, resume:
     if interrupted:
         print(f"{experiment.name}: interrupted; continue with: train.py -f <this file> --resume --local-dir {storage}")
     return not results.errors and not interrupted
+
+
+def forget_pending_decisions(experiment_dir: Path) -> None:
+    """Drops the trial decisions that Tune's experiment state saved while they waited on a checkpoint in flight.
+
+    Tune holds a trial's next decision (continue, stop) until the save it started has finished, and saves these in its
+    experiment state with everything else. A trial that failed mid-save (a full disk, a lost node) leaves a STOP
+    there; restored by --resume, it stops the trial after its first checkpoint of the new run, long before its stop
+    criteria. The trials of a resumed run start anew, so no decision of the old run applies to them.
+    """
+    for state_file in experiment_dir.glob("experiment_state-*.json"):
+        state = json.loads(state_file.read_text())
+        runner = state.get("runner_data", {})
+        if runner.get("_cached_trial_decisions") or runner.get("_queued_trial_decisions"):
+            runner["_cached_trial_decisions"], runner["_queued_trial_decisions"] = {}, {}
+            write_json(state_file, state)
 
 
 def disk_full(folder: Path) -> bool:

@@ -232,3 +232,49 @@ def test_disk_full_while_checkpointing(small_disk, tmp_path, ray_temp_dir):
         assert [r["training_iteration"] for r in read_results(continued)] == [saved[newest.name] + 1,
                                                                              saved[newest.name] + 2]
     print(f"disk full after {len(saved)} checkpoints; continued with {' '.join(resumed)}")
+
+
+# An RLlib callbacks module (on PYTHONPATH) that makes every checkpoint save fail, as on a full disk, from iteration
+# $FAIL_SAVES_FROM on: the failure comes while the algorithm writes its state, before Tune copies it into the trial
+# folder.
+FAILING_SAVES = """
+import errno
+import os
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+
+class FailingSaves(RLlibCallback):
+    def on_train_result(self, *, algorithm, result, **kwargs):
+        if algorithm.iteration >= int(os.environ.get("FAIL_SAVES_FROM", "1000000")):  # (already this result's)
+            def no_space(checkpoint_dir):
+                raise OSError(errno.ENOSPC, "No space left on device (test)")
+            algorithm.save_checkpoint = no_space
+"""
+
+
+def test_resume_after_a_failed_save_trains_to_the_stop(tmp_path, ray_temp_dir, monkeypatch):
+    """A save that fails mid-run (here the third, before anything reached the trial folder) ends the run with the
+    earlier checkpoints intact. --resume with a later --stop then trains on to that stop: Tune's experiment state
+    held a STOP for the trial, queued while its save was in flight, that used to end the resumed trial right after
+    its first new checkpoint."""
+    (tmp_path / "failing_saves.py").write_text(FAILING_SAVES)
+    monkeypatch.syspath_prepend(tmp_path)  # (the checkpoints' pickled config names the module)
+    config = write_yaml(tmp_path / "exp.yaml", {"failed-save": tiny_experiment(
+        stop={"training_iteration": 8}, checkpoint_freq=1, config={"callbacks": "failing_saves.FailingSaves"})})
+    results = tmp_path / "results"
+    env = {"PYTHONPATH": str(tmp_path)}
+    run = run_train("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir,
+                    env={**env, "FAIL_SAVES_FROM": "3"})
+    assert run.returncode == 1 and "No space left on device (test)" in run.stdout, run.stdout[-3000:]
+    (trial,) = trial_dirs(results / "failed-save")
+    assert checkpoint_iterations(trial) == {"checkpoint_000000": 1, "checkpoint_000001": 2}
+    first_pid = read_results(trial)[0]["pid"]
+
+    run = run_train("-f", str(config), "--local-dir", str(results), "--resume", "--stop", "{training_iteration: 5}",
+                    temp_dir=ray_temp_dir, env=env)
+    assert run.returncode == 0, run.stdout[-3000:]
+    rows = read_results(trial)
+    assert rows[-1]["training_iteration"] == 5, [r["training_iteration"] for r in rows]
+    assert_resumed(rows, 2, first_pid)
+    assert list(checkpoint_iterations(trial).values()) == [1, 2, 3, 4, 5]

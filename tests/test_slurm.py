@@ -117,12 +117,13 @@ def test_array_template_runs_one_experiment_per_task(slurm, tmp_path):
     output = tmp_path / "array-%a.out"
     job = slurm.submit([command[0], f"--output={output}", *command[1:]], cwd=REPO)
     # Both tasks run at once, one per node: two Ray clusters of two jobs on one host, each with its own ports.
-    assert [slurm.wait(f"{job}_{task}") for task in (0, 1)] == [("COMPLETED", 0), ("COMPLETED", 0)]
+    states = [slurm.wait(f"{job}_{task}") for task in (0, 1)]
+    logs = [out.read_text() if (out := tmp_path / f"array-{task}.out").exists() else "" for task in (0, 1)]
+    assert states == [("COMPLETED", 0), ("COMPLETED", 0)], "\n".join(log[-3000:] for log in logs)
     for seed in (0, 1):
         (trial,) = trial_dirs(tmp_path / "sweep" / f"vmas-navigation-ppo-seed{seed}" / "vmas-navigation-ppo")
         assert json.loads((trial / "params.json").read_text())["seed"] == seed
         assert [r["training_iteration"] for r in read_results(trial)] == [1, 2]
-    logs = [(tmp_path / f"array-{task}.out").read_text() for task in (0, 1)]
     assert "array task 0 of 2: config/vmas-navigation-ppo.yaml, seed 0" in logs[0]
     assert "array task 1 of 2: config/vmas-navigation-ppo.yaml, seed 1" in logs[1]
     assert len({re.search(r"Ray head on \S+ at (\S+);", log).group(1) for log in logs}) == 2
