@@ -160,7 +160,9 @@ def test_resume_continues_from_checkpoints_tune_had_not_recorded(tmp_path, ray_t
                      process, 300, "3 checkpoints")
     process.kill()
     process.communicate()
-    assert not wait_until_gone(tag, seconds=90), "processes of the killed driver's Ray instance still ran after 90 s"
+    # The killed driver's Ray processes end on their own within a minute (test above); killed here, by tag, to save
+    # that minute.
+    wait_until_gone(tag, seconds=0)
     saved = checkpoint_iterations(trial)
     assert len(saved) >= 3 and max(saved.values()) < stop, saved
 
