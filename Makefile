@@ -41,8 +41,14 @@ apt_install = { [ "$$(id -u)" = 0 ] || { echo "note: $(2) is not installed and c
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
-		| { grep -v "is ignored: it is neither" || true; }
+	# uv installs the pinned requirements in ~40 s where pip takes ~2 min (both byte-compiled, which these machines'
+	# PYTHONDONTWRITEBYTECODE=1 makes matter); it is given the indexes and wheel folders of pip's own configuration
+	# (the build machines keep wheels on disk) and, like pip, takes the best match over all of them.
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.9.9 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --index-strategy unsafe-best-match --compile-bytecode \
+		$$($(PY) -m pip config list 2>/dev/null | sed -nE "s/^[^.]+\.(extra-index-url|index-url|find-links)='(.*)'$$/\1 \2/p" \
+		| while read -r option values; do for value in $$values; do echo "--$$option $$value"; done; done) \
+		-r requirements.txt
 	# mlagents-envs 1.1.0 declares Python <= 3.10 and pins protobuf < 3.21 and numpy < 1.24; its code runs on this
 	# stack (envs/unity/pb_compat.py loads its protobuf modules), so it gets its own step without its declared pins.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python mlagents-envs==1.1.0 2>&1 \
