@@ -57,11 +57,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from datetime import date
 
-    from marlkit import benchmark, launch
+    from marlkit import benchmark, benchmark_results, launch
 
     if args.compare_speed:
         plot = Path(args.output_dir or ".") / "speed_comparison.png"
-        print(benchmark.compare_speed([Path(folder) for folder in args.compare_speed], plot))
+        print(benchmark_results.compare_speed([Path(folder) for folder in args.compare_speed], plot))
         return 0
     levels = benchmark.available_levels() if args.levels == "all" else names("--levels", args.levels)
     suite = benchmark.Suite(
@@ -77,16 +77,16 @@ def main(argv=None) -> int:
         if run.seed == 0:
             suite.experiment(run)  # every (level, architecture) validates before Ray starts
     if not args.skip_training:
-        benchmark.check_output_dir(output_dir, suite, args.force)
+        benchmark_results.check_output_dir(output_dir, suite, args.force)
     launch.start_ray(launch.RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus, num_nodes=args.ray_num_nodes,
                                        temp_dir=args.temp_dir))
     if args.skip_training:
         ok = benchmark.evaluate_checkpoints(suite, output_dir)
     else:
         ok = benchmark.run_suite(suite, output_dir, args.max_parallel, args.force, args.wandb)
-    document = json.loads((output_dir / benchmark.RESULTS_FILE).read_text())
-    print(benchmark.table(document))
-    print(f"results: {output_dir / benchmark.RESULTS_FILE}, {output_dir / benchmark.MARL_EVAL_FILE}, plots in {output_dir}")
+    document = json.loads((output_dir / benchmark_results.RESULTS_FILE).read_text())
+    print(benchmark_results.table(document))
+    print(f"results: {output_dir / benchmark_results.RESULTS_FILE}, {output_dir / benchmark_results.MARL_EVAL_FILE}, plots in {output_dir}")
     return 0 if ok else 1
 
 

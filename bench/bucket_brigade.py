@@ -214,7 +214,7 @@ def rllib_rows(args) -> tuple[dict, list]:
 def train_learner(config_path: str, scenario: str, minutes: float):
     """The experiment of `config_path` with `scenario`, trained as a train.py trial would (its env runners included)
     for `minutes` of wall time: (algorithm, the learner's seat policy, the opponents, wall seconds, agent steps)."""
-    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+    from envs.bucket_brigade.env import BucketBrigadeBatch
     from marlkit import launch, spec
 
     (experiment,) = spec.load_experiments(config_path, {"env_config": {"scenario": scenario}})
@@ -225,7 +225,7 @@ def train_learner(config_path: str, scenario: str, minutes: float):
     while time.perf_counter() - start < minutes * 60:
         result = algorithm.train()
     wall_seconds = time.perf_counter() - start
-    env = BucketBrigadeEnv(config["env_config"])
+    env = BucketBrigadeBatch(config["env_config"])
     layout = experiment.policy_layout
     scripted = [layout.heuristics.get(layout.policy_for(agent)) for agent in env.possible_agents[1:]]
     if None in scripted:

@@ -143,7 +143,7 @@ def load_seat(folder: Path):
     """The saved policy as a seat policy (deterministic actions on the observations it trained on)."""
     from ray.rllib.policy.policy import Policy
 
-    from envs.bucket_brigade.rllib_env import BucketBrigadeBatch
+    from envs.bucket_brigade.env import BucketBrigadeBatch
 
     policy = Policy.from_checkpoint(str(folder))
     scaler = BucketBrigadeBatch({"scenario": "default"})

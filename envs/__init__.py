@@ -1,33 +1,49 @@
 """Environment registry: the `env:` names an experiment YAML may use.
 
-`ENVS` maps a name to an `EnvEntry`: `create(env_config)` builds the env (an RLlib `MultiAgentEnv`, or an old-stack
-`BaseEnv` for natively batched simulators) exposing `possible_agents`, `observation_spaces`, `action_spaces` and
-`close()`; `check_config(env_config)` raises `envs.errors.ConfigError` and runs before Ray starts. An env that
-steps many games per call also gives `create_batch(env_config)`, a `BatchedEnv` (envs/batched.py) of
-`env_config.num_envs` games: training samples it through marlkit's batched env runner, and `env_config.num_envs` is
-kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).
-To add an environment, add one entry here.
+`ENVS` maps a name to an `EnvEntry`. An env that steps many games per call (VMAS, Bucket Brigade) gives
+`create_batch(env_config)`, a `BatchedEnv` (envs/batched.py) of `env_config.num_envs` games: marlkit's batched env
+runner samples it for training, and the generic adapters of envs/rllib_adapters.py give RLlib's stock sampler,
+rollouts and videos their RLlib env (`EnvEntry.make`). An env that is not batched (Unity) gives `create(env_config)`,
+an RLlib `MultiAgentEnv`, instead. Every env exposes `possible_agents`, `observation_spaces`, `action_spaces` and
+`close()`; `check_config(env_config)` raises `envs.errors.ConfigError` and runs before Ray starts.
+`env_config.num_envs` is kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).
+
+To add an environment: one file with its `BatchedEnv` and `check_config`, and one entry here, e.g.
+`"repeat_bit": EnvEntry(create_batch=RepeatBit, check_config=repeat_bit.check_config)`.
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
 from envs import vmas_env
-from envs.bucket_brigade import rllib_env as bucket_brigade_env
+from envs.bucket_brigade import env as bucket_brigade_env
+from envs.rllib_adapters import rllib_env
 from envs.unity import unity_env
 
 
 @dataclass(frozen=True)
 class EnvEntry:
-    create: Callable[[dict], object]
     check_config: Callable[[dict], None]
     create_batch: Callable[[dict], object] | None = None  # env_config -> BatchedEnv of env_config.num_envs games
+    create: Callable[[dict], object] | None = None  # env_config -> RLlib MultiAgentEnv (an env that is not batched)
     torch_device: bool = False  # env_config.device picks the torch device the env simulates on
     policy_group: Callable[[str], str] | None = None  # agent id -> default policy id (`policies: per_group`)
     absolute_paths: Callable[[dict], dict] | None = None  # env_config with its file paths made absolute at load
     # time: trials run with their own folder as working directory
     own_process: bool = False  # the env drives a process of its own (a game) that may die: RLlib's
     # restart_failed_sub_environments defaults to true, so a crashed one is replaced within its env runner
+
+    def make(self, env_config: dict):
+        """The RLlib env of `env_config`: `create`'s, or the batch's behind a generic adapter (one game: a
+        `MultiAgentEnv`, several: a `BaseEnv`)."""
+        if self.create is not None:
+            return self.create(env_config)
+        return rllib_env(self.create_batch(dict(env_config)))
+
+    def __call__(self, env_config: dict):
+        """`make`: the entry itself is Ray's env creator for `env: <name>`, so that env runners, which receive it
+        pickled, reach `create_batch` without looking the name up (an env registered at run time works too)."""
+        return self.make(env_config)
 
     def single_env_config(self, env_config: dict) -> dict:
         """`env_config` for one world at a time (single episodes in rollouts and videos, space probes).
@@ -42,10 +58,9 @@ class EnvEntry:
 
 
 ENVS = {
-    "vmas": EnvEntry(create=vmas_env.make_env, check_config=vmas_env.check_config, create_batch=vmas_env.VmasBatch,
-                     torch_device=True),
-    "bucket_brigade": EnvEntry(create=bucket_brigade_env.BucketBrigadeEnv, check_config=bucket_brigade_env.check_config,
+    "vmas": EnvEntry(check_config=vmas_env.check_config, create_batch=vmas_env.VmasBatch, torch_device=True),
+    "bucket_brigade": EnvEntry(check_config=bucket_brigade_env.check_config,
                                create_batch=bucket_brigade_env.BucketBrigadeBatch),
-    "unity": EnvEntry(create=unity_env.UnityEnv, check_config=unity_env.check_config,
+    "unity": EnvEntry(check_config=unity_env.check_config, create=unity_env.UnityEnv,
                       policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths, own_process=True),
 }

@@ -19,6 +19,8 @@ The contract:
   - `device`: the torch device actions arrive on (numpy envs: "cpu").
   - `scripted_policies` (optional): name -> `act(observations (rows, size), rng) -> actions (rows, width)`, agents
     that act by rule on whole arrays (YAML: `heuristic: <name>`).
+  - `step_infos(game) -> {agent: dict}` (optional): the infos of the last step of one game (rollout.py
+    --save-info records them).
   - `set_task(task)` (optional: curricula) and `close()`.
 
 Example, a complete batched env (a game per slot: every agent sees one bit and is paid for repeating it):
@@ -54,8 +56,8 @@ Example, a complete batched env (a game per slot: every agent sees one bit and i
     >>> rewards.shape, truncated.shape
     ((4, 2), (4,))
 
-Register it in `envs/__init__.py` with `EnvEntry(create=..., check_config=..., create_batch=RepeatBit-from-config)`;
-`create` builds one game as an RLlib `MultiAgentEnv` for rollouts and videos.
+Register it in `envs/__init__.py` with `EnvEntry(create_batch=<env_config -> RepeatBit>, check_config=...)`: RLlib's
+stock sampler, rollouts and videos see it through the generic adapters of envs/rllib_adapters.py.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from typing import Callable
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 class BatchedEnv(abc.ABC):
@@ -104,3 +107,12 @@ def action_width(space: gym.Space) -> int:
     if isinstance(space, (gym.spaces.Box, gym.spaces.MultiDiscrete)):
         return int(np.prod(space.shape))
     raise ValueError(f"batched envs take Box, Discrete or MultiDiscrete actions, not {space}")
+
+
+def zero_actions(env: BatchedEnv) -> torch.Tensor:
+    """An action array for `env` filled with zeros: (num_envs, agents, widest action) on `env.device`, float when any
+    agent acts in a Box, else int64."""
+    spaces = [env.action_spaces[agent] for agent in env.possible_agents]
+    floats = any(isinstance(space, gym.spaces.Box) for space in spaces)
+    return torch.zeros(env.num_envs, len(spaces), max(action_width(space) for space in spaces),
+                       device=torch.device(env.device), dtype=torch.float32 if floats else torch.int64)

@@ -3,6 +3,7 @@ this package knows RLlib and Tune).
 
 Modules, one concern each:
     spec             experiment YAML: the declared keys (`ExperimentKeys`), loading and checking each experiment
+    experiment_blocks  the curriculum, scheduler and wandb blocks of an experiment
     rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
     plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games
     policies         the multi-agent policy layout declared in YAML, scripted policies
@@ -11,7 +12,8 @@ Modules, one concern each:
     models           the custom-model registry (`model/<name>.py` -> `CustomModel`)
     default_models   each policy's default model, from its own observation space
     layers           network parts the shipped models share
-    batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays
+    batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays (RLlib's stock
+                     sampler gets them through envs/rllib_adapters.py)
     stock_runner     RLlib's stock sampler, closing its envs when it cannot be built
     launch           Ray start-up, the checks made once it runs, and the Tune run of train.py and the suite
     local_mode       --local-mode: trials one after another in the driver process
@@ -20,8 +22,8 @@ Modules, one concern each:
     result_logs      result rows (re-written on resume) and the logger callbacks (W&B)
     rollout          evaluation episodes, rollout files and summaries (rollout.py, the suite's evaluation)
     video            mp4 writing and the virtual display
-    benchmark        the architecture benchmark suite (benchmark.py); benchmarl_reference: BenchMARL beside it;
-                     plots: its figures
+    benchmark        the architecture benchmark suite (benchmark.py); benchmark_results: its results file, table
+                     and speed comparison; benchmarl_reference: BenchMARL beside it; plots: its figures
     cli              what the CLIs share: errors printed as one line, mapping-valued flags
     errors           a run that could not go on (RunFailure) and a trial's exception line; bad input raises
                      envs.errors.ConfigError

@@ -43,8 +43,7 @@ from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
 
-from envs import ENVS
-from envs.batched import action_width, observation_size
+from envs.batched import observation_size, zero_actions
 from marlkit.game_values import GameValues
 from marlkit.stock_runner import StockEnvRunner
 
@@ -61,12 +60,13 @@ class BatchedEnvRunner(StockEnvRunner):
     """Old-stack env runner whose `sample()` steps a `BatchedEnv` with whole-array policy passes."""
 
     def __init__(self, **kwargs):
+        entry = kwargs["env_creator"]  # the env's `EnvEntry` (Ray's env creator, see launch.register_envs)
         kwargs["env_creator"] = _no_env
         super().__init__(**kwargs)
         self._finished = []  # RolloutMetrics of episodes ended since the last get_metrics()
         if self.worker_index == 0 and self.num_workers > 0 and not self.config.create_local_env_runner:
             return  # the local runner of a Tune trial holds no env when remote runners sample
-        self.env = ENVS[self.config.env].create_batch(dict(self.env_context))
+        self.env = entry.create_batch(dict(self.env_context))
         self.input_reader = _BatchedInput(self)  # RLlib's health check and local evaluation look for one
         env = self.env
         self._name = self.config.env
@@ -74,10 +74,7 @@ class BatchedEnvRunner(StockEnvRunner):
         self._num_envs = env.num_envs
         self._device = torch.device(env.device)
         self._obs_width = max(observation_size(env.observation_spaces[a]) for a in self._agents)
-        widths = [action_width(env.action_spaces[a]) for a in self._agents]
-        floats = any(isinstance(env.action_spaces[a], gym.spaces.Box) for a in self._agents)
-        self._actions = torch.zeros(self._num_envs, len(self._agents), max(widths), device=self._device,
-                                    dtype=torch.float32 if floats else torch.int64)
+        self._actions = zero_actions(env)
         self._groups = {}  # policy id -> indices into self._agents
         for index, agent in enumerate(self._agents):
             self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)

@@ -157,7 +157,7 @@ def check_writable(folder: str | Path) -> Path:
 def register_envs() -> None:
     """Registers every env creator of `envs.ENVS` with Ray, for env runners on any node."""
     for name, entry in ENVS.items():
-        register_env(name, entry.create)
+        register_env(name, entry)
 
 
 def register_components(experiments: list[Experiment]) -> None:
@@ -179,7 +179,7 @@ class MultiAgentResolver:
 
     def __call__(self, spec) -> dict:
         config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
-        env = self.entry.create(self.entry.single_env_config(config.get("env_config") or {}))
+        env = self.entry.make(self.entry.single_env_config(config.get("env_config") or {}))
         try:
             multiagent = self.layout.rllib_multiagent(env)
         finally:

@@ -120,7 +120,7 @@ class EpisodeRecord:
 def make_env(settings: RolloutSettings):
     """One (non-batched) instance of the env, for stepping and rendering a single episode at a time."""
     entry = ENVS[settings.env]
-    return entry.create(entry.single_env_config(settings.env_config))
+    return entry.make(entry.single_env_config(settings.env_config))
 
 
 def check_render(env) -> None:

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import inspect
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +34,6 @@ from typing import Annotated, Any
 import gymnasium
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ray import tune
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
 from ray.tune.utils import merge_dicts
@@ -44,6 +42,9 @@ from envs import ENVS
 from envs.errors import ConfigError, closest
 from marlkit import models
 from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.experiment_blocks import (
+    build_scheduler, check_curriculum, check_curriculum_tasks, check_scheduler, check_wandb,
+)
 from marlkit.mappo import check_critic_memory
 from marlkit.policies import PolicyLayout
 from marlkit.rllib_settings import (
@@ -56,16 +57,6 @@ STOP_RENAMES = {
     "episode_reward_max": "env_runners/episode_return_max",
     "episode_len_mean": "env_runners/episode_len_mean",
 }
-
-SCHEDULERS = {
-    "fifo": tune.schedulers.FIFOScheduler,
-    "asha": tune.schedulers.ASHAScheduler,
-    "hyperband": tune.schedulers.HyperBandScheduler,
-    "median_stopping": tune.schedulers.MedianStoppingRule,
-    "pbt": tune.schedulers.PopulationBasedTraining,
-}
-PBT_DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice}
-WANDB_MODES = ("online", "offline", "disabled")
 
 WholeNumber = Annotated[int, Field(ge=0)]
 Count = Annotated[int, Field(ge=1)]
@@ -125,27 +116,7 @@ class Experiment(ExperimentKeys):
 
     def build_scheduler(self):
         """The Tune scheduler object of the `scheduler` block, or None."""
-        if not self.scheduler:
-            return None
-        kwargs = dict(self.scheduler)
-        scheduler_class = SCHEDULERS[kwargs.pop("type")]
-        if "hyperparam_mutations" in kwargs:
-            kwargs["hyperparam_mutations"] = {
-                key: _pbt_distribution(self.name, key, value) for key, value in kwargs["hyperparam_mutations"].items()
-            }
-        return scheduler_class(**kwargs)
-
-
-def _pbt_distribution(experiment: str, key: str, value):
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in PBT_DISTRIBUTIONS:
-        kind, bounds = next(iter(value.items()))
-        return PBT_DISTRIBUTIONS[kind](bounds) if kind == "choice" else PBT_DISTRIBUTIONS[kind](*bounds)
-    raise ConfigError(
-        f"{experiment}.scheduler.hyperparam_mutations.{key} must be a list of values or one of "
-        f"{{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, {{choice: [...]}}"
-    )
+        return build_scheduler(self.name, self.scheduler)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -254,12 +225,12 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         _sync_batched_num_envs(name, config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
-    curriculum = _check_curriculum(name, keys.curriculum, config)
+    curriculum = check_curriculum(name, keys.curriculum, config)
     layout, model_names = _check_env_and_models(name, run, env, config, notes)
     if curriculum:
         if entry is None:
             raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
-        _check_curriculum_tasks(name, entry, config, curriculum)
+        check_curriculum_tasks(name, entry, config, curriculum)
     experiment = Experiment.model_construct(**{
         **dict(keys),
         "name": name,
@@ -267,8 +238,8 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         "env": env,
         "config": config,
         "stop": {STOP_RENAMES.get(metric, metric): value for metric, value in (keys.stop or {}).items()},
-        "scheduler": _check_scheduler(name, keys.scheduler),
-        "wandb": _check_wandb(name, keys.wandb),
+        "scheduler": check_scheduler(name, keys.scheduler),
+        "wandb": check_wandb(name, keys.wandb),
         "curriculum": curriculum,
         "policy_layout": layout,
         "evaluation_videos": evaluation_videos,
@@ -360,7 +331,7 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
         env_config = variant.get("env_config") or {}
         try:
             entry.check_config(env_config)
-            probe = entry.create(entry.single_env_config(env_config))  # only its agents and spaces are read
+            probe = entry.make(entry.single_env_config(env_config))  # only its agents and spaces are read
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
         except Exception as error:  # noqa: BLE001: the env's own check of its settings, in its words
@@ -433,99 +404,3 @@ def _check_model(name: str, model: dict, centralized: bool = False) -> None:
         raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
     model_class = models.load_model(custom)
     models.check_model_kwargs(custom, model_class, custom_config)
-
-
-def _check_curriculum(name: str, block, config: dict) -> dict | None:
-    """Validates the curriculum block and starts the env at its first stage (config.env_config updated)."""
-    if block is None:
-        return None
-    where = f"{name}.curriculum"
-    if not isinstance(block, dict) or not isinstance(block.get("stages"), list) or len(block["stages"]) < 2:
-        raise ConfigError(f"{where} must be a mapping with at least two stages: "
-                          f"{{stages: [{{env_config: {{...}}, until: 1.0}}, {{env_config: {{...}}}}]}}")
-    for key in block:
-        if key not in ("metric", "stages"):
-            raise ConfigError(f"{where}.{key} is not a curriculum key{closest(key, ['metric', 'stages'])}; known: metric, stages")
-    stages = []
-    for index, stage in enumerate(block["stages"]):
-        last = index == len(block["stages"]) - 1
-        if not isinstance(stage, dict) or not isinstance(stage.get("env_config"), dict) or set(stage) - {"env_config", "until"}:
-            raise ConfigError(f"{where}.stages[{index}] must be {{env_config: {{...}}{'' if last else ', until: <number>'}}}")
-        until = stage.get("until")
-        if not last and (isinstance(until, bool) or not isinstance(until, (int, float))):
-            raise ConfigError(f"{where}.stages[{index}].until must be the metric value that ends the stage, got {until!r}")
-        if last and until is not None:
-            raise ConfigError(f"{where}.stages[{index}] is the last stage; it has no 'until'")
-        grid = _grid_search_path(stage["env_config"])
-        if grid is not None:
-            raise ConfigError(f"{where}.stages[{index}].env_config.{grid}: a stage sets fixed values; grid_search "
-                              f"belongs in config.env_config (each trial then runs the whole curriculum)")
-        stages.append({"env_config": dict(stage["env_config"]), **({} if last else {"until": float(until)})})
-    env_config = config.setdefault("env_config", {})
-    if not isinstance(env_config, dict):
-        raise ConfigError(f"{name}.config.env_config must be a mapping to use a curriculum")
-    env_config.update(stages[0]["env_config"])
-    return {"metric": str(block.get("metric", "env_runners/episode_return_mean")), "stages": stages}
-
-
-def _grid_search_path(node, path: str = "") -> str | None:
-    """The key path of the first grid_search inside `node`, or None."""
-    if isinstance(node, dict):
-        if "grid_search" in node:
-            return path or "grid_search"
-        items = node.items()
-    elif isinstance(node, list):
-        items = ((f"[{index}]", value) for index, value in enumerate(node))
-    else:
-        return None
-    for key, value in items:
-        found = _grid_search_path(value, f"{path}{key}" if str(key).startswith("[") or not path else f"{path}.{key}")
-        if found is not None:
-            return found
-    return None
-
-
-def _check_curriculum_tasks(name: str, entry, config: dict, curriculum: dict) -> None:
-    """Every stage's env_config must be settable on a running env (its set_task)."""
-    probe = entry.create(entry.single_env_config(config_variants(config)[0].get("env_config") or {}))
-    try:
-        if not hasattr(probe, "set_task"):
-            raise ConfigError(f"{name}.curriculum: env '{config['env']}' has no task parameters that change while it "
-                              f"runs (no set_task)")
-        for index, stage in enumerate(curriculum["stages"]):
-            try:
-                probe.set_task(stage["env_config"])
-            except ValueError as error:
-                raise ConfigError(f"{name}.curriculum.stages[{index}].env_config: {error}") from None
-    finally:
-        probe.close()
-
-
-def _check_scheduler(name: str, block) -> dict | None:
-    if block is None:
-        return None
-    if not isinstance(block, dict) or "type" not in block:
-        raise ConfigError(f"{name}.scheduler needs `type`: one of {', '.join(SCHEDULERS)}")
-    kind = block["type"]
-    if kind not in SCHEDULERS:
-        raise ConfigError(f"{name}.scheduler.type: unknown scheduler '{kind}'{closest(kind, SCHEDULERS)}; known: {', '.join(SCHEDULERS)}")
-    accepted = [p for p in inspect.signature(SCHEDULERS[kind].__init__).parameters if p != "self"]
-    for key in block:
-        if key != "type" and key not in accepted:
-            raise ConfigError(f"{name}.scheduler.{key} is not a {kind} setting{closest(key, accepted)}; it takes: {', '.join(accepted)}")
-    if kind != "fifo" and not (block.get("metric") and block.get("mode") in ("min", "max")):
-        raise ConfigError(f"{name}.scheduler: {kind} needs `metric` (e.g. env_runners/episode_return_mean) and `mode` (max or min)")
-    return dict(block)
-
-
-def _check_wandb(name: str, block) -> dict | None:
-    if block is None or block is False:
-        return None
-    if block is True:
-        return {}
-    if not isinstance(block, dict):
-        raise ConfigError(f"{name}.wandb must be a mapping (project, mode, group, tags, ...) or true")
-    mode = block.get("mode", "online")
-    if mode not in WANDB_MODES:
-        raise ConfigError(f"{name}.wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
-    return dict(block)

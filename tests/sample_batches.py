@@ -131,8 +131,7 @@ class Countdown(BatchedEnv):
 
 
 def register_countdown() -> None:
-    envs.ENVS["countdown"] = envs.EnvEntry(create=lambda config: Countdown({**config, "num_envs": 1}),
-                                           check_config=lambda config: None, create_batch=Countdown)
+    envs.ENVS["countdown"] = envs.EnvEntry(check_config=lambda config: None, create_batch=Countdown)
 
 
 class EnvLog:

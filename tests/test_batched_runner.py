@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 import vmas
+from ray.rllib.env.base_env import ASYNC_RESET_RETURN
 
 from conftest import REPO, ray_session_folder, subprocess_env
-from envs.bucket_brigade.rllib_env import BucketBrigadeBatch
+from envs import ENVS
+from envs.bucket_brigade.env import BucketBrigadeBatch
 from envs.bucket_brigade.scenarios import obs_layout
-from envs.vmas_env import VmasBatch, VmasVectorEnv
+from envs.vmas_env import VmasBatch
 from sample_batches import (
     BB_CONFIG, CASES, COUNTDOWN_ENVS, FAULTS, FRAGMENT, GAMMA, LAMBDA, MAX_SEQ_LEN, NUM_ENVS, SEED, VMAS_MAX_STEPS,
 )
@@ -155,29 +157,36 @@ def test_vmas_fragment_counts_and_episode_boundaries(sampled):
 
 
 def test_vmas_rows_equal_stepping_the_stock_vmas_env_by_hand(sampled):
-    """The batch's actions, clipped into the action space, sent to VmasVectorEnv (RLlib's BaseEnv path: finished
-    worlds reset through try_reset) with the same seed give the batch's observations and rewards, across the
-    restarts (VMAS draws its reset positions from a random state of its own, not the policy's)."""
+    """The batch's actions, clipped into the action space, sent to RLlib's env of the same VMAS worlds (the BaseEnv of
+    RLlib's stock sampler: finished worlds restart through an asynchronous try_reset and a restart step) with the
+    same seed give the batch's observations and rewards, across the restarts (VMAS draws its reset positions from a
+    random state of its own, not the policy's)."""
     result = sampled["vmas"]
     shared, agents = result["batches"][0].policy_batches["shared"], result["agents"]
     observations, actions, rewards = (shared[key].reshape((FRAGMENT, NUM_ENVS, 2) + shared[key].shape[1:])
                                       for key in ("obs", "actions", "rewards"))
-    env = VmasVectorEnv(result["env_config"])
+    env = ENVS["vmas"].make(result["env_config"])
     env.reset(seed=SEED)  # RLlib seeds the local runner's env with config.seed + 1000 * worker index (0)
 
     def stacked(per_env: dict) -> np.ndarray:
         return np.stack([[per_env[e][a] for a in agents] for e in range(NUM_ENVS)])
 
     close(stacked(env.poll()[0]), observations[0], atol=1e-6)
+    restarts = 0
     for t in range(FRAGMENT - 1):
         env_actions = np.clip(actions[t], -1.0, 1.0)  # normalize_actions: [-1, 1] -> the Box bounds [-1, 1]
         env.send_actions({e: {a: env_actions[e, i] for i, a in enumerate(agents)} for e in range(NUM_ENVS)})
         stepped, step_rewards, terminated, truncated, _, _ = env.poll()
         close([[step_rewards[e][a] for a in agents] for e in range(NUM_ENVS)], rewards[t], atol=1e-6)
-        for e in range(NUM_ENVS):
-            if terminated[e]["__all__"] or truncated[e]["__all__"]:
-                stepped[e] = env.try_reset(e)[0][e]
+        ended = [terminated[e]["__all__"] or truncated[e]["__all__"] for e in range(NUM_ENVS)]
+        if any(ended):
+            assert all(ended), "episodes of a fixed length end together"
+            assert all(env.try_reset(e) == (ASYNC_RESET_RETURN, ASYNC_RESET_RETURN) for e in range(NUM_ENVS))
+            env.send_actions({})  # the restart step: no episode is active, RLlib sends no actions
+            stepped = env.poll()[0]
+            restarts += 1
         close(stacked(stepped), observations[t + 1], atol=1e-5)
+    assert restarts == 2
 
 
 def test_agents_observing_different_sizes_get_their_own_observations(sampled):
@@ -186,7 +195,7 @@ def test_agents_observing_different_sizes_get_their_own_observations(sampled):
     predator, prey = batch.policy_batches["predator"], batch.policy_batches["prey"]
     assert predator["obs"].shape == (FRAGMENT * NUM_ENVS * 2, 14) and prey["obs"].shape == (FRAGMENT * NUM_ENVS, 12)
     assert (log["obs_in"][:, :, agents.index("agent_0"), 12:] == 0).all()  # the prey's padding
-    env = VmasVectorEnv(result["env_config"])
+    env = ENVS["vmas"].make(result["env_config"])
     env.reset(seed=SEED)
     first = env.poll()[0]
     close(predator["obs"][:NUM_ENVS * 2].reshape(NUM_ENVS, 2, 14),

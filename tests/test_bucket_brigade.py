@@ -11,7 +11,8 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from conftest import write_yaml
 from envs.bucket_brigade import SCENARIOS, Scenario, VecEnv, heuristics, obs_layout, reference
-from envs.bucket_brigade.rllib_env import FEATURE_SCALES, BucketBrigadeBatch, BucketBrigadeEnv
+from envs import ENVS
+from envs.bucket_brigade.env import FEATURE_SCALES, BucketBrigadeBatch
 from envs.errors import ConfigError
 from marlkit.spec import load_experiments
 
@@ -346,7 +347,7 @@ def test_the_pool_plays_one_archetype_per_row_and_agent():
 
 def test_a_list_of_scenarios_splits_the_games_among_them(tmp_path):
     """env_config.scenario: [a, b, c] over 7 games: games 0-1 play a, 2-3 b, 4-6 c, each block exactly as its own
-    core seeded with seed + block; one game (BucketBrigadeEnv) draws a scenario at each reset."""
+    core seeded with seed + block; one game (RLlib's env of num_envs 1) draws a scenario at each reset."""
     names = ["default", "easy", "hard"]
     batch = BucketBrigadeBatch({"scenario": names, "num_envs": 7, "seed": 11})
     blocks = [VecEnv(name, games, 4, seed=11 + j) for j, (name, games) in enumerate(zip(names, (2, 2, 3)))]
@@ -366,10 +367,21 @@ def test_a_list_of_scenarios_splits_the_games_among_them(tmp_path):
         for got, want in zip((rewards, terminated, truncated), expected[1:]):
             np.testing.assert_array_equal(got, want)
     batch.close()
-    single = BucketBrigadeEnv({"scenario": ["easy", "hard"], "seed": 2})
+    single = ENVS["bucket_brigade"].make({"scenario": ["easy", "hard"], "seed": 2})
     drawn = {float(single.reset()[0]["agent_0"][obs_layout(10, 4)["scenario"]][5]) for _ in range(20)}
     assert drawn == {np.float32(0.01), np.float32(0.05)}  # rho of easy and hard: both are played
     single.close()
+    # the batched runner's one game of a mix draws at its restarts too (next-step auto-reset: zero rewards, no flags)
+    one, played, ended = BucketBrigadeBatch({"scenario": ["easy", "hard"], "seed": 2, "max_nights": 2}), set(), False
+    one.reset()
+    for _ in range(60):
+        obs, rewards, terminated, truncated = one.step(np.zeros((1, 4, 3), np.int64))
+        if ended:
+            assert rewards.tolist() == [[0.0] * 4] and not terminated[0] and not truncated[0]
+            played.add(float(obs[0, 0, obs_layout(10, 4)["scenario"]][5]))
+        ended = bool(terminated[0] or truncated[0])
+    assert played == {np.float32(0.01), np.float32(0.05)}
+    one.close()
     experiment = {"run": "PPO", "env": "bucket_brigade", "config": {"num_envs_per_env_runner": 2, "env_config": {}}}
     for scenario, error in (([], "an empty list"), (["default", "v2_minimal"], "same number of houses, got default "
                                                     r"\(10\), v2_minimal \(2\)"),
@@ -381,7 +393,7 @@ def test_a_list_of_scenarios_splits_the_games_among_them(tmp_path):
 
 
 def test_rllib_env_passes_the_checker_and_scales_observations():
-    env = BucketBrigadeEnv({"scenario": "hard", "num_agents": 3, "max_nights": 20, "seed": 3, "reward_scale": 0.01})
+    env = ENVS["bucket_brigade"].make({"scenario": "hard", "num_agents": 3, "max_nights": 20, "seed": 3, "reward_scale": 0.01})
     check_multiagent_environments(env)
     obs, _ = env.reset(seed=3)
     assert sorted(obs) == ["agent_0", "agent_1", "agent_2"]
@@ -433,13 +445,12 @@ def test_seat_evaluation_scores_an_rllib_policy_exactly_as_the_scripted_table():
     table of the bench (`seat_table`) give the same figure for every scripted agent on the same games; different
     agents score differently, and the seat's figure is its reward per night played."""
     from envs.bucket_brigade.evaluation import play, policy_seat, scripted_seat, seat_reward_per_night, seat_table
-    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
     from marlkit.policies import ScriptedPolicy
 
     opponents = ("random", "hero", "free_rider")
     table = seat_table("chain_reaction", opponents, games=40, seed=3)
     assert sorted(table) == sorted(heuristics.HEURISTICS) and len(set(table.values())) == len(table)
-    env = BucketBrigadeEnv({"scenario": "chain_reaction"})
+    env = BucketBrigadeBatch({"scenario": "chain_reaction"})
     for name in heuristics.HEURISTICS:
         policy = ScriptedPolicy(env.observation_spaces["agent_0"], env.action_spaces["agent_0"],
                                 {"act": env.scripted_policies[name], "seed": 99})

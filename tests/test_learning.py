@@ -95,7 +95,7 @@ def test_shipped_bucket_brigade_learner_beats_random_and_resting(tmp_path, ray_t
     from ray.rllib.policy.policy import Policy
 
     from envs.bucket_brigade.evaluation import policy_seat, seat_reward_per_night
-    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+    from envs.bucket_brigade.env import BucketBrigadeBatch
     from marlkit.models import register_models
 
     run = run_script("train.py", "-f", "config/bucket-brigade-ppo.yaml", "--stop",
@@ -109,7 +109,7 @@ def test_shipped_bucket_brigade_learner_beats_random_and_resting(tmp_path, ray_t
     assert load_algorithm_state(checkpoint)["training_iteration"] == BUCKET_ITERATIONS
     register_models(["house_pointer"])
     learner = Policy.from_checkpoint(checkpoint / "policies" / "learner")
-    env = BucketBrigadeEnv({"scenario": "default"})
+    env = BucketBrigadeBatch({"scenario": "default"})
     score = seat_reward_per_night("default", policy_seat(learner, env.scale_observations))
     env.close()
     print(f"learner's reward per night in its seat after {BUCKET_ITERATIONS} iterations: {score:.2f}")

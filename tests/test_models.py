@@ -40,10 +40,10 @@ def test_house_pointer_scores_every_house_with_the_same_network():
     """model/house_pointer.py on real Bucket Brigade observations: houses with the same own features (state,
     ownership, distance from home) get the same logit in an observation, one burning apart from its safe twin gets
     another; a wrong action space is refused."""
-    from envs.bucket_brigade.rllib_env import BucketBrigadeEnv
+    from envs.bucket_brigade.env import BucketBrigadeBatch
     from envs.bucket_brigade.scenarios import obs_layout
 
-    env = BucketBrigadeEnv({"scenario": "default"})
+    env = BucketBrigadeBatch({"scenario": "default"})
     space, actions = env.observation_spaces["agent_0"], env.action_spaces["agent_0"]
     env.close()
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
 from conftest import REPO, tiny_experiment, write_yaml
-from envs.vmas_env import VmasEnv
+from envs import ENVS
 from envs.errors import ConfigError
 from marlkit.plan import make_plan, planned_config
 from marlkit.policies import PolicyLayout
@@ -33,7 +33,7 @@ def test_config_overrides_merge_deeply_and_are_validated():
     assert loaded.config["num_env_runners"] == 3  # old names are translated in overrides too
     assert loaded.config["env_config"]["n_agents"] == 4 and loaded.config["env_config"]["scenario"] == "navigation"
     assert loaded.config["lr"] == 0.0001  # the YAML's other settings stay
-    assert loaded.policy_layout.rllib_multiagent(VmasEnv({"scenario": "navigation", "n_agents": 4}))["policies"].keys() == {"shared"}
+    assert loaded.policy_layout.rllib_multiagent(ENVS["vmas"].make({"scenario": "navigation", "n_agents": 4}))["policies"].keys() == {"shared"}
     with pytest.raises(ConfigError, match="lrr is not an RLlib PPO setting"):
         load_experiments("config/vmas-navigation-ppo.yaml", {"lrr": 0.1})
 
@@ -158,7 +158,7 @@ def test_wandb_block(tmp_path):
 
 @pytest.fixture(scope="module")
 def three_agents():
-    env = VmasEnv({"scenario": "navigation", "n_agents": 3})
+    env = ENVS["vmas"].make({"scenario": "navigation", "n_agents": 3})
     yield env
     env.close()
 
@@ -257,7 +257,7 @@ def test_callbacks_without_per_episode_hooks_keep_the_batched_runner(tmp_path):
 
 
 def test_scripted_policies_draw_their_own_random_streams():
-    from envs.bucket_brigade.rllib_env import BucketBrigadeBatch
+    from envs.bucket_brigade.env import BucketBrigadeBatch
     from marlkit.policies import ScriptedPolicy
 
     act = BucketBrigadeBatch({}).scripted_policies["random"]

@@ -1,4 +1,5 @@
-"""The VMAS wrappers: RLlib's env checker, per-agent spaces, seeding, and the batched BaseEnv."""
+"""The VMAS env through the generic RLlib adapters (envs/rllib_adapters.py): RLlib's env checker, per-agent spaces,
+seeding, and the many-game BaseEnv of RLlib's stock sampler."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ import pytest
 import torch
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
-from envs.vmas_env import VmasEnv, VmasVectorEnv, make_env
+from ray.rllib.env.base_env import ASYNC_RESET_RETURN
+
+from envs import ENVS
+from envs.rllib_adapters import GamesBaseEnv, OneGameEnv
 from envs.errors import ConfigError
 
 
-def rollout(env: VmasEnv, seed: int, steps: int) -> list:
+def make_env(env_config: dict):
+    """What Ray's env creator for `env: vmas` builds."""
+    return ENVS["vmas"].make(env_config)
+
+
+def rollout(env: OneGameEnv, seed: int, steps: int) -> list:
     observations, _ = env.reset(seed=seed)
     trace = [observations]
     rng = np.random.default_rng(0)
@@ -24,13 +33,13 @@ def rollout(env: VmasEnv, seed: int, steps: int) -> list:
 
 
 def test_passes_rllib_env_checker():
-    env = VmasEnv({"scenario": "navigation", "n_agents": 3, "max_steps": 20})
+    env = make_env({"scenario": "navigation", "n_agents": 3, "max_steps": 20})
     check_multiagent_environments(env)
     env.close()
 
 
 def test_per_agent_spaces_and_step_outputs():
-    env = VmasEnv({"scenario": "navigation", "n_agents": 3, "max_steps": 2})
+    env = make_env({"scenario": "navigation", "n_agents": 3, "max_steps": 2})
     assert env.possible_agents == ["agent_0", "agent_1", "agent_2"]
     assert all(space == gym.spaces.Box(-1, 1, (2,), np.float32) for space in env.action_spaces.values())
     observations, infos = env.reset(seed=1)
@@ -46,7 +55,7 @@ def test_per_agent_spaces_and_step_outputs():
 
 
 def test_discrete_actions():
-    env = VmasEnv({"scenario": "balance", "continuous_actions": False})
+    env = make_env({"scenario": "balance", "continuous_actions": False})
     assert all(isinstance(space, gym.spaces.Discrete) for space in env.action_spaces.values())
     env.reset(seed=0)
     _, rewards, *_ = env.step({aid: 1 for aid in env.possible_agents})
@@ -54,16 +63,16 @@ def test_discrete_actions():
 
 
 def test_same_seed_same_episode_other_seed_other_episode():
-    first = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
-    again = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
-    other = rollout(VmasEnv({"scenario": "navigation", "n_agents": 2}), seed=8, steps=5)
+    first = rollout(make_env({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
+    again = rollout(make_env({"scenario": "navigation", "n_agents": 2}), seed=7, steps=5)
+    other = rollout(make_env({"scenario": "navigation", "n_agents": 2}), seed=8, steps=5)
     assert all(np.array_equal(first[0][a], again[0][a]) for a in first[0])
     assert all(np.array_equal(first[-1][0][a], again[-1][0][a]) and first[-1][1] == again[-1][1] for a in first[0])
     assert not np.array_equal(first[0]["agent_0"], other[0]["agent_0"])
 
 
 def test_render_gives_an_rgb_frame():
-    env = VmasEnv({"scenario": "navigation", "n_agents": 2})
+    env = make_env({"scenario": "navigation", "n_agents": 2})
     env.reset(seed=0)
     frame = env.render()
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.max() > 0
@@ -72,9 +81,9 @@ def test_render_gives_an_rgb_frame():
 
 def test_config_errors():
     with pytest.raises(ConfigError, match="env_config.scenario is required"):
-        VmasEnv({})
+        make_env({})
     with pytest.raises(ConfigError, match="has keys the scenario does not use: \\['n_agnts'\\]"):
-        VmasEnv({"scenario": "navigation", "n_agnts": 2})
+        make_env({"scenario": "navigation", "n_agnts": 2})
     with pytest.raises(ConfigError, match="num_envs must be a whole number >= 1"):
         make_env({"scenario": "navigation", "num_envs": 0})
 
@@ -87,12 +96,12 @@ def test_cuda_device_without_a_gpu_is_a_config_error():
 
 
 def test_make_env_batches_only_when_asked():
-    assert isinstance(make_env({"scenario": "navigation"}), VmasEnv)
-    assert isinstance(make_env({"scenario": "navigation", "num_envs": 3}), VmasVectorEnv)
+    assert isinstance(make_env({"scenario": "navigation"}), OneGameEnv)
+    assert isinstance(make_env({"scenario": "navigation", "num_envs": 3}), GamesBaseEnv)
 
 
 def test_vector_env_steps_all_sub_envs_and_resets_one():
-    env = VmasVectorEnv({"scenario": "navigation", "n_agents": 2, "num_envs": 3, "max_steps": 2})
+    env = make_env({"scenario": "navigation", "n_agents": 2, "num_envs": 3, "max_steps": 2})
     env.reset(seed=3)
     observations, rewards, terminated, truncated, infos, off_policy = env.poll()
     assert sorted(observations) == [0, 1, 2] and off_policy == {}
@@ -105,15 +114,21 @@ def test_vector_env_steps_all_sub_envs_and_resets_one():
         assert sorted(rewards) == [0, 1, 2]
         assert all(flags["__all__"] is (step == 1) for flags in truncated.values())
         assert all(flags["__all__"] is False for flags in terminated.values())
-    reset_obs, reset_infos = env.try_reset(1)
-    assert list(reset_obs) == [1] and sorted(reset_obs[1]) == ["agent_0", "agent_1"]
-    with pytest.raises(ValueError, match="no actions for sub-envs \\[2\\]"):
-        env.send_actions({0: actions[0], 1: actions[1]})
+    # A finished world restarts at the next step (the batch's next-step auto-reset): RLlib's try_reset is answered
+    # asynchronously, the restart step takes no actions for it, and its first observation comes with the next poll.
+    assert env.try_reset(1) == (ASYNC_RESET_RETURN, ASYNC_RESET_RETURN)
+    env.send_actions({})
+    observations, rewards, terminated, truncated, _, _ = env.poll()
+    assert sorted(observations) == [0, 1, 2] and sorted(observations[1]) == ["agent_0", "agent_1"]
+    assert all(r == {"agent_0": 0.0, "agent_1": 0.0} for r in rewards.values())
+    assert not any(flags["__all__"] for flags in (*terminated.values(), *truncated.values()))
+    env.send_actions(actions)
+    assert all(flags["__all__"] is False for flags in env.poll()[3].values()), "a new episode of max_steps 2"
 
 
 def test_vector_env_seeding_is_reproducible():
     def first_observations(seed):
-        env = VmasVectorEnv({"scenario": "navigation", "n_agents": 2, "num_envs": 4})
+        env = make_env({"scenario": "navigation", "n_agents": 2, "num_envs": 4})
         env.reset(seed=seed)
         return np.stack([obs["agent_0"] for obs in env.poll()[0].values()])
 

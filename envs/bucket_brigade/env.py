@@ -1,10 +1,11 @@
-"""Bucket Brigade in RLlib: `env: bucket_brigade` and scripted opponents as fixed (non-learning) policies.
+"""Bucket Brigade as a `BatchedEnv` (envs/batched.py): `env: bucket_brigade`, with scripted opponents as fixed
+(non-learning) policies.
 
 `env_config`:
     scenario        a name of `SCENARIOS` (default "default"); unknown names list the available ones. A list of
                     names (same number of houses) trains on a mix: a batch of games is split evenly among them, in
                     blocks (game i of n plays scenario i * len // n, for the whole run); a single game
-                    (BucketBrigadeEnv: rollout.py, RLlib's stock sampler) draws one at every reset. The scenario
+                    (num_envs 1: rollout.py, RLlib's stock sampler) draws one at every start. The scenario
                     features in every observation tell the scenarios apart.
     num_agents      agents per game (default 4), ids `agent_0` ... `agent_<N-1>`.
     max_nights      nights before a game is truncated (default 100).
@@ -35,7 +36,6 @@ import functools
 
 import gymnasium as gym
 import numpy as np
-from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from envs.batched import BatchedEnv
 from envs.bucket_brigade import heuristics
@@ -89,7 +89,7 @@ def build_scenarios(env_config: dict) -> list[Scenario]:
         raise ConfigError(f"env_config.scenario: a mix needs scenarios with the same number of houses, got "
                           f"{', '.join(f'{name} ({count})' for name, count in houses.items())}")
     games = env_config.get("num_envs", 1)
-    if isinstance(games, int) and 1 < games < len(names):  # one game draws a scenario per reset (BucketBrigadeEnv)
+    if isinstance(games, int) and 1 < games < len(names):  # one game draws a scenario per start
         raise ConfigError(f"env_config.scenario: a mix of {len(names)} scenarios needs at least {len(names)} games "
                           f"per env runner (num_envs_per_env_runner), got {games}")
     return scenarios
@@ -109,19 +109,28 @@ class BucketBrigadeBatch(BatchedEnv):
         check_config(env_config)
         scenarios = build_scenarios(env_config)
         self.num_envs = env_config.get("num_envs", 1)
-        if self.num_envs < len(scenarios):
+        if 1 < self.num_envs < len(scenarios):
             raise ValueError(f"a mix of {len(scenarios)} scenarios needs at least {len(scenarios)} games, got "
                              f"{self.num_envs}")
         num_agents = env_config.get("num_agents", DEFAULT_AGENTS)
         self.max_nights = env_config.get("max_nights", DEFAULT_MAX_NIGHTS)
         self._seed = env_config.get("seed")
         self.reward_scale = float(env_config.get("reward_scale", 1.0))
-        # scenario j plays games [bounds[j], bounds[j + 1]); each block is one core with its own seed
-        bounds = [j * self.num_envs // len(scenarios) for j in range(len(scenarios) + 1)]
-        self._games = [VecEnv(scenario, end - start, num_agents, seed=(self._seed or 0) + j,
-                              max_nights=self.max_nights)
-                       for j, (scenario, start, end) in enumerate(zip(scenarios, bounds, bounds[1:]))]
-        self._splits = bounds[1:-1]
+        if self.num_envs == 1 and len(scenarios) > 1:
+            # one game of a mix: a core per scenario, one of them drawn at every (re)start of the game
+            self._mix = [VecEnv(scenario, 1, num_agents, seed=self._seed or 0, max_nights=self.max_nights)
+                         for scenario in scenarios]
+            self._draw = np.random.default_rng(self._seed)
+            self._games, self._splits = [self._mix[0]], []
+        else:
+            # scenario j plays games [bounds[j], bounds[j + 1]); each block is one core with its own seed
+            bounds = [j * self.num_envs // len(scenarios) for j in range(len(scenarios) + 1)]
+            self._mix = []
+            self._games = [VecEnv(scenario, end - start, num_agents, seed=(self._seed or 0) + j,
+                                  max_nights=self.max_nights)
+                           for j, (scenario, start, end) in enumerate(zip(scenarios, bounds, bounds[1:]))]
+            self._splits = bounds[1:-1]
+        self._game_over = False  # the one game of a mix ended: the next step draws and starts the next
         self.num_houses = scenarios[0].num_houses
         obs_dim = self._games[0].obs_dim
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
@@ -143,14 +152,23 @@ class BucketBrigadeBatch(BatchedEnv):
         return obs / self._scale
 
     def reset(self, seed: int | None = None) -> np.ndarray:
+        if self._mix:
+            if seed is not None:
+                self._draw = np.random.default_rng(seed)
+            self._games = [self._mix[self._draw.integers(len(self._mix))]]
+            self._game_over = False
         if seed is None:
             seed, self._seed = self._seed, None  # later resets continue the seeded stream
         obs = [game.reset(None if seed is None else seed + j) for j, game in enumerate(self._games)]
         return self.scale_observations(obs[0] if len(obs) == 1 else np.concatenate(obs))
 
     def step(self, actions):
+        if self._game_over:  # (next-step auto-reset with a newly drawn scenario)
+            obs = self.reset()
+            return obs, np.zeros((1, len(self.possible_agents)), np.float32), np.zeros(1, bool), np.zeros(1, bool)
         if len(self._games) == 1:
             obs, rewards, terminated, truncated = self._games[0].step(np.asarray(actions))
+            self._game_over = bool(self._mix) and bool(terminated[0] or truncated[0])
         else:
             parts = np.split(np.asarray(actions), self._splits)
             obs, rewards, terminated, truncated = (
@@ -158,47 +176,5 @@ class BucketBrigadeBatch(BatchedEnv):
         return self.scale_observations(obs), rewards * self.reward_scale, terminated, truncated
 
     def close(self) -> None:
-        for game in self._games:
+        for game in self._mix or self._games:
             game.close()
-
-
-class BucketBrigadeEnv(MultiAgentEnv):
-    """One Bucket Brigade game (a one-game `BucketBrigadeBatch`) as an RLlib multi-agent env. With a list of
-    scenarios, each reset draws one of them (uniformly, from a stream seeded with env_config.seed)."""
-
-    def __init__(self, env_config: dict | None = None):
-        super().__init__()
-        env_config = dict(env_config or {})
-        self._mix = [BucketBrigadeBatch({**env_config, "scenario": name, "num_envs": 1})
-                     for name in scenario_names(env_config)]
-        self._games = self._mix[0]
-        self._draw = np.random.default_rng(env_config.get("seed"))
-        self.agents = self.possible_agents = list(self._games.possible_agents)
-        self.observation_spaces, self.action_spaces = self._games.observation_spaces, self._games.action_spaces
-        self.num_houses, self.max_nights = self._games.num_houses, self._games.max_nights
-        self.scripted_policies = self._games.scripted_policies
-        self.scale_observations = self._games.scale_observations
-
-    def _observations(self, obs: np.ndarray) -> dict:
-        return {agent: obs[0, index] for index, agent in enumerate(self.agents)}
-
-    def reset(self, *, seed=None, options=None):
-        if len(self._mix) > 1:
-            if seed is not None:
-                self._draw = np.random.default_rng(seed)
-            self._games = self._mix[self._draw.integers(len(self._mix))]
-        return self._observations(self._games.reset(seed)), {}
-
-    def step(self, action_dict):
-        try:
-            actions = np.stack([np.asarray(action_dict[agent]) for agent in self.agents])[None]
-        except KeyError as missing:
-            raise ValueError(f"no action for {missing.args[0]}: every agent acts every night") from None
-        obs, rewards, terminated, truncated = self._games.step(actions)
-        rewards = {agent: float(rewards[0, index]) for index, agent in enumerate(self.agents)}
-        return (self._observations(obs), rewards, {"__all__": bool(terminated[0])}, {"__all__": bool(truncated[0])},
-                {})
-
-    def close(self) -> None:
-        for games in self._mix:
-            games.close()
