@@ -123,6 +123,17 @@ def test_grid_search_points_are_each_validated(tmp_path):
         load_one(tmp_path, experiment)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"minibatch_size": 400}, r"`minibatch_size` \(400\) must be <= `train_batch_size` \(200\)"),
+    ({"use_gae": False}, "Episode truncation is not supported without a value function"),
+])
+def test_settings_rllib_refuses_are_one_line_errors_at_load(tmp_path, settings, message):
+    """RLlib's own validation of the algorithm config runs at load time, before Ray starts: what the trial would
+    refuse when it builds its algorithm is a one-line error naming the experiment's config."""
+    with pytest.raises(ConfigError, match=r"exp\.config: RLlib refuses these settings: ValueError: " + message):
+        load_one(tmp_path, tiny_experiment(config=settings))
+
+
 def test_new_api_stack_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="old API stack"):
         load_one(tmp_path, tiny_experiment(config={"enable_rl_module_and_learner": True}))

@@ -18,11 +18,30 @@ def weights_checksum(weights: dict) -> str:
 
 
 class RunnerWeightsMatch(RLlibCallback):
-    """`runner_weights_match` in each result: 1 when every healthy remote env runner's weights equal the local
-    (learner's) copy after the iteration's weight sync, 0 when one differs, -1 when no remote runner is healthy."""
+    """`runner_weights_match` in each result: 1 when every healthy remote env runner sampled this iteration with the
+    learner's weights of the iteration's start (those the last update left, which RLlib synced to the runners, a
+    restarted one included), 0 when one sampled with others, -1 when no remote runner sampled.
+
+    Each runner keeps the checksum of the weights it sampled with (`on_sample_end` runs in the runner); the learner's
+    are taken after each update, for the next iteration.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.learner_checksum = None
+
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        self.learner_checksum = weights_checksum(algorithm.env_runner.get_weights())
+
+    def on_sample_end(self, *, env_runner=None, worker=None, samples=None, **kwargs) -> None:
+        runner = env_runner or worker
+        runner.sampled_with = weights_checksum(runner.get_weights())
 
     def on_train_result(self, *, algorithm, result, **kwargs) -> None:
-        learner = weights_checksum(algorithm.env_runner.get_weights())
-        runners = algorithm.env_runner_group.foreach_env_runner(
-            lambda runner: weights_checksum(runner.get_weights()), local_env_runner=False)
-        result["runner_weights_match"] = -1 if not runners else int(all(c == learner for c in runners))
+        sampled = algorithm.env_runner_group.foreach_env_runner(
+            lambda runner: getattr(runner, "sampled_with", None), local_env_runner=False)
+        algorithm.env_runner_group.foreach_env_runner(
+            lambda runner: setattr(runner, "sampled_with", None), local_env_runner=False)
+        sampled = [checksum for checksum in sampled if checksum is not None]
+        result["runner_weights_match"] = -1 if not sampled else int(all(c == self.learner_checksum for c in sampled))
+        self.learner_checksum = weights_checksum(algorithm.env_runner.get_weights())
