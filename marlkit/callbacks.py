@@ -59,6 +59,16 @@ def machine_info() -> dict:
             "ray_nodes": sum(1 for node in ray.nodes() if node.get("Alive"))}
 
 
+class RunnersStartWithLearnerWeights(RLlibCallback):
+    """Gives the remote env runners the learner's weights before the first sample. RLlib builds each runner's
+    policies with their own initial weights and syncs them only after the first update, so the first batch was
+    sampled with weights other than those trained on it (tests/weights_callback.py measures it)."""
+
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        if algorithm.env_runner_group is not None and algorithm.env_runner_group.num_remote_env_runners():
+            algorithm.env_runner_group.sync_weights()
+
+
 class RayPlacement(RLlibCallback):
     """Adds where the trial ran to every result: `placement`, the Ray node of the learner and of each remote env
     runner (`{"learner": "1887bb9e", "env_runners": "1887bb9e,5c01d2aa"}`, short node ids as train.py prints them),

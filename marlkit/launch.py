@@ -27,7 +27,8 @@ from ray.tune.utils import flatten_dict
 from envs import ENVS
 from marlkit import models
 from marlkit.callbacks import (
-    Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, bound_callback,
+    Curriculum, EnvStepsPerSecond, EvaluationVideos, RayPlacement, RestoreCheckpoint, RunnersStartWithLearnerWeights,
+    bound_callback,
 )
 from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_checkpoints, with_safe_checkpoints
 from marlkit.default_models import apply_default_models
@@ -190,7 +191,7 @@ class MultiAgentResolver:
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     config = planned_config(experiment)
-    callbacks = [EnvStepsPerSecond, RayPlacement]
+    callbacks = [EnvStepsPerSecond, RayPlacement, RunnersStartWithLearnerWeights]
     if restore:
         callbacks.append(bound_callback(RestoreCheckpoint, checkpoint=restore))
     if experiment.evaluation_videos:

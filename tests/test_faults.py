@@ -39,7 +39,8 @@ def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray
     """SIGKILL of the only env runner mid-training: Ray restarts it (RLlib's default restart_failed_env_runners),
     RLlib syncs the new one's weights, the trial reaches its stop iteration, and the result rows count the restart
     (iterations while it restarts sample nothing). The replacement samples again, with the learner's weights
-    (tests/weights_callback.py compares checksums after every iteration)."""
+    (tests/weights_callback.py compares the checksum of the weights each runner sampled with to the learner's
+    at the iteration's start; marlkit's RunnersStartWithLearnerWeights makes the first iteration's match too)."""
     iterations = 100  # tiny iterations (~0.2 s): the run outlasts the restart (~10 s)
     experiment = tiny_experiment(stop={"training_iteration": iterations},
                                  config={"num_env_runners": 1, "callbacks": "weights_callback.RunnerWeightsMatch"})
