@@ -59,6 +59,10 @@ class _Arrays:
         step_infos = getattr(self.batch, "step_infos", None)
         return step_infos(game) if step_infos else {}
 
+    def _frame(self, game: int):
+        render = getattr(self.batch, "render", None)
+        return render(game) if render else None
+
     def __getattr__(self, name: str):
         """The batch's own extras (`scripted_policies`, `render`, `set_task`, ...) on the adapter."""
         if name == "batch":
@@ -104,8 +108,9 @@ class OneGameEnv(_Arrays, MultiAgentEnv):
                 {agent: infos.get(agent, {}) for agent in self.possible_agents})
 
     def render(self):
-        """The batch's frame of its game (gymnasium's `render` would hide the batch's)."""
-        return self.batch.render()
+        """The batch's frame of its game (gymnasium's `render` would hide the batch's); None for a batch that does not
+        render."""
+        return self._frame(0)
 
     def close(self) -> None:
         self.batch.close()
@@ -173,7 +178,7 @@ class GamesBaseEnv(_Arrays, BaseEnv):
         return ASYNC_RESET_RETURN, ASYNC_RESET_RETURN  # the game restarts at the next step
 
     def try_render(self, env_id=None):
-        return self.batch.render(env_id or 0)
+        return self._frame(env_id or 0)
 
     def stop(self) -> None:
         self.batch.close()
