@@ -98,12 +98,18 @@ def test_shipped_bucket_brigade_learner_beats_random_and_resting(tmp_path, ray_t
     from envs.bucket_brigade.env import BucketBrigadeBatch
     from marlkit.models import register_models
 
+    # The learner trains from what its remote env runner samples; tests/weights_callback.py reports whether the runner
+    # sampled with the learner's weights (the seat score alone cannot tell: a learner trained on the initial policy's
+    # games still clears the bar, measured with the runner never synced).
     run = run_script("train.py", "-f", "config/bucket-brigade-ppo.yaml", "--stop",
-                     f"{{training_iteration: {BUCKET_ITERATIONS}}}", "--seed", str(BUCKET_SEED), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir, env=ONE_THREAD)
+                     f"{{training_iteration: {BUCKET_ITERATIONS}}}", "--seed", str(BUCKET_SEED), "--local-dir",
+                     str(tmp_path), "--config", "{callbacks: weights_callback.RunnerWeightsMatch}",
+                     temp_dir=ray_temp_dir, env={**ONE_THREAD, "PYTHONPATH": str(REPO / "tests")})
     assert run.returncode == 0, run.stderr[-3000:]
     (trial,) = trial_dirs(tmp_path / "bucket-brigade-ppo")
     results = read_results(trial)
     assert [r["training_iteration"] for r in results] == list(range(1, BUCKET_ITERATIONS + 1))
+    assert [r["runner_weights_match"] for r in results] == [1] * BUCKET_ITERATIONS
     assert results[-1]["num_healthy_workers"] == 1 and sorted(results[-1]["info"]["learner"]) == ["learner"]
     checkpoint = max(trial.glob("checkpoint_*"))  # checkpoint_at_end of the shipped config
     assert load_algorithm_state(checkpoint)["training_iteration"] == BUCKET_ITERATIONS
