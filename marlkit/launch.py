@@ -300,12 +300,12 @@ def forget_pending_decisions(experiment_dir: Path) -> None:
     there; restored by --resume, it stops the trial after its first checkpoint of the new run, long before its stop
     criteria. The trials of a resumed run start anew, so no decision of the old run applies to them.
     """
-    for state_file in experiment_dir.glob("experiment_state-*.json"):
-        state = json.loads(state_file.read_text())
-        runner = state.get("runner_data", {})
-        if runner.get("_cached_trial_decisions") or runner.get("_queued_trial_decisions"):
-            runner["_cached_trial_decisions"], runner["_queued_trial_decisions"] = {}, {}
-            write_json(state_file, state)
+    state_file = max(experiment_dir.glob("experiment_state-*.json"))  # the one Tune resumes from (checked to parse)
+    state = json.loads(state_file.read_text())
+    runner = state.get("runner_data", {})
+    if runner.get("_cached_trial_decisions") or runner.get("_queued_trial_decisions"):
+        runner["_cached_trial_decisions"], runner["_queued_trial_decisions"] = {}, {}
+        write_json(state_file, state)
 
 
 def disk_full(folder: Path) -> bool:
