@@ -104,8 +104,9 @@ def test_resume_after_the_driver_was_killed_and_checkpoints_were_truncated(tmp_p
     process = subprocess.Popen(train_command("-f", str(config), "--local-dir", str(results), temp_dir=ray_temp_dir),
                                cwd=REPO, env={**subprocess_env(), "MARLKIT_TEST_TAG": tag}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    trial = wait_for(lambda: next((t for t in (results / "killed-driver").glob("PPO_*")
-                                   if (t / "result.json").exists() and len(read_results(t)) >= 10), None),
+    # (whole rows only: the driver may be writing the next one)
+    trial = wait_for(lambda: next((t for t in (results / "killed-driver").glob("PPO_*") if (t / "result.json").exists()
+                                   and (t / "result.json").read_text().count("\n") >= 10), None),
                      process, 300, "10 logged iterations")
     process.kill()
     process.communicate()
