@@ -40,9 +40,10 @@ class _Arrays:
         self._action_widths = [action_width(self.action_spaces[a]) for a in self.possible_agents]
         self._actions = zero_actions(batch)
 
-    def _agent_observations(self, observations, game: int) -> dict:
-        """One game's per-agent observations, each cut to its agent's size and shaped as its space."""
-        rows = _numpy(observations)[game]
+    def _agent_observations(self, observations: np.ndarray, game: int) -> dict:
+        """One game's per-agent observations (from the batch's observations as numpy), each cut to its agent's size
+        and shaped as its space."""
+        rows = observations[game]
         return {agent: rows[index, :size].astype(np.float32).reshape(shape)
                 for index, (agent, (size, shape)) in enumerate(zip(self.possible_agents, self._observation_views))}
 
@@ -91,7 +92,7 @@ class OneGameEnv(_Arrays, MultiAgentEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         observations = self.batch.reset(seed)
-        return self._agent_observations(observations, 0), {agent: {} for agent in self.possible_agents}
+        return self._agent_observations(_numpy(observations), 0), {agent: {} for agent in self.possible_agents}
 
     def step(self, action_dict: dict):
         missing = [agent for agent in self.possible_agents if agent not in action_dict]
@@ -101,7 +102,7 @@ class OneGameEnv(_Arrays, MultiAgentEnv):
         observations, rewards, terminated, truncated = self.batch.step(self._actions)
         rewards, terminated, truncated = _numpy(rewards)[0], bool(_numpy(terminated)[0]), bool(_numpy(truncated)[0])
         infos = self._infos(0)
-        return (self._agent_observations(observations, 0),
+        return (self._agent_observations(_numpy(observations), 0),
                 {agent: float(rewards[index]) for index, agent in enumerate(self.possible_agents)},
                 {**{agent: terminated for agent in self.possible_agents}, "__all__": terminated},
                 {**{agent: truncated for agent in self.possible_agents}, "__all__": truncated},
@@ -147,7 +148,7 @@ class GamesBaseEnv(_Arrays, BaseEnv):
 
     def poll(self):
         if self._pending is None:
-            observations = self.batch.reset(self._reset_seed)
+            observations = _numpy(self.batch.reset(self._reset_seed))
             games = range(self.num_envs)
             self._pending = ({g: self._agent_observations(observations, g) for g in games}, {g: {} for g in games},
                              *({g: {"__all__": False} for g in games} for _ in range(2)), {g: {} for g in games})
@@ -160,7 +161,8 @@ class GamesBaseEnv(_Arrays, BaseEnv):
         for game in range(self.num_envs):
             self._set_actions(game, action_dict.get(game, {}))
         observations, rewards, terminated, truncated = self.batch.step(self._actions)
-        rewards, terminated, truncated = _numpy(rewards), _numpy(terminated), _numpy(truncated)
+        observations, rewards = _numpy(observations), _numpy(rewards)
+        terminated, truncated = _numpy(terminated), _numpy(truncated)
         games = range(self.num_envs)
         self._pending = (
             {g: self._agent_observations(observations, g) for g in games},
