@@ -5,6 +5,7 @@ The stand-in game (envs/unity/standin/) is launched and driven exactly like a Un
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -217,8 +218,22 @@ def test_a_port_taken_meanwhile_is_retried(make_env, monkeypatch):
         ids = iter([busy_id])
         real = unity_env.free_worker_id
         monkeypatch.setattr(unity_env, "free_worker_id", lambda: next(ids, None) or real())
+        hooks = exit_hooks_registered(monkeypatch)
         env = make_env()
         assert env.worker_id != busy_id
+    # mlagents registers its close at exit first thing: the refused game's hook would print a traceback at exit.
+    unity_hooks = [hook for hook in hooks if type(getattr(hook, "__self__", None)).__name__ == "UnityEnvironment"]
+    assert [hook.__self__ is env._unity for hook in unity_hooks] == [True]
+
+
+def exit_hooks_registered(monkeypatch) -> list:
+    """The functions registered with atexit from now on and still registered."""
+    hooks, register, unregister = [], atexit.register, atexit.unregister
+    monkeypatch.setattr(atexit, "register", lambda hook, *args, **kwargs: (hooks.append(hook),
+                                                                            register(hook, *args, **kwargs))[1])
+    monkeypatch.setattr(atexit, "unregister", lambda hook: (hooks.remove(hook) if hook in hooks else None,
+                                                            unregister(hook))[1])
+    return hooks
 
 
 def test_config_errors(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ a node.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -165,6 +166,21 @@ def action_space(spec) -> gym.Space:
     return continuous or discrete
 
 
+
+def _unity_environment(*args, **kwargs):
+    """`UnityEnvironment(...)`, without the exit hook a failed construction leaves behind: mlagents registers its
+    `_close` with atexit first thing, so a port taken meanwhile left a hook that printed an AttributeError
+    traceback when the process ended."""
+    from mlagents_envs.environment import UnityEnvironment  # after pb_compat.install()
+
+    unity = UnityEnvironment.__new__(UnityEnvironment)
+    try:
+        unity.__init__(*args, **kwargs)
+    except BaseException:
+        atexit.unregister(unity._close)
+        raise
+    return unity
+
 class UnityEnv(MultiAgentEnv):
     """Every behavior and agent of one running Unity game."""
 
@@ -174,7 +190,6 @@ class UnityEnv(MultiAgentEnv):
         check_config(config)
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's INFO lines (GOAWAY at close) are noise here
         pb_compat.install()
-        from mlagents_envs.environment import UnityEnvironment
         from mlagents_envs.exception import UnityWorkerInUseException
         from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
         from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
@@ -202,7 +217,7 @@ class UnityEnv(MultiAgentEnv):
             for attempt in range(PORT_ATTEMPTS):
                 self.worker_id = free_worker_id()
                 try:
-                    self._unity = self._game_call("start", lambda: UnityEnvironment(
+                    self._unity = self._game_call("start", lambda: _unity_environment(
                         str(LAUNCHER), worker_id=self.worker_id, base_port=BASE_PORT,
                         seed=int(config.get("seed", 0)), no_graphics=bool(config.get("no_graphics", False)),
                         timeout_wait=self._timeout, side_channels=[engine, parameters],
