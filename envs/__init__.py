@@ -5,7 +5,9 @@
 runner samples it for training, and the generic adapters of envs/rllib_adapters.py give RLlib's stock sampler,
 rollouts and videos their RLlib env (`EnvEntry.make`). An env that is not batched (Unity) gives `create(env_config)`,
 an RLlib `MultiAgentEnv`, instead. Every env exposes `possible_agents`, `observation_spaces`, `action_spaces` and
-`close()`; `check_config(env_config)` raises `envs.errors.ConfigError` and runs before Ray starts.
+`close()`; `check_config(env_config)` raises `envs.errors.ConfigError` and runs before Ray starts (through
+`EnvEntry.check`, which also checks `flat_actions`: every batched env offers its MultiDiscrete actions as one Discrete
+space, envs/batched.py `FlatActions`).
 `env_config.num_envs` is kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).
 
 To add an environment: one file with its `BatchedEnv` and `check_config`, and one entry here, e.g.
@@ -16,9 +18,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from envs import vmas_env
+from envs.batched import FlatActions
+from envs.errors import ConfigError
 from envs.bucket_brigade import env as bucket_brigade_env
 from envs.rllib_adapters import rllib_env
 from envs.unity import unity_env
+
+
+# env_config key of every batched env: MultiDiscrete actions as one Discrete space (envs.batched.FlatActions), set
+# by the loader for value-based algorithms.
+FLAT_ACTIONS = "flat_actions"
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,29 @@ class EnvEntry:
     own_process: bool = False  # the env drives a process of its own (a game) that may die: RLlib's
     # restart_failed_sub_environments defaults to true, so a crashed one is replaced within its env runner
 
+    def check(self, env_config: dict) -> None:
+        """`check_config`, and the keys the registry adds to every batched env (`flat_actions`)."""
+        env_config = dict(env_config)
+        flat = env_config.pop(FLAT_ACTIONS, False)
+        if flat is not False and self.create_batch is None:
+            raise ConfigError(f"{FLAT_ACTIONS} is offered by batched envs only")
+        if not isinstance(flat, bool):
+            raise ConfigError(f"{FLAT_ACTIONS} must be true or false, got {flat!r}")
+        self.check_config(env_config)
+
+    def batch(self, env_config: dict):
+        """The `BatchedEnv` of `env_config`, its MultiDiscrete actions flattened where `flat_actions` says so."""
+        env_config = dict(env_config)
+        flat = env_config.pop(FLAT_ACTIONS, False)
+        batch = self.create_batch(env_config)
+        return FlatActions(batch) if flat else batch
+
     def make(self, env_config: dict):
         """The RLlib env of `env_config`: `create`'s, or the batch's behind a generic adapter (one game: a
         `MultiAgentEnv`, several: a `BaseEnv`)."""
         if self.create is not None:
             return self.create(env_config)
-        return rllib_env(self.create_batch(dict(env_config)))
+        return rllib_env(self.batch(env_config))
 
     def __call__(self, env_config: dict):
         """`make`: the entry itself is Ray's env creator for `env: <name>`, so that env runners, which receive it

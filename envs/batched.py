@@ -116,3 +116,79 @@ def zero_actions(env: BatchedEnv) -> torch.Tensor:
     floats = any(isinstance(space, gym.spaces.Box) for space in spaces)
     return torch.zeros(env.num_envs, len(spaces), max(action_width(space) for space in spaces),
                        device=torch.device(env.device), dtype=torch.float32 if floats else torch.int64)
+
+
+class FlatActions(BatchedEnv):
+    """A batched env whose MultiDiscrete agents act in one Discrete space over every combination of their choices
+    (MultiDiscrete([10, 2, 2]) -> Discrete(40), row-major as `np.ravel_multi_index`): the view value-based learners
+    (DQN, SAC) need. Scripted policies keep acting by rule; their actions are encoded the same way. Everything
+    else is the wrapped env's.
+
+    Example:
+        >>> flat = FlatActions.__new__(FlatActions)
+        >>> flat._encode(np.array([[3, 1, 0]]), np.array([10, 2, 2])), flat._decode(torch.tensor([14]), np.array([10, 2, 2]))
+        (array([14]), tensor([[3, 1, 0]]))
+    """
+
+    def __init__(self, env: BatchedEnv):
+        self.env = env
+        self.num_envs, self.possible_agents, self.device = env.num_envs, list(env.possible_agents), env.device
+        self.observation_spaces = env.observation_spaces
+        self.choices = {agent: space.nvec.astype(np.int64) for agent, space in env.action_spaces.items()
+                        if isinstance(space, gym.spaces.MultiDiscrete)}
+        self.action_spaces = {agent: gym.spaces.Discrete(int(np.prod(self.choices[agent]))) if agent in self.choices
+                              else space for agent, space in env.action_spaces.items()}
+        self._native = zero_actions(env)
+        shared = {tuple(nvec) for nvec in self.choices.values()}
+        self.scripted_policies = {} if len(shared) != 1 else {  # scripted actions are rows of one action space
+            name: FlatScripted(act, np.array(next(iter(shared))))
+            for name, act in getattr(env, "scripted_policies", {}).items()}
+
+    @staticmethod
+    def _encode(actions: np.ndarray, nvec: np.ndarray) -> np.ndarray:
+        return np.ravel_multi_index(tuple(actions.reshape(len(actions), -1).T.astype(np.int64)), nvec)
+
+    @staticmethod
+    def _decode(index: torch.Tensor, nvec: np.ndarray) -> torch.Tensor:
+        digits, index = [], index.long()
+        for n in nvec[::-1]:
+            digits.append(index % int(n))
+            index = torch.div(index, int(n), rounding_mode="floor")
+        return torch.stack(digits[::-1], dim=-1)
+
+    def reset(self, seed: int | None = None):
+        return self.env.reset(seed)
+
+    def step(self, actions):
+        actions = torch.as_tensor(actions, device=self._native.device)
+        for i, agent in enumerate(self.possible_agents):
+            if agent in self.choices:
+                nvec = self.choices[agent]
+                self._native[:, i, :len(nvec)] = self._decode(actions[:, i, 0], nvec).to(self._native.dtype)
+            else:
+                width = action_width(self.action_spaces[agent])
+                self._native[:, i, :width] = actions[:, i, :width].to(self._native.dtype)
+        return self.env.step(self._native)
+
+    def set_task(self, task: dict) -> None:
+        self.env.set_task(task)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __getattr__(self, name: str):
+        """The wrapped env's own extras (`step_infos`, `render`, ...)."""
+        if name == "env":
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+
+class FlatScripted:
+    """A scripted policy of a MultiDiscrete env acting in its `FlatActions` view (picklable: policies travel to the
+    env runners with their config)."""
+
+    def __init__(self, act: Callable, nvec: np.ndarray):
+        self.act, self.nvec = act, nvec
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return FlatActions._encode(np.asarray(self.act(observations, rng=rng)), self.nvec)

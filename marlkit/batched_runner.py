@@ -66,7 +66,7 @@ class BatchedEnvRunner(StockEnvRunner):
         self._finished = []  # RolloutMetrics of episodes ended since the last get_metrics()
         if self.worker_index == 0 and self.num_workers > 0 and not self.config.create_local_env_runner:
             return  # the local runner of a Tune trial holds no env when remote runners sample
-        self.env = entry.create_batch(dict(self.env_context))
+        self.env = entry.batch(dict(self.env_context))
         self.input_reader = _BatchedInput(self)  # RLlib's health check and local evaluation look for one
         env = self.env
         self._name = self.config.env

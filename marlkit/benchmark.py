@@ -36,7 +36,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.tune.utils import merge_dicts
 
 from marlkit import models, spec
-from marlkit.rllib_settings import algorithm_class
+from marlkit.algorithms import algorithm_class
 from marlkit.callbacks import bound_callback
 from envs.errors import ConfigError, closest
 from marlkit.errors import exception_line

@@ -37,7 +37,8 @@ from marlkit.errors import RunFailure, exception_line
 from marlkit.files import write_json
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
 from marlkit.plan import planned_config
-from marlkit.rllib_settings import algorithm_class, config_variants
+from marlkit.algorithms import algorithm_class
+from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
 
 RETURN_METRIC = "env_runners/episode_return_mean"

@@ -8,10 +8,10 @@ Example:
 
 from __future__ import annotations
 
-from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.tune.search.variant_generator import generate_variants
 
 from envs.errors import ConfigError, closest
+from marlkit.algorithms import algorithm_class
 
 # Old RLlib config keys -> their Ray 2.60 names; translated with a note so existing YAML files keep working.
 RENAMED_CONFIG_KEYS = {
@@ -35,6 +35,7 @@ RENAMED_CONFIG_KEYS = {
     "min_train_timesteps_per_reporting": "min_train_timesteps_per_iteration",
     "evaluation_num_episodes": "evaluation_duration",
     "collect_metrics_timeout": "metrics_episode_collection_timeout_s",
+    "learning_starts": "num_steps_sampled_before_learning_starts",
 }
 # Keys Ray 2.60 dropped with no direct replacement.
 REMOVED_CONFIG_KEYS = {
@@ -49,18 +50,33 @@ REMOVED_CONFIG_KEYS = {
 RLLIB_ALIASES = ("callbacks", "framework", "lambda", "input", "create_env_on_driver", "custom_eval_function")
 OLD_STACK_ONLY = {"enable_rl_module_and_learner": False, "enable_env_runner_and_connector_v2": False}
 
-def algorithm_class(run: str) -> type:
-    """The RLlib Algorithm class of a `run` name."""
-    return ALGORITHMS[run]()[0]
+# Classic top-level replay keys -> their place in `replay_buffer_config`, where Ray 2.60's old stack reads them.
+REPLAY_KEYS = {"buffer_size": "capacity", "prioritized_replay_alpha": "prioritized_replay_alpha",
+               "prioritized_replay_beta": "prioritized_replay_beta", "prioritized_replay_eps": "prioritized_replay_eps",
+               "worker_side_prioritization": "worker_side_prioritization"}
+PRIORITIZED, UNIFORM = "MultiAgentPrioritizedReplayBuffer", "MultiAgentReplayBuffer"
+# RLlib's default for a key it deprecated; such keys are left out with a note, except the few RLlib 2.60 still reads,
+# which take the type given here.
+PLACEHOLDER = -1
+LIVE_PLACEHOLDERS = {"simple_optimizer": False, "use_critic": True}
 
 
-def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]]:
-    """Renames old keys, then rejects keys this Ray version does not know (with the closest known key)."""
-    known = set(algorithm_class(run).get_default_config().to_dict()) | set(RLLIB_ALIASES) | {"multiagent"}
+def translate_config(name: str, run: str, config: dict, overrides: bool = False) -> tuple[dict, list[str]]:
+    """Renames old keys, then rejects keys this Ray version does not know (with the closest known key); moves
+    classic replay keys into `replay_buffer_config` and gives replay algorithms a buffer of the old stack; leaves out
+    deprecated keys RLlib ignores; defaults `num_gpus` to 0 for every algorithm. With `overrides` (an
+    evaluation_config, rollout.py's --config), only what `config` itself says is translated: nothing is defaulted."""
+    defaults = algorithm_class(run).get_default_config().to_dict()
+    known = set(defaults) | set(RLLIB_ALIASES) | {"multiagent"}
     known -= set(RENAMED_CONFIG_KEYS)
     notes = []
     translated = {}
+    if not overrides:
+        config = _old_stack_replay(name, run, config, defaults.get("replay_buffer_config"), notes)
     for key, value in config.items():
+        if defaults.get(key) is PLACEHOLDER and key not in LIVE_PLACEHOLDERS and key not in RENAMED_CONFIG_KEYS:
+            notes.append(f"{name}.config.{key} is deprecated in Ray 2.60, which ignores it; leaving it out")
+            continue
         if key in RENAMED_CONFIG_KEYS:
             new = RENAMED_CONFIG_KEYS[key]
             if new in config:
@@ -78,16 +94,56 @@ def translate_config(name: str, run: str, config: dict) -> tuple[dict, list[str]
                 f"{name}.config.{key}: this project trains on RLlib's old API stack (TorchModelV2 custom models); "
                 f"remove the key"
             )
+    if defaults.get("num_gpus", 0) and "num_gpus" not in translated and not overrides:
+        translated["num_gpus"] = 0
+        notes.append(f"{name}.config.num_gpus: RLlib's default for {run} is {defaults['num_gpus']}; this project's "
+                     f"is 0 for every algorithm (set num_gpus to train on a GPU)")
     framework = translated.get("framework", "torch")
     if framework != "torch":
         raise ConfigError(f"{name}.config.framework: only 'torch' is installed, got '{framework}'")
     if isinstance(translated.get("evaluation_config"), dict):
-        evaluation, eval_notes = translate_config(f"{name}.config.evaluation_config", run, translated["evaluation_config"])
+        evaluation, eval_notes = translate_config(f"{name}.config.evaluation_config", run,
+                                                 translated["evaluation_config"], overrides=True)
         for key in OLD_STACK_ONLY:
             evaluation.pop(key, None)
         translated["evaluation_config"] = evaluation
         notes += eval_notes
     return translated, notes
+
+
+def _old_stack_replay(name: str, run: str, config: dict, default_buffer, notes: list[str]) -> dict:
+    """`config` with the classic replay keys moved into `replay_buffer_config` and, for an algorithm whose default
+    buffer is one of the new API stack's (DQN, SAC), the old stack's prioritized multi-agent buffer with the same
+    capacity and priorities (a new dict)."""
+    classic = [key for key in (*REPLAY_KEYS, "prioritized_replay") if key in config]
+    if not isinstance(default_buffer, dict):
+        if classic:
+            raise ConfigError(f"{name}.config.{classic[0]} is a replay setting, and {run} replays no experience")
+        return config
+    config = dict(config)
+    buffer = config.get("replay_buffer_config", {})
+    if not isinstance(buffer, dict):
+        return config  # check_values names the type it must have
+    buffer = dict(buffer)
+    for key in classic:
+        value = config.pop(key)
+        if key == "prioritized_replay":
+            buffer["type"] = PRIORITIZED if value else UNIFORM
+            notes.append(f"{name}.config.prioritized_replay is replay_buffer_config.type in Ray 2.60; using "
+                         f"type: {buffer['type']}")
+        else:
+            buffer[REPLAY_KEYS[key]] = value
+            notes.append(f"{name}.config.{key} is replay_buffer_config.{REPLAY_KEYS[key]} in Ray 2.60; using it there")
+    buffer_type = buffer.get("type", default_buffer.get("type"))
+    if isinstance(buffer_type, str) and "Episode" in buffer_type:
+        if "type" in buffer:
+            raise ConfigError(f"{name}.config.replay_buffer_config.type: {buffer_type} is a buffer of RLlib's new API "
+                              f"stack; this project trains on the old one: use {PRIORITIZED} or {UNIFORM}")
+        buffer = {"type": PRIORITIZED, "capacity": default_buffer.get("capacity", 50_000),
+                  "prioritized_replay_alpha": default_buffer.get("alpha", 0.6),
+                  "prioritized_replay_beta": default_buffer.get("beta", 0.4), "prioritized_replay_eps": 1e-6, **buffer}
+    config["replay_buffer_config"] = buffer
+    return config
 
 
 def config_variants(config: dict) -> list[dict]:
@@ -113,7 +169,7 @@ def check_values(name: str, run: str, config: dict) -> None:
     mappings, lists) and counts and rates a sensible value: a one-line error naming the key, never a traceback in
     RLlib later. grid_search must hold a non-empty list."""
     _check_grid_searches(f"{name}.config", config)
-    defaults = algorithm_class(run).get_default_config().to_dict()
+    defaults = {**algorithm_class(run).get_default_config().to_dict(), **LIVE_PLACEHOLDERS}
     for variant in config_variants(config):
         for key, value in variant.items():
             problem = _value_problem(key, value, defaults.get(key))

@@ -59,9 +59,9 @@ def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overr
         raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)}")
     env_config = ENVS[env].single_env_config({**config.env_config, **overrides.pop("env_config", {})})
     if overrides:
-        translated, _ = translate_config("--config", state["algorithm_class"].__name__, overrides)
+        translated, _ = translate_config("--config", state["algorithm_class"].__name__, overrides, overrides=True)
         config.update_from_dict(translated)
-    ENVS[env].check_config(env_config)
+    ENVS[env].check(env_config)
     config.environment(env=env, env_config=env_config)
     config.env_runners(num_env_runners=num_workers, num_envs_per_env_runner=1)
     config.resources(num_gpus=num_gpus)

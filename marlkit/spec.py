@@ -38,15 +38,16 @@ from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.rllib.models.catalog import MODEL_DEFAULTS
 from ray.tune.utils import merge_dicts
 
-from envs import ENVS
+from envs import ENVS, FLAT_ACTIONS
 from envs.errors import ConfigError, closest
 from marlkit import models
+from marlkit.algorithms import ACTION_SPACES, action_space_problem, refusal
 from marlkit.default_models import IMAGE_MODEL, apply_default_models
 from marlkit.experiment_blocks import (
     build_scheduler, check_curriculum, check_curriculum_tasks, check_scheduler, check_wandb,
 )
 from marlkit.mappo import check_critic_memory
-from marlkit.policies import PolicyLayout
+from marlkit.policies import PolicyLayout, ScriptedPolicy
 from marlkit.rllib_settings import (
     OLD_STACK_ONLY, RENAMED_CONFIG_KEYS, check_values, check_with_rllib, config_variants, translate_config,
 )
@@ -291,6 +292,9 @@ def _check_run(name: str, run: str | None) -> str:
         raise ConfigError(
             f"{name}.run: unknown algorithm '{run}'{closest(run, ALGORITHMS)}; known: {', '.join(sorted(ALGORITHMS))}"
         )
+    refused = refusal(name, run)
+    if refused:
+        raise ConfigError(refused)
     return run
 
 
@@ -321,6 +325,8 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
     if centralized:
         _check_centralized_critic(name, run, config)
     model_names = set()
+    if entry is not None:
+        _flatten_multi_discrete_actions(name, run, entry, config, notes)
     for variant in config_variants(config):
         model = variant.get("model") or {}
         _check_model(name, model, centralized)
@@ -330,7 +336,7 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
             continue
         env_config = variant.get("env_config") or {}
         try:
-            entry.check_config(env_config)
+            entry.check(env_config)
             probe = entry.make(entry.single_env_config(env_config))  # only its agents and spaces are read
         except ConfigError as error:
             raise ConfigError(f"{name}.config.env_config: {error}") from None
@@ -341,6 +347,7 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
             multiagent = layout.rllib_multiagent(probe)
         finally:
             probe.close()
+        _check_action_spaces(name, run, multiagent["policies"])
         for pid, shapes in apply_default_models(multiagent["policies"], model).items():
             note = (f"{name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which RLlib's default "
                     f"CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or conv_filters in "
@@ -356,6 +363,39 @@ def _check_env_and_models(name: str, run: str, env: str, config: dict,
             check_critic_memory(name, variant, multiagent)
         check_with_rllib(name, run, variant, multiagent)
     return layout, model_names
+
+
+def _flatten_multi_discrete_actions(name: str, run: str, entry, config: dict, notes: list[str]) -> None:
+    """Sets env_config.flat_actions for an algorithm that cannot act in the MultiDiscrete spaces of a batched env
+    (DQN, SAC), unless the experiment sets it itself."""
+    env_config = config.get("env_config", {})
+    if run not in ACTION_SPACES or not entry.create_batch or not isinstance(env_config, dict) \
+            or FLAT_ACTIONS in env_config:
+        return
+    try:
+        entry.check(env_config)
+        probe = entry.create_batch(entry.single_env_config(config_variants(config)[0].get("env_config") or {}))
+    except Exception:  # noqa: BLE001: the checks of every grid point that follow name the problem
+        return
+    try:
+        spaces = [space for space in probe.action_spaces.values() if isinstance(space, gymnasium.spaces.MultiDiscrete)]
+    finally:
+        probe.close()
+    if spaces:
+        config["env_config"] = {**env_config, FLAT_ACTIONS: True}
+        notes.append(f"{name}: {run} acts in one Discrete space, so the env's MultiDiscrete actions ({spaces[0]}) are "
+                     f"offered as Discrete({int(spaces[0].nvec.prod())}), one action per combination "
+                     f"(env_config.{FLAT_ACTIONS}: true)")
+
+
+def _check_action_spaces(name: str, run: str, policies: dict) -> None:
+    for pid, spec in policies.items():
+        if spec.policy_class is ScriptedPolicy:
+            continue
+        problem = action_space_problem(run, spec.action_space)
+        if problem:
+            raise ConfigError(f"{name}: {problem} (policy '{pid}'); choose that kind of actions in config.env_config "
+                              f"where the env offers it, or another algorithm (PPO, APPO and IMPALA take any)")
 
 
 def env_error_message(error: BaseException) -> str:

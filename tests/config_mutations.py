@@ -104,7 +104,7 @@ def outcome(path: Path) -> tuple[str, str]:
     pass RLlib's own validation of its first trial's config, as Tune would pass it to the algorithm: one that RLlib
     refuses would fail inside the trial, after Ray started, so the loader should have refused it."""
     from marlkit.launch import first_trial_config
-    from marlkit.rllib_settings import algorithm_class
+    from marlkit.algorithms import algorithm_class
     from marlkit.spec import load_experiments
 
     try:
