@@ -5,6 +5,8 @@ Modules, one concern each:
     spec             experiment YAML: the declared keys (`ExperimentKeys`), loading and checking each experiment
     experiment_blocks  the curriculum, scheduler and wandb blocks of an experiment
     rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
+    algorithms       the RLlib algorithm of each `run:` name (DQN and SAC fixed for the old stack), refusals,
+                     the action spaces each takes
     plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games
     policies         the multi-agent policy layout declared in YAML, scripted policies
     mappo            the centralised critic (MAPPO)
