@@ -74,7 +74,7 @@ def translate_config(name: str, run: str, config: dict, overrides: bool = False)
     if not overrides:
         config = _old_stack_replay(name, run, config, defaults.get("replay_buffer_config"), notes)
     for key, value in config.items():
-        if defaults.get(key) is PLACEHOLDER and key not in LIVE_PLACEHOLDERS and key not in RENAMED_CONFIG_KEYS:
+        if defaults.get(key) == PLACEHOLDER and key not in LIVE_PLACEHOLDERS and key not in RENAMED_CONFIG_KEYS:
             notes.append(f"{name}.config.{key} is deprecated in Ray 2.60, which ignores it; leaving it out")
             continue
         if key in RENAMED_CONFIG_KEYS:

@@ -166,7 +166,6 @@ def action_space(spec) -> gym.Space:
     return continuous or discrete
 
 
-
 def _unity_environment(*args, **kwargs):
     """`UnityEnvironment(...)`, without the exit hook a failed construction leaves behind: mlagents registers its
     `_close` with atexit first thing, so a port taken meanwhile left a hook that printed an AttributeError
@@ -180,6 +179,7 @@ def _unity_environment(*args, **kwargs):
         atexit.unregister(unity._close)
         raise
     return unity
+
 
 class UnityEnv(MultiAgentEnv):
     """Every behavior and agent of one running Unity game."""
