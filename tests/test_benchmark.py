@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_script, small_tmpfs
-from test_cli_errors import assert_one_line_error
+from test_cli_errors import assert_one_line_error, run_in_process
 
 TINY = ["--levels", "level_1_basic", "--seeds", "2", "--timesteps", "400", "--eval-episodes", "2",
         "--config", "{num_env_runners: 0, num_envs_per_env_runner: 4, train_batch_size: 200, minibatch_size: 100, num_epochs: 1}"]
@@ -156,8 +156,8 @@ def test_a_failed_run_is_recorded_and_retried(tmp_path, ray_temp_dir):
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
     (["--compare-speed", str(REPO)], "holds no benchmark_results.json"),
 ])
-def test_bad_input(args, message, tmp_path):
-    run = run_script("benchmark.py", *args, "--output-dir", str(tmp_path))
+def test_bad_input(args, message, tmp_path, capsys):
+    run = run_in_process(capsys, "benchmark.py", *args, "--output-dir", str(tmp_path))
     assert_one_line_error(run, message)
     assert not (tmp_path / "benchmark_results.json").exists()
 

@@ -18,7 +18,7 @@ from marlkit.checkpoints import resolve_checkpoint
 from envs.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
-from test_cli_errors import assert_one_line_error
+from test_cli_errors import assert_one_line_error, run_in_process
 
 MAX_STEPS = 25
 AGENTS = ["agent_0", "agent_1"]
@@ -132,13 +132,14 @@ def test_episodes_must_be_positive(trial, episodes):
     assert_one_line_error(run_script("rollout.py", str(trial), "--episodes", episodes), "--episodes must be at least 1")
 
 
-def test_missing_path_and_folder_without_checkpoints(tmp_path):
-    assert_one_line_error(run_script("rollout.py", str(tmp_path / "gone")), "does not exist")
-    assert_one_line_error(run_script("rollout.py", str(tmp_path)), "is neither a checkpoint nor a trial folder")
+def test_missing_path_and_folder_without_checkpoints(tmp_path, capsys):
+    assert_one_line_error(run_in_process(capsys, "rollout.py", str(tmp_path / "gone")), "does not exist")
+    assert_one_line_error(run_in_process(capsys, "rollout.py", str(tmp_path)),
+                          "is neither a checkpoint nor a trial folder")
 
 
-def test_run_must_match_the_checkpoint(trial):
-    assert_one_line_error(run_script("rollout.py", str(trial), "--run", "APPO"),
+def test_run_must_match_the_checkpoint(trial, capsys):
+    assert_one_line_error(run_in_process(capsys, "rollout.py", str(trial), "--run", "APPO"),
                           "--run APPO does not match", "holds a PPO algorithm")
 
 

@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from ray._private.accelerators import get_accelerator_manager_for_resource
 from ray._private.utils import get_num_cpus
 
 from conftest import (
-    REPO, assert_resumed, ray_session_folder, read_results, run_script, run_train, subprocess_env, tiny_experiment, train_command, trial_dirs,
-    wait_until_gone, write_yaml,
+    REPO, assert_resumed, ray_session_folder, read_results, run_train, script_command, subprocess_env,
+    tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml,
 )
 from marlkit.checkpoints import load_algorithm_state
 
@@ -214,31 +215,45 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path, ray_temp_dir):
         head.wait(timeout=60)
 
 
-@pytest.mark.parametrize("config, trained", [("bucket-brigade-ppo", ["learner"]), ("bucket-brigade-selfplay", ["shared"])])
-def test_bucket_brigade_configs_train_and_roll_out(config, trained, tmp_path, ray_temp_dir):
-    iterations = 2 if config == "bucket-brigade-ppo" else 4  # self-play: 4 nights an iteration; games last >= 12
-    run = run_train(
-        "-f", f"config/{config}.yaml", "--stop", f"{{training_iteration: {iterations}}}", "--checkpoint-at-end",
-        "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
-    )
+def test_bucket_brigade_configs_train_and_roll_out(tmp_path, ray_temp_dir):
+    """Both shipped Bucket Brigade configs, as written but for their stop, in one train.py run (one Ray start)."""
+    trained = {"bucket-brigade-ppo": ["learner"], "bucket-brigade-selfplay": ["shared"]}
+    # self-play: 4 nights an iteration and games last >= 12 nights, so 4 iterations to see finished games
+    iterations = {"bucket-brigade-ppo": 2, "bucket-brigade-selfplay": 4}
+    experiments = {}
+    for config in trained:
+        shipped = yaml.safe_load((REPO / "config" / f"{config}.yaml").read_text())
+        shipped[config]["stop"] = {"training_iteration": iterations[config]}
+        experiments.update(shipped)
+    run = run_train("-f", str(write_yaml(tmp_path / "exp.yaml", experiments)), "--checkpoint-at-end",
+                    "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
-    (trial,) = trial_dirs(tmp_path / config)
-    results = read_results(trial)
-    # train_batch_size 4000 (self-play: 1000) over 256 games: fragments of 16 (4) nights, 4,096 (1,024) env steps;
-    # restart rows of finished games do not count, so the batched runner steps on until then and overshoots by less
-    # than one step of all games.
-    batch = 4096 if config == "bucket-brigade-ppo" else 1024
-    lifetime = [0] + [r["num_env_steps_sampled_lifetime"] for r in results]
-    assert all(batch <= now - before < batch + 256 for before, now in zip(lifetime, lifetime[1:])), lifetime
-    assert sorted(results[-1]["info"]["learner"]) == trained  # scripted opponents are never trained
-    assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
-        ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
-    rollout = run_script("rollout.py", str(trial), "--run", "PPO", "--episodes", "2", "--num-workers", "0",
-                         "--num-gpus", "0", "--out", str(tmp_path / "episodes.pkl"), temp_dir=ray_temp_dir)
-    assert rollout.returncode == 0, rollout.stderr[-2000:]
-    with open(tmp_path / "episodes.pkl", "rb") as file:
-        episodes = pickle.load(file)
-    assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max_nights 100
+    rollouts = {}
+    for config in trained:
+        (trial,) = trial_dirs(tmp_path / config)
+        results = read_results(trial)
+        assert len(results) == iterations[config], config
+        # train_batch_size 4000 (self-play: 1000) over 256 games: fragments of 16 (4) nights, 4,096 (1,024) env
+        # steps; restart rows of finished games do not count, so the batched runner steps on until then and
+        # overshoots by less than one step of all games.
+        batch = 4096 if config == "bucket-brigade-ppo" else 1024
+        lifetime = [0] + [r["num_env_steps_sampled_lifetime"] for r in results]
+        assert all(batch <= now - before < batch + 256 for before, now in zip(lifetime, lifetime[1:])), lifetime
+        assert sorted(results[-1]["info"]["learner"]) == trained[config]  # scripted opponents are never trained
+        assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
+            ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
+        # The two rollouts at once: each is mostly process start-up (imports, Ray).
+        rollouts[config] = subprocess.Popen(
+            script_command("rollout.py", str(trial), "--run", "PPO", "--episodes", "2", "--num-workers", "0",
+                           "--num-gpus", "0", "--out", str(tmp_path / f"{config}.pkl"),
+                           temp_dir=ray_temp_dir / config),
+            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for config, rollout in rollouts.items():
+        _, stderr = rollout.communicate(timeout=600)
+        assert rollout.returncode == 0, stderr[-2000:]
+        with open(tmp_path / f"{config}.pkl", "rb") as file:
+            episodes = pickle.load(file)
+        assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max 100
 
 
 def test_curriculum_changes_the_task_of_remote_envs(tmp_path, ray_temp_dir):
