@@ -140,14 +140,30 @@ def subprocess_env() -> dict:
     return env
 
 
+def start_script(script: str, *args: str, temp_dir: Path | None = None,
+                 env: dict | None = None) -> subprocess.Popen:
+    """Starts train.py, rollout.py or benchmark.py as a user would; `finish_script` waits for it. Several at once
+    overlap their start-up (imports, Ray), most of a tiny run's time."""
+    return subprocess.Popen(script_command(script, *args, temp_dir=temp_dir), cwd=REPO,
+                            env={**subprocess_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish_script(process: subprocess.Popen, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Waits for a started script; prints the output's tail for failing tests."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    print(stdout[-4000:], stderr[-4000:], sep="\n")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_script(script: str, *args: str, temp_dir: Path | None = None, timeout: int = 600,
                env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs train.py or rollout.py as a user would; prints the output's tail for failing tests."""
-    result = subprocess.run(
-        script_command(script, *args, temp_dir=temp_dir), cwd=REPO, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
-    )
-    print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
-    return result
+    """Runs train.py, rollout.py or benchmark.py as a user would; prints the output's tail for failing tests."""
+    return finish_script(start_script(script, *args, temp_dir=temp_dir, env=env), timeout)
 
 
 def run_train(*args: str, temp_dir: Path | None = None, timeout: int = 600,

@@ -41,9 +41,11 @@ def test_a_killed_env_runner_is_replaced_and_training_goes_on(env, tmp_path, ray
     (iterations while it restarts sample nothing). The replacement samples again, with the learner's weights
     (tests/weights_callback.py compares the checksum of the weights each runner sampled with to the learner's
     at the iteration's start; marlkit's RunnersStartWithLearnerWeights makes the first iteration's match too)."""
-    iterations = 100  # tiny iterations (~0.2 s): the run outlasts the restart (~10 s)
+    # Paced iterations (>= 0.3 s): the run outlasts the restart (~5 s), and the trial cannot run far ahead of the
+    # driver's progress.csv the kill waits for (unpaced, ~0.1 s each, it had done 91 of 100 when 3 were logged).
+    iterations = 60
     experiment = tiny_experiment(stop={"training_iteration": iterations},
-                                 config={"num_env_runners": 1, "callbacks": "weights_callback.RunnerWeightsMatch"})
+                                 config={"num_env_runners": 1, "callbacks": "weights_callback.PacedRunnerWeightsMatch"})
     if env == "bucket_brigade":
         experiment.update(env="bucket_brigade")
         experiment["config"]["env_config"] = {"scenario": "default", "max_nights": 25}

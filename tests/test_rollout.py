@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import (REPO, ray_session_folder, require_system_part, run_script, tiny_experiment, trial_dirs,
-                      write_yaml, xvfb_missing)
+from conftest import (REPO, finish_script, ray_session_folder, require_system_part, run_script, start_script,
+                      tiny_experiment, trial_dirs, write_yaml, xvfb_missing)
 from marlkit.checkpoints import resolve_checkpoint
 from envs.errors import ConfigError
 from marlkit.rollout import check_render
@@ -47,9 +47,12 @@ def trial(tmp_path_factory, model_dir):
     return folder
 
 
-def run_rollout(*args, model_dir, temp_dir, **kwargs):
-    return run_script("rollout.py", *map(str, args), temp_dir=temp_dir, env={"MARLKIT_MODEL_DIR": str(model_dir)},
-                      **kwargs)
+def start_rollout(*args, model_dir, temp_dir):
+    return start_script("rollout.py", *map(str, args), temp_dir=temp_dir, env={"MARLKIT_MODEL_DIR": str(model_dir)})
+
+
+def run_rollout(*args, model_dir, temp_dir):
+    return finish_script(start_rollout(*args, model_dir=model_dir, temp_dir=temp_dir))
 
 
 def load(path: Path) -> list:
@@ -81,17 +84,16 @@ def test_rollout_file_has_every_step_of_every_episode(trial, model_dir, ray_temp
 
 
 def test_same_seed_same_rollout_even_when_exploring(trial, model_dir, ray_temp_dir, tmp_path):
-    for name in ("a", "b"):
-        run = run_rollout(trial, "--explore", "--seed", 3, "--out", tmp_path / name, model_dir=model_dir,
-                          temp_dir=ray_temp_dir)
+    seeds = {"a": 3, "b": 3, "c": 4}
+    started = {name: start_rollout(trial, "--explore", "--seed", seed, "--out", tmp_path / name, model_dir=model_dir,
+                                   temp_dir=ray_temp_dir / name) for name, seed in seeds.items()}  # all three at once
+    for process in started.values():
+        run = finish_script(process)
         assert run.returncode == 0, run.stderr[-3000:]
     first, second = load(tmp_path / "a"), load(tmp_path / "b")
     for step_a, step_b in zip(first[0], second[0], strict=True):
         for part_a, part_b in zip(step_a[:4], step_b[:4]):
             assert all(np.array_equal(part_a[agent], part_b[agent]) for agent in AGENTS)
-    other = run_rollout(trial, "--explore", "--seed", 4, "--out", tmp_path / "c", model_dir=model_dir,
-                        temp_dir=ray_temp_dir)
-    assert other.returncode == 0
     assert not np.array_equal(load(tmp_path / "c")[0][0][0]["agent_0"], first[0][0][0]["agent_0"])
 
 

@@ -19,7 +19,7 @@ from ray._private.accelerators import get_accelerator_manager_for_resource
 from ray._private.utils import get_num_cpus
 
 from conftest import (
-    REPO, assert_resumed, ray_session_folder, read_results, run_train, script_command, subprocess_env,
+    REPO, assert_resumed, finish_script, ray_session_folder, read_results, run_train, start_script, subprocess_env,
     tiny_experiment, train_command, trial_dirs, wait_until_gone, write_yaml,
 )
 from marlkit.checkpoints import load_algorithm_state
@@ -243,14 +243,12 @@ def test_bucket_brigade_configs_train_and_roll_out(tmp_path, ray_temp_dir):
         assert sorted(results[-1]["env_runners"]["policy_reward_mean"]) == (
             ["firefighter", "learner", "random"] if config == "bucket-brigade-ppo" else ["shared"])
         # The two rollouts at once: each is mostly process start-up (imports, Ray).
-        rollouts[config] = subprocess.Popen(
-            script_command("rollout.py", str(trial), "--run", "PPO", "--episodes", "2", "--num-workers", "0",
-                           "--num-gpus", "0", "--out", str(tmp_path / f"{config}.pkl"),
-                           temp_dir=ray_temp_dir / config),
-            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for config, rollout in rollouts.items():
-        _, stderr = rollout.communicate(timeout=600)
-        assert rollout.returncode == 0, stderr[-2000:]
+        rollouts[config] = start_script("rollout.py", str(trial), "--run", "PPO", "--episodes", "2",
+                                        "--num-workers", "0", "--num-gpus", "0", "--out", str(tmp_path / f"{config}.pkl"),
+                                        temp_dir=ray_temp_dir / config)
+    for config, process in rollouts.items():
+        rollout = finish_script(process)
+        assert rollout.returncode == 0, rollout.stderr[-2000:]
         with open(tmp_path / f"{config}.pkl", "rb") as file:
             episodes = pickle.load(file)
         assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max 100

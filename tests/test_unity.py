@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 import uuid
 
@@ -20,8 +19,8 @@ import pytest
 import yaml
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
-from conftest import (REPO, processes_mentioning, read_results, require_system_part, run_script, run_train,
-                      script_command, subprocess_env, trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
+from conftest import (REPO, finish_script, processes_mentioning, read_results, require_system_part, run_script,
+                      run_train, start_script, trial_dirs, wait_until_gone, write_yaml, xvfb_missing)
 from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.checkpoints import load_algorithm_state
@@ -362,16 +361,14 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
         states = load_algorithm_state(checkpoint)["worker"]["policy_states"]
         assert {pid: model_of(state["weights"]) for pid, state in states.items()} == policies
         # The rollouts at once: each is mostly process start-up (imports, Ray, the game).
-        rollouts[name] = subprocess.Popen(
-            script_command("rollout.py", str(checkpoint), "--run", "PPO", "--episodes", "1", "--num-workers", "0",
-                           "--num-gpus", "0", temp_dir=ray_temp_dir / name),
-            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rollouts[name] = start_script("rollout.py", str(checkpoint), "--run", "PPO", "--episodes", "1",
+                                      "--num-workers", "0", "--num-gpus", "0", temp_dir=ray_temp_dir / name)
     for name, policies in expected.items():
-        stdout, stderr = rollouts[name].communicate(timeout=600)
-        assert rollouts[name].returncode == 0, stderr[-3000:]
-        assert re.search(r"^episode 0: length \d+, return \S+ ", stdout, re.M), stdout
+        rollout = finish_script(rollouts[name])
+        assert rollout.returncode == 0, rollout.stderr[-3000:]
+        assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
         for pid in policies:
-            assert re.search(rf"^return policy {re.escape(pid)} ", stdout, re.M), stdout
+            assert re.search(rf"^return policy {re.escape(pid)} ", rollout.stdout, re.M), rollout.stdout
     assert not processes_mentioning(str(tmp_path / "game-logs")), "games left running"
 
 

@@ -2,6 +2,7 @@
 current weights, reported in each iteration's result row."""
 
 import hashlib
+import time
 
 import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -45,3 +46,21 @@ class RunnerWeightsMatch(RLlibCallback):
         sampled = [checksum for checksum in sampled if checksum is not None]
         result["runner_weights_match"] = -1 if not sampled else int(all(c == self.learner_checksum for c in sampled))
         self.learner_checksum = weights_checksum(algorithm.env_runner.get_weights())
+
+
+class PacedRunnerWeightsMatch(RunnerWeightsMatch):
+    """RunnerWeightsMatch with iterations of at least `PACE_S` (a sleep in the trial after each result): a run of
+    tiny iterations then outlasts an env runner's restart, and the trial cannot run far ahead of the driver's
+    progress.csv. (RLlib's min_time_s_per_iteration would instead repeat training steps within an iteration, so the
+    runner's later samples would not use the weights of the iteration's start.)"""
+
+    PACE_S = 0.3
+
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        super().on_algorithm_init(algorithm=algorithm, **kwargs)
+        self.iteration_started = time.monotonic()
+
+    def on_train_result(self, *, algorithm, result, **kwargs) -> None:
+        super().on_train_result(algorithm=algorithm, result=result, **kwargs)
+        time.sleep(max(0.0, self.iteration_started + self.PACE_S - time.monotonic()))
+        self.iteration_started = time.monotonic()
