@@ -4,6 +4,7 @@ this package knows RLlib and Tune).
 Modules, one concern each:
     spec             experiment YAML: the declared keys (`ExperimentKeys`), loading and checking each experiment
     experiment_blocks  the curriculum, scheduler and wandb blocks of an experiment
+    env_checks       an experiment's settings checked against one instance of its env (agents, spaces, models)
     rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
     algorithms       the RLlib algorithm of each `run:` name (DQN and SAC fixed for the old stack), refusals,
                      the action spaces each takes

@@ -1,0 +1,176 @@
+"""An experiment's RLlib settings checked against its env, before Ray starts: one instance of the env per grid point
+gives the agents and spaces that the policies, their models, the action spaces an algorithm takes and a centralised
+critic's memory are checked against. The loader (marlkit/spec.py) calls `check_env_and_models`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import gymnasium
+from ray.rllib.models.catalog import MODEL_DEFAULTS
+
+from envs import FLAT_ACTIONS
+from envs.errors import ConfigError, closest
+from marlkit import models
+from marlkit.algorithms import ACTION_SPACES, action_space_problem
+from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.mappo import check_critic_memory
+from marlkit.policies import PolicyLayout, ScriptedPolicy
+from marlkit.rllib_settings import check_with_rllib, config_variants
+
+
+def sync_batched_num_envs(name: str, config: dict) -> None:
+    """Keeps env_config.num_envs and num_envs_per_env_runner equal for envs that step many games per call (the games
+    of one env runner)."""
+    env_config = config.setdefault("env_config", {})
+    if not isinstance(env_config, dict):
+        return
+    in_env, per_runner = env_config.get("num_envs"), config.get("num_envs_per_env_runner")
+    if isinstance(in_env, dict) or isinstance(per_runner, dict):
+        raise ConfigError(f"{name}.config: grid_search over num_envs is not supported for env '{config['env']}'")
+    for setting, value in (("env_config.num_envs", in_env), ("num_envs_per_env_runner", per_runner)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}.config.{setting} must be a whole number >= 1 (games per env runner), got {value!r}")
+    if in_env is not None and per_runner is not None and in_env != per_runner:
+        raise ConfigError(
+            f"{name}.config: env_config.num_envs ({in_env}) and num_envs_per_env_runner ({per_runner}) differ; "
+            f"env '{config['env']}' simulates all of a runner's envs together, so set one of them"
+        )
+    env_config["num_envs"] = config["num_envs_per_env_runner"] = in_env or per_runner or 1
+
+
+
+def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
+                         notes: list[str]) -> tuple[PolicyLayout | None, set]:
+    """Checks every grid point's models and env settings against one instance of the env (its agents and spaces);
+    returns the policy layout and every custom model the experiment's policies use (the defaults chosen per policy
+    by marlkit/default_models.py included), to register before training. `entry` is the env's `EnvEntry`, None for
+    a Gymnasium env."""
+    layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
+    if entry is None and "multiagent" in config:
+        raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
+    centralized = layout is not None and layout.critic == "centralized"
+    if centralized:
+        _check_centralized_critic(name, run, config)
+    model_names = set()
+    if entry is not None:
+        _flatten_multi_discrete_actions(name, run, entry, config, notes)
+    for variant in config_variants(config):
+        model = variant.get("model") or {}
+        _check_model(name, model, centralized)
+        if entry is None:
+            model_names |= models.used_model_names(model)
+            check_with_rllib(name, run, variant, None)
+            continue
+        env_config = variant.get("env_config") or {}
+        try:
+            entry.check(env_config)
+            probe = entry.make(entry.single_env_config(env_config))  # only its agents and spaces are read
+        except ConfigError as error:
+            raise ConfigError(f"{name}.config.env_config: {error}") from None
+        except Exception as error:  # noqa: BLE001: the env's own check of its settings, in its words
+            raise ConfigError(f"{name}.config.env_config: env '{env}' refused these settings: "
+                              f"{env_error_message(error)}") from None
+        try:
+            multiagent = layout.rllib_multiagent(probe)
+        finally:
+            probe.close()
+        _check_action_spaces(name, run, multiagent["policies"])
+        for pid, shapes in apply_default_models(multiagent["policies"], model).items():
+            note = (f"{name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which RLlib's default "
+                    f"CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or conv_filters in "
+                    f"config.model or in its multiagent.policies.<id>.config.model to choose another)")
+            if note not in notes:
+                notes.append(note)
+        for pid, spec in multiagent["policies"].items():
+            if "model" in (spec.config or {}):
+                _check_model(f"{name}.config.multiagent.policies.{pid}", {**model, **spec.config["model"]},
+                             centralized)
+        model_names |= models.used_model_names(model, multiagent["policies"])
+        if centralized:
+            check_critic_memory(name, variant, multiagent)
+        check_with_rllib(name, run, variant, multiagent)
+    return layout, model_names
+
+
+def _flatten_multi_discrete_actions(name: str, run: str, entry, config: dict, notes: list[str]) -> None:
+    """Sets env_config.flat_actions for an algorithm that cannot act in the MultiDiscrete spaces of a batched env
+    (DQN, SAC), unless the experiment sets it itself."""
+    env_config = config.get("env_config", {})
+    if run not in ACTION_SPACES or not entry.create_batch or not isinstance(env_config, dict) \
+            or FLAT_ACTIONS in env_config:
+        return
+    try:
+        entry.check(env_config)
+        probe = entry.create_batch(entry.single_env_config(config_variants(config)[0].get("env_config") or {}))
+    except Exception:  # noqa: BLE001: the checks of every grid point that follow name the problem
+        return
+    try:
+        spaces = [space for space in probe.action_spaces.values() if isinstance(space, gymnasium.spaces.MultiDiscrete)]
+    finally:
+        probe.close()
+    if spaces:
+        config["env_config"] = {**env_config, FLAT_ACTIONS: True}
+        notes.append(f"{name}: {run} acts in one Discrete space, so the env's MultiDiscrete actions ({spaces[0]}) are "
+                     f"offered as Discrete({int(spaces[0].nvec.prod())}), one action per combination "
+                     f"(env_config.{FLAT_ACTIONS}: true)")
+
+
+def _check_action_spaces(name: str, run: str, policies: dict) -> None:
+    for pid, spec in policies.items():
+        if spec.policy_class is ScriptedPolicy:
+            continue
+        problem = action_space_problem(run, spec.action_space)
+        if problem:
+            raise ConfigError(f"{name}: {problem} (policy '{pid}'); choose that kind of actions in config.env_config "
+                              f"where the env offers it, or another algorithm (PPO, APPO and IMPALA take any)")
+
+
+def env_error_message(error: BaseException) -> str:
+    """An env constructor's error in one line; a bare `assert` (VMAS scenarios) is shown as its source line."""
+    message = " ".join(str(error).split())
+    if not message and error.__traceback__ is not None:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        message = f"`{frame.line}` failed ({Path(frame.filename).name}:{frame.lineno})"
+    return f"{type(error).__name__}: {message}"
+
+
+def _check_centralized_critic(name: str, run: str, config: dict) -> None:
+    """`multiagent.critic: centralized` is PPO with GAE and a value loss (marlkit/mappo.py)."""
+    if run != "PPO":
+        raise ConfigError(f"{name}.config.multiagent.critic: centralized is built for PPO (MAPPO), not {run}; "
+                          f"use run: PPO or remove the key")
+    for key in ("use_critic", "use_gae"):
+        if config.get(key) is False:
+            raise ConfigError(f"{name}.config.{key}: false does not go with multiagent.critic: centralized, whose "
+                              f"critic gives GAE's values; remove one of them")
+
+
+def _check_model(name: str, model: dict, centralized: bool = False) -> None:
+    if not isinstance(model, dict):
+        raise ConfigError(f"{name}.config.model must be a mapping of RLlib model settings")
+    for key in model:
+        if key not in MODEL_DEFAULTS:
+            raise ConfigError(f"{name}.config.model.{key} is not an RLlib model setting{closest(key, MODEL_DEFAULTS)}")
+    custom_config = model.get("custom_model_config") or {}
+    if not isinstance(custom_config, dict):
+        raise ConfigError(f"{name}.config.model.custom_model_config must be a mapping of the model's keyword "
+                          f"arguments, got {custom_config!r}")
+    custom_config = dict(custom_config)
+    if "critic_hiddens" in custom_config:
+        hiddens = custom_config.pop("critic_hiddens")
+        where = f"{name}.config.model.custom_model_config.critic_hiddens"
+        if not centralized:
+            raise ConfigError(f"{where} sizes a centralised critic; it needs config.multiagent.critic: centralized")
+        if not isinstance(hiddens, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                                                    for h in hiddens):
+            raise ConfigError(f"{where} must be a list of layer sizes such as [256, 256], got {hiddens!r}")
+    custom = model.get("custom_model")
+    if custom is None:
+        return
+    if not isinstance(custom, str):
+        raise ConfigError(f"{name}.config.model.custom_model must be a file name in model/, e.g. fcnet")
+    model_class = models.load_model(custom)
+    models.check_model_kwargs(custom, model_class, custom_config)
