@@ -384,6 +384,30 @@ def benchmarl_key(algorithm: str) -> str:
     return "benchmarl" if algorithm == "mappo" else f"benchmarl_{algorithm}"
 
 
+def print_report(args, figures: dict, rows: list, sampling: bool, training: bool) -> None:
+    """The table of measurements, the ratios of ours to the others and, with recurrent runs, the targets met."""
+    notes = f"mean per-agent return after {args.train_frames:,} frames" if training else "notes"
+    print(f"\n{'measurement':<50}{'frames/s':>12}   {notes}")
+    for label, fps, note in rows:
+        print(f"{label:<50}{fps:>12,.0f}   {note}")
+    ratios = {}
+    if sampling:
+        ratios["ours_sample / raw"] = figures["ours_sample_fps"] / figures["raw_vmas_fps"]
+        ratios["ours_sample / naive"] = figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"]
+    for algorithm in args.benchmarl_algorithms if training else ():
+        key = benchmarl_key(algorithm)
+        for critic in args.ours_critics:
+            ours = OURS_RUNS[critic][0]
+            ratios[f"{ours}_train / {key}_train"] = figures[f"{ours}_train_fps"] / figures[f"{key}_train_fps"]
+    if args.recurrent_iters:
+        ratios["lstm_batched / lstm_stock"] = figures["lstm_batched_train_fps"] / figures["lstm_stock_train_fps"]
+        ratios["lstm_batched / fcnet_batched"] = figures["lstm_batched_train_fps"] / figures["fcnet_batched_train_fps"]
+    print("ratios: " + ", ".join(f"{name} = {value:.2f}" for name, value in ratios.items()))
+    if args.recurrent_iters:
+        print("targets: " + "; ".join(f"{label}: {'met' if ratios[name] >= bound else 'not met'} ({name} = "
+                                      f"{ratios[name]:.2f})" for name, bound, label in RECURRENT_TARGETS))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import ray
@@ -437,26 +461,7 @@ def main(argv=None) -> dict:
                 runs = [benchmarl_train(args, algorithm, seed, Path(folder)) for seed in range(args.seeds)]
             add_training_rows(benchmarl_key(algorithm), f"d. BenchMARL {algorithm.upper()} (train)", runs)
     rows += recurrent_rows
-    notes = f"mean per-agent return after {args.train_frames:,} frames" if training else "notes"
-    print(f"\n{'measurement':<50}{'frames/s':>12}   {notes}")
-    for label, fps, note in rows:
-        print(f"{label:<50}{fps:>12,.0f}   {note}")
-    ratios = {}
-    if sampling:
-        ratios["ours_sample / raw"] = figures["ours_sample_fps"] / figures["raw_vmas_fps"]
-        ratios["ours_sample / naive"] = figures["ours_sample_fps"] / figures["naive_rllib_sample_fps"]
-    for algorithm in args.benchmarl_algorithms if training else ():
-        key = benchmarl_key(algorithm)
-        for critic in args.ours_critics:
-            ours = OURS_RUNS[critic][0]
-            ratios[f"{ours}_train / {key}_train"] = figures[f"{ours}_train_fps"] / figures[f"{key}_train_fps"]
-    if args.recurrent_iters:
-        ratios["lstm_batched / lstm_stock"] = figures["lstm_batched_train_fps"] / figures["lstm_stock_train_fps"]
-        ratios["lstm_batched / fcnet_batched"] = figures["lstm_batched_train_fps"] / figures["fcnet_batched_train_fps"]
-    print("ratios: " + ", ".join(f"{name} = {value:.2f}" for name, value in ratios.items()))
-    if args.recurrent_iters:
-        print("targets: " + "; ".join(f"{label}: {'met' if ratios[name] >= bound else 'not met'} ({name} = "
-                                      f"{ratios[name]:.2f})" for name, bound, label in RECURRENT_TARGETS))
+    print_report(args, figures, rows, sampling, training)
     figures = {key: figures.get(key) for key in (*JSON_KEYS, *figures)}
     # null where a figure was not measured, or where no episode ended within the training frames (returns)
     print(json.dumps({key: None if value is None or math.isnan(value) else round(value, 4)

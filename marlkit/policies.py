@@ -44,6 +44,26 @@ LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic")
 NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 
+def _check_named_policy(pid, entry) -> None:
+    """One entry of a `multiagent.policies` mapping: its keys and their types."""
+    if not isinstance(entry, dict) or "agents" not in entry:
+        raise ConfigError(f"config.multiagent.policies.{pid} needs `agents`: a glob pattern or a list of them")
+    for key in entry:
+        if key not in NAMED_POLICY_KEYS:
+            raise ConfigError(
+                f"config.multiagent.policies.{pid}.{key} is not a known key; use: {', '.join(NAMED_POLICY_KEYS)}"
+            )
+    agents = entry["agents"]
+    if not isinstance(agents, (str, list)) or not agents or isinstance(agents, list) and not all(
+            isinstance(agent, str) for agent in agents):
+        raise ConfigError(f"config.multiagent.policies.{pid}.agents must be an agent id or glob pattern, or a "
+                          f"list of them (agent_0, \"agent_*\"), got {agents!r}")
+    if not isinstance(entry.get("config") or {}, dict):
+        raise ConfigError(f"config.multiagent.policies.{pid}.config must be a mapping of RLlib settings")
+    if "heuristic" in entry and not isinstance(entry["heuristic"], str):
+        raise ConfigError(f"config.multiagent.policies.{pid}.heuristic must be the name of a scripted policy")
+
+
 @dataclass(frozen=True)
 class PolicyLayout:
     mode: str  # "shared", "per_agent", "per_group" or "named"
@@ -90,22 +110,8 @@ class PolicyLayout:
             )
         patterns, configs, scripted = {}, {}, {}
         for pid, entry in policies.items():
-            if not isinstance(entry, dict) or "agents" not in entry:
-                raise ConfigError(f"config.multiagent.policies.{pid} needs `agents`: a glob pattern or a list of them")
-            for key in entry:
-                if key not in NAMED_POLICY_KEYS:
-                    raise ConfigError(
-                        f"config.multiagent.policies.{pid}.{key} is not a known key; use: {', '.join(NAMED_POLICY_KEYS)}"
-                    )
+            _check_named_policy(pid, entry)
             agents = entry["agents"]
-            if not isinstance(agents, (str, list)) or not agents or isinstance(agents, list) and not all(
-                    isinstance(agent, str) for agent in agents):
-                raise ConfigError(f"config.multiagent.policies.{pid}.agents must be an agent id or glob pattern, or a "
-                                  f"list of them (agent_0, \"agent_*\"), got {agents!r}")
-            if not isinstance(entry.get("config") or {}, dict):
-                raise ConfigError(f"config.multiagent.policies.{pid}.config must be a mapping of RLlib settings")
-            if "heuristic" in entry and not isinstance(entry["heuristic"], str):
-                raise ConfigError(f"config.multiagent.policies.{pid}.heuristic must be the name of a scripted policy")
             patterns[str(pid)] = (agents,) if isinstance(agents, str) else tuple(agents)
             configs[str(pid)] = dict(entry.get("config") or {})
             if "heuristic" in entry:

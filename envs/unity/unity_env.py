@@ -190,7 +190,6 @@ class UnityEnv(MultiAgentEnv):
         check_config(config)
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc's INFO lines (GOAWAY at close) are noise here
         pb_compat.install()
-        from mlagents_envs.exception import UnityWorkerInUseException
         from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
         from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
@@ -214,19 +213,7 @@ class UnityEnv(MultiAgentEnv):
             self._xvfb.start()  # sets DISPLAY in this process; the game inherits it
         os.environ["MARLKIT_UNITY_GAME"] = str(self._game)  # read by LAUNCHER, which starts the game
         try:
-            for attempt in range(PORT_ATTEMPTS):
-                self.worker_id = free_worker_id()
-                try:
-                    self._unity = self._game_call("start", lambda: _unity_environment(
-                        str(LAUNCHER), worker_id=self.worker_id, base_port=BASE_PORT,
-                        seed=int(config.get("seed", 0)), no_graphics=bool(config.get("no_graphics", False)),
-                        timeout_wait=self._timeout, side_channels=[engine, parameters],
-                        log_folder=str(Path(log_folder).resolve()) if log_folder else None,
-                    ))
-                    break
-                except UnityWorkerInUseException:  # another process took the port since we looked
-                    if attempt == PORT_ATTEMPTS - 1:
-                        raise GameError(f"no free port for the game after {PORT_ATTEMPTS} tries") from None
+            self._start_game(config, [engine, parameters])
             self._game_call("reset", self._unity.reset)  # the game sends its behavior specs with the first observations
         except Exception:
             self.close()
@@ -248,6 +235,25 @@ class UnityEnv(MultiAgentEnv):
         self.agents = list(self.possible_agents)
         self.observation_spaces = {a: self.get_observation_space(a) for a in self.possible_agents}
         self.action_spaces = {a: self.get_action_space(a) for a in self.possible_agents}
+
+    def _start_game(self, config: dict, side_channels: list) -> None:
+        """Starts the game on a free port, trying another if a process takes it meanwhile."""
+        from mlagents_envs.exception import UnityWorkerInUseException
+
+        log_folder = config.get("log_folder")
+        for attempt in range(PORT_ATTEMPTS):
+            self.worker_id = free_worker_id()
+            try:
+                self._unity = self._game_call("start", lambda: _unity_environment(
+                    str(LAUNCHER), worker_id=self.worker_id, base_port=BASE_PORT,
+                    seed=int(config.get("seed", 0)), no_graphics=bool(config.get("no_graphics", False)),
+                    timeout_wait=self._timeout, side_channels=side_channels,
+                    log_folder=str(Path(log_folder).resolve()) if log_folder else None,
+                ))
+                return
+            except UnityWorkerInUseException:  # another process took the port since we looked
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise GameError(f"no free port for the game after {PORT_ATTEMPTS} tries") from None
 
     def _masked(self, spec) -> bool:
         return self._action_masks and spec.action_spec.discrete_size > 0
