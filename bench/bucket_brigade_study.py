@@ -110,6 +110,7 @@ def train(run: str, minutes: float, snapshot_minutes: float, out: Path) -> dict:
     (policy_id,) = config["multiagent"]["policies_to_train"] or list(config["multiagent"]["policies"])
     snapshot_every = snapshot_minutes * 60 if run == "selfplay" else float("inf")
     start, next_snapshot = time.perf_counter(), snapshot_every
+    result = {"num_agent_steps_sampled_lifetime": 0, "training_iteration": 0}
     try:
         while (elapsed := time.perf_counter() - start) < minutes * 60:
             if elapsed >= next_snapshot:

@@ -293,14 +293,11 @@ def naive_rllib_sample_fps(args) -> float:
 
 def ours_train(args, seed: int, critic: str) -> TrainRun:
     """(d, e) This project's PPO with `critic`: `algorithm.train()` until --train-frames, as a Tune trial calls it."""
+    from bench.build import train_until
+
     algorithm = build_ours(args, seed, critic)
     try:
-        seconds, frames, result = 0.0, 0, {}
-        while frames < args.train_frames:
-            start = time.perf_counter()
-            result = algorithm.train()
-            seconds += time.perf_counter() - start
-            frames = result["num_env_steps_sampled_lifetime"]
+        seconds, frames, result = train_until(algorithm, args.train_frames)
         mean_return = result["env_runners"]["policy_reward_mean"].get("shared", math.nan)
         return report(f"marlkit ({critic} critic)", TrainRun(seed, frames, seconds, mean_return))
     finally:

@@ -59,6 +59,9 @@ class SAC(OldStackReplay, RLlibSAC):
 
 
 OWN_CLASSES = {"DQN": DQN, "SAC": SAC}
+# The algorithms whose batches the batched env runner builds (marlkit/batched_runner.py): PPO's advantages, DQN's and
+# SAC's replayed transitions. APPO and IMPALA (V-trace over fragments in time order) sample with RLlib's stock sampler.
+BATCHED_SAMPLING = ("PPO", "DQN", "SAC")
 # The action spaces a trained policy of these algorithms can act in (RLlib's old-stack policies); others take any.
 ACTION_SPACES = {"DQN": (gym.spaces.Discrete,), "SAC": (gym.spaces.Box, gym.spaces.Discrete)}
 

@@ -1,33 +1,30 @@
 """The batched env runner: whole-array sampling of any `BatchedEnv` (envs/batched.py) on RLlib's old API stack.
 
-Why: RLlib's stock sampler walks every agent of every sub-env through per-agent episode objects, connectors and
-view requirements, one step at a time; with simulators that step thousands of games per call that bookkeeping, not
-the simulator, bounds sampling. `BatchedEnvRunner` subclasses the old stack's `RolloutWorker` (through
-marlkit/stock_runner.py; set as `env_runners(env_runner_cls=...)`; `train.py` picks it for every env registered
-with `create_batch`), keeps
-everything else of it (policies, weight sync, checkpoints), and replaces `sample()`:
+Why: RLlib's stock sampler walks every agent of every sub-env through per-agent episode objects and connectors, one
+step at a time; with simulators that step thousands of games per call that bookkeeping, not the simulator, bounds
+sampling. `BatchedEnvRunner` subclasses the old stack's `RolloutWorker` (marlkit/plan.py sets it as `env_runner_cls`
+for envs registered with `create_batch`), keeps the rest of it (policies, weight sync, checkpoints) and replaces
+`sample()`:
 
   - per step, one forward pass per policy over all of its agents in all games, one `env.step` for all games;
-    scripted policies (`heuristic:` in YAML) act on the same whole arrays; policies not being trained act but add
-    no training rows;
-  - recurrent models (RLlib `RecurrentNetwork`s: model/lstm.py, model/attention.py, `use_lstm`) keep their state
-    as arrays per (game, agent), reset to the model's initial state when a game restarts;
-  - the env restarts finished games on the next step (next-step auto-reset): that step's row is not a training row,
-    and the policy pass made for it gives the value of the finished game's final observation, which bootstraps
-    truncated episodes (terminated ones bootstrap from zero), as RLlib's own postprocessing does;
-  - GAE over the whole (time, game, agent) array at the end of the fragment; rows in (time, game, agent) order, or,
-    for recurrent policies, per (game, agent) in time order, cut into `max_seq_len` sequences that never cross an
-    episode start, with `seq_lens` and the state at each sequence start, as RLlib's recurrent PPO expects.
+    scripted policies (`heuristic:` in YAML) act on the same arrays; policies not being trained add no rows;
+  - recurrent models (model/lstm.py, model/attention.py, `use_lstm`) keep their state per (game, agent), reset to
+    the model's initial state when a game restarts;
+  - finished games restart on the next step (next-step auto-reset): that row is not a training row; its policy pass
+    gives the value of the finished game's final observation, the bootstrap of a truncated episode (terminated ones
+    bootstrap from zero), as RLlib's postprocessing does;
+  - at the fragment's end, the training columns over the whole (time, game, agent) arrays (marlkit/batch_columns.py):
+    PPO's GAE advantages, or for DQN and SAC (policies without advantages in their view requirements) replayed
+    transitions: next observations, n-step rewards and flags (RLlib's `adjust_nstep`), replay weights, with actions
+    from the policy's own exploration;
+  - rows in (time, game, agent) order; a recurrent policy's per (game, agent) in time order, in `max_seq_len`
+    sequences that never cross an episode start, with `seq_lens` and each sequence's first state.
 
-A fragment holds at least `rollout_fragment_length x num_envs` env steps (restart rows do not count).
-Episode metrics (return, length, per-agent returns) and `on_sample_end` callbacks work; per-episode callbacks
-(`on_episode_start/step/end`, custom metrics) need RLlib's stock sampler: spec.py picks it, with a note, for
-experiments whose `callbacks` override one of them (the algorithm's own hooks, such as `on_train_result`, keep this
-runner).
-
-A policy whose values come from the whole game rather than from each agent's own observation (MAPPO's centralised
-critic, marlkit/mappo.py) implements `GameValues`: the runner then asks it for one input and one value pass per game
-and step, and for the training columns that carry them. The runner knows no algorithm beyond that interface.
+A fragment holds at least `rollout_fragment_length x num_envs` env steps (restart rows do not count). Episode metrics
+and `on_sample_end` callbacks work; per-episode callbacks need RLlib's stock sampler (marlkit/plan.py picks it, with a
+note). A policy valued per game rather than per agent (MAPPO's centralised critic, marlkit/mappo.py) implements
+`GameValues`: the runner asks it for one input and one value pass per game and step, and for the columns that carry
+them. The runner knows no algorithm beyond that interface.
 
 Example (YAML): nothing to do; `env: vmas` or `env: bucket_brigade` sample through this runner.
 """
@@ -42,8 +39,10 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
+from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 
 from envs.batched import observation_size, zero_actions
+from marlkit import batch_columns
 from marlkit.game_values import GameValues
 from marlkit.stock_runner import StockEnvRunner
 
@@ -99,12 +98,24 @@ class BatchedEnvRunner(StockEnvRunner):
     def _is_model(self, policy_id) -> bool:
         return getattr(self.policy_map[policy_id], "model", None) is not None
 
+    def _transitions(self, policy_id) -> bool:
+        """Whether the policy learns from replayed transitions (DQN, SAC: next observations, n-step) rather than
+        from advantages of whole trajectories (PPO), by the columns its loss and postprocessing declare."""
+        return Postprocessing.ADVANTAGES not in self.policy_map[policy_id].view_requirements
+
     def _check_policy(self, policy_id) -> None:
         policy = self.policy_map[policy_id]
         if not self._is_model(policy_id):
             return  # a scripted policy: compute_actions on whole arrays
         if not isinstance(self.filters[policy_id], NoFilter):
             raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
+        requirements = policy.view_requirements
+        if Postprocessing.ADVANTAGES not in requirements and PRIO_WEIGHTS not in requirements:
+            raise ValueError(f"policy '{policy_id}': its algorithm trains on neither advantages nor replayed "
+                             f"transitions; it needs RLlib's stock sampler")
+        if self._transitions(policy_id) and policy.is_recurrent():
+            raise ValueError(f"policy '{policy_id}': recurrent models of replay-based algorithms need RLlib's stock "
+                             f"sampler")
         if policy.is_recurrent():
             requirement = policy.view_requirements.get("state_in_0")
             if requirement is not None and requirement.shift_from is not None:
@@ -191,6 +202,13 @@ class BatchedEnvRunner(StockEnvRunner):
         if not self._is_model(policy_id):
             actions = torch.as_tensor(np.asarray(policy.compute_actions(rows.cpu().numpy(), explore=explore)[0]))
             env_actions = actions
+        elif self._transitions(policy_id):  # the policy's own exploration (epsilon-greedy, SAC's sampling)
+            actions = torch.as_tensor(np.asarray(policy.compute_actions_from_input_dict(
+                SampleBatch({SampleBatch.OBS: rows.cpu().numpy()}), explore=explore)[0]), device=self._device)
+            if record is not None:
+                record["obs"].append(own)
+                record["actions"].append(actions.reshape((self._num_envs, len(group)) + tuple(actions.shape[1:])))
+            env_actions = self._env_actions(policy, actions)
         else:
             state_in = self._state_rows(policy_id)
             dist_inputs, values, state_out = self._forward(policy, rows, state_in)
@@ -243,7 +261,8 @@ class BatchedEnvRunner(StockEnvRunner):
         target = self.config.get_rollout_fragment_length(self.worker_index) * self._num_envs
         explore = self.config.explore
         agents = len(self._agents)
-        records = {pid: {k: [] for k in ("obs", "actions", "dist_inputs", "logp", "values", "state_in", "game_input")}
+        records = {pid: {k: [] for k in ("obs", "next_obs", "actions", "dist_inputs", "logp", "values", "state_in",
+                                         "game_input")}
                    for pid in self._trained}
         steps = {k: [] for k in ("rewards", "terminated", "truncated", "valid", "eps_id", "t")}
         env_steps = 0
@@ -257,6 +276,9 @@ class BatchedEnvRunner(StockEnvRunner):
             observations, rewards, terminated, truncated = self.env.step(self._actions)
             shape = (self._num_envs, agents)
             self._observations = self._observations_of("step", observations)
+            for policy_id, record in records.items():
+                if self._transitions(policy_id):  # a finished game's final observation; its restart row is dropped
+                    record["next_obs"].append(self._own(self._observations, policy_id))
             rewards = self._checked("step", "rewards", rewards, shape, "float").float()
             terminated = self._checked("step", "terminated", terminated, (self._num_envs,), "bool")
             truncated = self._checked("step", "truncated", truncated, (self._num_envs,), "bool") & ~terminated
@@ -296,22 +318,6 @@ class BatchedEnvRunner(StockEnvRunner):
 
     # ---- training batch ------------------------------------------------------------------------------------------
 
-    def _advantages(self, values: torch.Tensor, last_values: torch.Tensor, rewards: torch.Tensor,
-                    terminated: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-        """GAE over (time, games, agents). The row after a finished game is its restart row, whose value is that of
-        the final observation: the bootstrap of a truncated game; a terminated one bootstraps from zero."""
-        gamma, lambda_ = self.config.gamma, self.config.lambda_
-        next_values = torch.cat([values[1:], last_values.unsqueeze(0)])
-        next_values = torch.where(terminated.unsqueeze(-1), torch.zeros_like(next_values), next_values)
-        deltas = rewards + gamma * next_values - values
-        advantages = torch.empty_like(deltas)
-        running = torch.zeros_like(deltas[0])
-        keep = (~done).unsqueeze(-1).float()
-        for t in reversed(range(len(deltas))):
-            running = deltas[t] + gamma * lambda_ * keep[t] * running
-            advantages[t] = running
-        return advantages
-
     def _build_batch(self, records: dict, steps: dict, env_steps: int) -> MultiAgentBatch:
         done = steps["terminated"] | steps["truncated"]
         time_steps = len(done)
@@ -319,33 +325,26 @@ class BatchedEnvRunner(StockEnvRunner):
         for policy_id, record in records.items():
             group = self._groups[policy_id]
             k = len(group)
-            values = torch.stack(record["values"])
-            advantages = self._advantages(values, self._last_values(policy_id), steps["rewards"][:, :, group],
-                                          steps["terminated"], done)
 
             def per_agent(tensor: torch.Tensor) -> torch.Tensor:
                 """(time, games) -> (time, games, agents of the policy)."""
                 return tensor.unsqueeze(-1).expand(-1, -1, k)
 
-            agent_index = torch.as_tensor(group, device=self._device).expand(time_steps, self._num_envs, k)
             columns = {
                 SampleBatch.OBS: torch.stack(record["obs"]),
                 SampleBatch.ACTIONS: torch.stack(record["actions"]),
-                SampleBatch.ACTION_DIST_INPUTS: torch.stack(record["dist_inputs"]),
-                SampleBatch.ACTION_LOGP: torch.stack(record["logp"]),
-                SampleBatch.VF_PREDS: values,
                 SampleBatch.REWARDS: steps["rewards"][:, :, group],
                 SampleBatch.TERMINATEDS: per_agent(steps["terminated"]),
                 SampleBatch.TRUNCATEDS: per_agent(steps["truncated"]),
                 SampleBatch.EPS_ID: per_agent(steps["eps_id"]),
                 SampleBatch.T: per_agent(steps["t"]),
-                SampleBatch.AGENT_INDEX: agent_index,
-                Postprocessing.ADVANTAGES: advantages,
-                Postprocessing.VALUE_TARGETS: advantages + values,
+                SampleBatch.AGENT_INDEX: torch.as_tensor(group, device=self._device).expand(time_steps,
+                                                                                           self._num_envs, k),
             }
-            if policy_id in self._game_level:
-                columns.update(self.policy_map[policy_id].game_columns(torch.stack(record["game_input"]),
-                                                                       advantages + values))
+            if self._transitions(policy_id):
+                columns.update(self._transition_columns(policy_id, record, steps, done))
+            else:
+                columns.update(self._advantage_columns(policy_id, record, steps, done))
             valid = per_agent(steps["valid"])
             state_in = [torch.stack(parts) for parts in zip(*record["state_in"])]
             if state_in:
@@ -353,31 +352,47 @@ class BatchedEnvRunner(StockEnvRunner):
             else:
                 policy_batches[policy_id] = SampleBatch({
                     key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
+            if self._transitions(policy_id):
+                policy_batches[policy_id][PRIO_WEIGHTS] = batch_columns.replay_weights(self.policy_map[policy_id],
+                                                                                       policy_batches[policy_id])
         return MultiAgentBatch(policy_batches, env_steps=env_steps)
+
+    def _advantage_columns(self, policy_id, record: dict, steps: dict, done: torch.Tensor) -> dict:
+        """PPO's columns: the policy pass's outputs, GAE advantages and value targets (and a `GameValues` policy's
+        own columns)."""
+        values = torch.stack(record["values"])
+        advantages = batch_columns.gae(values, self._last_values(policy_id),
+                                       steps["rewards"][:, :, self._groups[policy_id]], steps["terminated"], done,
+                                       self.config.gamma, self.config.lambda_)
+        columns = {
+            SampleBatch.ACTION_DIST_INPUTS: torch.stack(record["dist_inputs"]),
+            SampleBatch.ACTION_LOGP: torch.stack(record["logp"]),
+            SampleBatch.VF_PREDS: values,
+            Postprocessing.ADVANTAGES: advantages,
+            Postprocessing.VALUE_TARGETS: advantages + values,
+        }
+        if policy_id in self._game_level:
+            columns.update(self.policy_map[policy_id].game_columns(torch.stack(record["game_input"]),
+                                                                   advantages + values))
+        return columns
+
+    def _transition_columns(self, policy_id, record: dict, steps: dict, done: torch.Tensor) -> dict:
+        """Replay transitions: next observations, with n-step rewards and flags where the policy's `n_step` > 1."""
+        config = self.policy_map[policy_id].config
+        rewards, next_obs, terminated, truncated = batch_columns.nstep(
+            config.get("n_step", 1), config["gamma"], steps["rewards"][:, :, self._groups[policy_id]],
+            torch.stack(record["next_obs"]), steps["terminated"], steps["truncated"], done)
+        return {SampleBatch.NEXT_OBS: next_obs, SampleBatch.REWARDS: rewards, SampleBatch.TERMINATEDS: terminated,
+                SampleBatch.TRUNCATEDS: truncated}
 
     def _sequences(self, policy_id, columns: dict, state_in: list, valid: torch.Tensor,
                    valid_steps: torch.Tensor) -> SampleBatch:
-        """A recurrent policy's rows per (game, agent) in time order, cut into sequences of at most `max_seq_len`
-        that start at the fragment's start, at each episode start and every `max_seq_len` rows after."""
+        """A recurrent policy's rows per (game, agent) in time order, in `max_seq_len` sequences with their state."""
         max_seq_len = self.policy_map[policy_id].max_seq_len
-        time_steps = len(valid_steps)
-        index = torch.arange(time_steps, device=self._device).unsqueeze(1).expand_as(valid_steps)
-        follows_restart = torch.cat([torch.ones_like(valid_steps[:1]), ~valid_steps[:-1]])
-        chunk_start = torch.where(valid_steps & follows_restart, index, torch.full_like(index, -1))
-        position = index - torch.cummax(chunk_start, dim=0).values
-        starts = (valid_steps & (position % max_seq_len == 0)).unsqueeze(-1).expand_as(valid)
-
-        def lanes(tensor: torch.Tensor) -> torch.Tensor:
-            """(time, games, agents, ...) -> rows ordered (game, agent, time), valid rows only."""
-            lane_major = tensor.transpose(0, 1).transpose(1, 2)
-            return lane_major[valid.transpose(0, 1).transpose(1, 2).to(tensor.device)]
-
-        is_start = lanes(starts)
-        first_rows = is_start.nonzero().flatten()
-        seq_lens = torch.diff(first_rows, append=torch.tensor([len(is_start)], device=first_rows.device))
-        batch = {key: _numpy(lanes(column)) for key, column in columns.items()}
-        for i, state in enumerate(state_in):
-            batch[f"state_in_{i}"] = _numpy(lanes(state)[is_start.to(state.device)])
+        rows, states, seq_lens = batch_columns.sequences(columns, state_in, valid, valid_steps, max_seq_len)
+        batch = {key: _numpy(column) for key, column in rows.items()}
+        for i, state in enumerate(states):
+            batch[f"state_in_{i}"] = _numpy(state)
         batch[SampleBatch.SEQ_LENS] = seq_lens.cpu().numpy().astype(np.int32)
         return SampleBatch(batch, _max_seq_len=max_seq_len)
 

@@ -24,6 +24,7 @@ from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
+from marlkit.algorithms import BATCHED_SAMPLING
 from marlkit.batched_runner import BatchedEnvRunner
 from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
@@ -60,12 +61,13 @@ def planned_config(experiment: Experiment) -> dict:
 
 
 def stock_sampler_reason(run: str, config: dict) -> str | None:
-    """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages, no next
-    observations): another algorithm or `use_gae: false`, user callbacks with per-episode hooks, attention nets over
-    past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point; None when it can."""
-    if run != "PPO":
+    """Why an experiment cannot use the batched env runner, whose batches are PPO's (GAE advantages) or DQN's and
+    SAC's (replayed transitions): another algorithm or PPO with `use_gae: false`, user callbacks with per-episode
+    hooks, attention nets over past states (use_attention) or LSTMs fed previous actions/rewards, in any grid point;
+    None when it can."""
+    if run not in BATCHED_SAMPLING:
         return f"{run} experiments"
-    if config.get("use_gae") is False:
+    if run == "PPO" and config.get("use_gae") is False:
         return "use_gae: false"
     hooks = _per_episode_hooks(config["callbacks"]) if "callbacks" in config else ()
     if hooks:

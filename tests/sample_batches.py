@@ -1,4 +1,5 @@
-"""Samples fragments with real PPO algorithms' local BatchedEnvRunner; pickles what test_batched_runner.py checks.
+"""Samples fragments with real algorithms' local BatchedEnvRunner (PPO, DQN, SAC); pickles what test_batched_runner.py
+checks.
 
 Run as a script by test_batched_runner.py, so that Ray and torch start in a process of their own:
     python tests/sample_batches.py OUT_DIR TEMP_DIR CASE [CASE ...]
@@ -21,7 +22,8 @@ at different steps, by termination or by truncation.
 Cases: vmas (navigation, a shared feed-forward policy), simple_tag (VMAS agents observing different sizes),
 countdown (feed-forward, two fragments), countdown_lstm (model/lstm.py with a non-zero initial state, two fragments),
 countdown_box (Box actions, bounded and unbounded), bucket_brigade (a learner, a frozen network, scripted
-opponents), faults (env arrays of the wrong shape or dtype).
+opponents), faults (env arrays of the wrong shape or dtype); the `*_mappo` cases with centralised critics; DQN and
+SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.rnn_sequencing import pad_batch_to_sequences_of_same_size
 from ray.rllib.policy.sample_batch import SampleBatch, concat_samples
+from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 
 import envs
 from conftest import tiny_experiment
@@ -282,6 +285,47 @@ class EpisodeIndex:
         self._agent_to_index = {agent: index for index, agent in enumerate(agents)}
 
 
+def trajectory_runs(valid: np.ndarray, steps: range, group: list[int]) -> list[tuple[int, int, list[int]]]:
+    """(game, agent, steps) of each trajectory of the fragment: a maximal run of valid steps of a (game, agent) lane,
+    one SampleBatch per trajectory in RLlib's stock sampler."""
+    runs = []
+    for e in range(valid.shape[1]):
+        for a in group:
+            run = []
+            for s in list(steps) + [None]:
+                if s is not None and valid[s, e]:
+                    run.append(s)
+                    continue
+                if run:
+                    runs.append((e, a, run))
+                run = []
+    return runs
+
+
+def analyse_transitions(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch) -> dict:
+    """A replay policy's (DQN, SAC) reference for one fragment: each trajectory's transitions from the env log,
+    postprocessed by the policy's own `postprocess_trajectory` (RLlib's n-step adjustment and replay weights), in the
+    runner's row order; and the greedy actions of the rows' observations (what exploration departs from)."""
+    keys = row_keys(log["valid"], steps, group, False)
+    raw_actions = {tuple(key): action for key, action in zip(keys.tolist(), batch[SampleBatch.ACTIONS])}
+    columns = (SampleBatch.NEXT_OBS, SampleBatch.REWARDS, SampleBatch.TERMINATEDS, SampleBatch.TRUNCATEDS,
+               PRIO_WEIGHTS)
+    per_row = {}
+    for e, a, run in trajectory_runs(log["valid"], steps, group):
+        trajectory = policy.postprocess_trajectory(SampleBatch({
+            SampleBatch.OBS: log["obs_in"][run, e, a, :size], SampleBatch.NEXT_OBS: log["obs_out"][run, e, a, :size],
+            SampleBatch.ACTIONS: np.stack([raw_actions[(s, e, a)] for s in run]),
+            SampleBatch.REWARDS: log["rewards"][run, e, a], SampleBatch.TERMINATEDS: log["terminated"][run, e],
+            SampleBatch.TRUNCATEDS: log["truncated"][run, e]}))
+        for index, s in enumerate(run):
+            per_row[(s, e, a)] = {key: trajectory[key][index] for key in columns}
+    rows = [per_row[tuple(key)] for key in keys.tolist()]
+    greedy = policy.compute_actions_from_input_dict(SampleBatch({SampleBatch.OBS: batch[SampleBatch.OBS]}),
+                                                    explore=False)[0]
+    return {"keys": keys, "transitions": True, "stock": {key: np.stack([row[key] for row in rows]) for key in columns},
+            "greedy": np.asarray(greedy)}
+
+
 def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch,
             agents: list[str], sizes: list[int]) -> dict:
     """Replay and stock reference of one policy's batch of the fragment `steps` (see the module docstring).
@@ -294,20 +338,8 @@ def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch:
     slot = {a: j for j, a in enumerate(group)}
     raw_actions = {tuple(key): action for key, action in zip(keys.tolist(), batch[SampleBatch.ACTIONS])}
 
-    # one SampleBatch per (episode, agent): a maximal run of valid steps of a (game, agent) lane in the fragment
-    per_row, episodes = {}, []
-    for e in range(log["valid"].shape[1]):
-        for a in group:
-            run = []
-            for s in list(steps) + [None]:
-                if s is not None and log["valid"][s, e]:
-                    run.append(s)
-                    continue
-                if run:
-                    episodes.append((e, a, run))
-                run = []
-    trajectories = []
-    for number, (e, a, run) in enumerate(episodes):
+    per_row, trajectories = {}, []
+    for number, (e, a, run) in enumerate(trajectory_runs(log["valid"], steps, group)):
         j = slot[a]
         first = run[0]
         while first > 0 and log["valid"][first - 1, e]:
@@ -374,7 +406,7 @@ def at(array: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def build(experiment: dict):
     loaded = spec.parse_experiment("batched", experiment)
     launch.register_components([loaded])
-    algorithm = launch.build_algorithm("PPO", launch.first_trial_config(loaded))
+    algorithm = launch.build_algorithm(loaded.run, launch.first_trial_config(loaded))
     assert isinstance(algorithm.env_runner, BatchedEnvRunner), type(algorithm.env_runner)
     return algorithm, loaded.config["env_config"]
 
@@ -408,14 +440,19 @@ def sample(experiment: dict, fragments: int = 1, prepare=None) -> dict:
         analyses = []
         for index, batch in enumerate(batches):
             steps = range(([0] + log.sample_ends)[index], log.sample_ends[index])
-            analyses.append({pid: analyse(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays,
-                                          steps, rows, agents, agent_sizes)
-                             for pid, rows in batch.policy_batches.items()})
+            analyses.append({
+                pid: analyse(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays, steps, rows,
+                             agents, agent_sizes)
+                if Postprocessing.ADVANTAGES in runner.policy_map[pid].view_requirements else
+                analyse_transitions(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays, steps,
+                                    rows)
+                for pid, rows in batch.policy_batches.items()})
         policies = {pid: {"trained": runner.is_policy_to_train is None or runner.is_policy_to_train(pid),
                           "model": getattr(runner.policy_map[pid], "model", None) is not None} for pid in groups}
         return {"batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses, "critic_calls": critic_calls,
                 "env_config": env_config, "agents": agents, "groups": groups, "policies": policies,
-                "config": {"gamma": runner.config.gamma, "lambda": runner.config.lambda_}}
+                "config": {"gamma": runner.config.gamma, "lambda": getattr(runner.config, "lambda_", None),
+                           "n_step": getattr(runner.config, "n_step", None)}}
     finally:
         algorithm.stop()
 
@@ -520,6 +557,29 @@ def case_bucket_brigade_mappo() -> dict:
                     "critic": "centralized"})})
 
 
+def replay_config(**overrides) -> dict:
+    """DQN or SAC on the old stack, learning from the first fragment (the translated replay defaults otherwise)."""
+    return {"rollout_fragment_length": FRAGMENT, "seed": SEED, "explore": True, "gamma": GAMMA, "num_env_runners": 0,
+            "num_steps_sampled_before_learning_starts": 0, "model": {"fcnet_hiddens": [16]}, **overrides}
+
+
+def case_countdown_dqn() -> dict:
+    """DQN, 3-step returns, epsilon-greedy exploration, worker-side prioritization (TD errors as replay weights), two
+    fragments: trajectories are cut at fragment ends too."""
+    return sample({"run": "DQN", "env": "countdown", "config": replay_config(
+        env_config={"num_envs": COUNTDOWN_ENVS, "max_steps": COUNTDOWN_MAX_STEPS}, n_step=3,
+        train_batch_size=FRAGMENT * COUNTDOWN_ENVS, replay_buffer_config={"worker_side_prioritization": True})},
+        fragments=COUNTDOWN_FRAGMENTS)
+
+
+def case_vmas_sac() -> dict:
+    """SAC on VMAS navigation's Box actions, 2-step returns. (Its TD errors sample next actions, so worker-side
+    priorities are compared on the DQN case.)"""
+    return sample({"run": "SAC", "env": "vmas", "config": replay_config(
+        env_config={"scenario": "navigation", "n_agents": 2, "max_steps": VMAS_MAX_STEPS, "num_envs": NUM_ENVS},
+        n_step=2, train_batch_size=FRAGMENT * NUM_ENVS)})
+
+
 FAULTS = [("reset", "observations", "shape"), ("reset", "observations", "dtype"), ("step", "observations", "shape"),
           ("step", "rewards", "shape"), ("step", "rewards", "dtype"), ("step", "terminated", "dtype"),
           ("step", "truncated", "shape")]
@@ -549,7 +609,8 @@ CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_cou
          "countdown_lstm": case_countdown_lstm, "countdown_box": case_countdown_box,
          "bucket_brigade": case_bucket_brigade, "faults": case_faults, "vmas_mappo": case_vmas_mappo,
          "simple_tag_mappo": case_simple_tag_mappo, "countdown_lstm_mappo": case_countdown_lstm_mappo,
-         "bucket_brigade_mappo": case_bucket_brigade_mappo}
+         "bucket_brigade_mappo": case_bucket_brigade_mappo, "countdown_dqn": case_countdown_dqn,
+         "vmas_sac": case_vmas_sac}
 
 
 def main(out_dir: str, temp_dir: str, *cases: str) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
-from conftest import read_results, run_script, run_train, trial_dirs, write_yaml
+from conftest import REPO, read_results, run_script, run_train, trial_dirs, write_yaml
 from envs.errors import ConfigError
 from marlkit.spec import load_experiments
 
@@ -69,18 +70,32 @@ def test_classic_replay_and_deprecated_keys_are_translated_with_notes(tmp_path):
     assert any("offered as Discrete(40), one action per combination" in note for note in flat.notes)
 
 
+def shipped(name: str, **config) -> dict:
+    """config/<name>.yaml as written but for a 2-iteration stop, 4 short games and `config` over its settings."""
+    (experiment,) = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text()).values()
+    experiment["stop"] = {"training_iteration": 2}
+    experiment["config"]["env_config"].update(num_envs=4, max_steps=25)
+    experiment["config"].update(config)
+    return experiment
+
+
 def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tmp_path, ray_temp_dir):
-    """DQN (Discrete VMAS; Bucket Brigade through its flat Discrete view, beside scripted agents), SAC (Box VMAS) and
-    IMPALA (RLlib's default of 1 GPU made 0: it never started here), 2 iterations each in one train.py run; the
-    replay algorithms learn from the 2nd iteration on."""
+    """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
+    view beside scripted agents, and IMPALA (RLlib's default of 1 GPU made 0: it never started here), 2 iterations
+    each in one train.py run; the replay algorithms learn from the 2nd iteration on, sampled by the batched env
+    runner (IMPALA by RLlib's stock sampler, with a note)."""
     replay = {"num_steps_sampled_before_learning_starts": 100, "min_sample_timesteps_per_iteration": 200,
               "train_batch_size": 64}
-    experiments = {"dqn-vmas": vmas("DQN", False, **replay), "sac-vmas": vmas("SAC", True, **replay),
+    experiments = {"dqn-vmas": shipped("vmas-navigation-dqn", **replay),
+                   "sac-vmas": shipped("vmas-navigation-sac", **replay),
                    "dqn-bb": bucket_brigade("DQN", **replay),
                    "impala-vmas": vmas("IMPALA", False, train_batch_size=200, rollout_fragment_length=50)}
     run = run_train("-f", str(write_yaml(tmp_path / "algorithms.yaml", experiments)), "--local-dir", str(tmp_path),
                     temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-3000:]
+    stock = [line for line in run.stdout.splitlines() if "get RLlib's stock sampler" in line]
+    assert stock == ["note: impala-vmas: IMPALA experiments get RLlib's stock sampler (the batched env runner does not "
+                     "run them); sampling is slower"], stock
     trained = {"dqn-vmas": "shared", "sac-vmas": "shared", "dqn-bb": "learner", "impala-vmas": "shared"}
     for name, policy in trained.items():
         (trial,) = trial_dirs(tmp_path / name)

@@ -19,6 +19,7 @@ import pytest
 import torch
 import vmas
 from ray.rllib.env.base_env import ASYNC_RESET_RETURN
+from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from conftest import REPO, ray_session_folder, subprocess_env
 from envs import ENVS
@@ -31,6 +32,7 @@ from sample_batches import (
 
 MAPPO_CASES = ("vmas_mappo", "simple_tag_mappo", "countdown_lstm_mappo", "bucket_brigade_mappo")
 MODEL_CASES = ("vmas", "simple_tag", "countdown", "countdown_lstm", "countdown_box", "bucket_brigade", *MAPPO_CASES)
+REPLAY_CASES = ("countdown_dqn", "vmas_sac")  # DQN and SAC: replayed transitions instead of advantages
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -100,7 +102,7 @@ def episodes(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def env_actions(case: str, policy_id: str, actions: np.ndarray) -> np.ndarray:
     """What the env must receive for the policy's sampled actions (rows, width)."""
     actions = actions.reshape(len(actions), -1)
-    if case in ("vmas", "simple_tag", "vmas_mappo", "simple_tag_mappo"):  # Box [-1, 1]: unsquashing is the identity, then clipped
+    if case.startswith(("vmas", "simple_tag")):  # Box [-1, 1]: unsquashing is the identity, then clipped
         return np.clip(actions, -1.0, 1.0)
     if case == "countdown_box":  # agent_0: Box [0, 4], unsquashed from [-1, 1]; agent_1: unbounded, as sampled
         return np.clip((actions + 1.0) * 2.0, 0.0, 4.0) if policy_id == "agent_0" else actions
@@ -110,8 +112,9 @@ def env_actions(case: str, policy_id: str, actions: np.ndarray) -> np.ndarray:
 # ---- the rows are the env's steps ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", MODEL_CASES)
+@pytest.mark.parametrize("case", MODEL_CASES + REPLAY_CASES)
 def test_rows_are_the_env_steps_of_their_agents_and_metrics_their_episodes(sampled, case):
+    """(Replay cases: their rewards and flags are n-step ones, held against RLlib's in the replay test.)"""
     result = sampled[case]
     log = result["log"]
     position, number = episodes(log["valid"])
@@ -130,9 +133,10 @@ def test_rows_are_the_env_steps_of_their_agents_and_metrics_their_episodes(sampl
         assert len(rows) == int(log["valid"][steps].sum()) * len(result["groups"][policy_id])
         size = rows["obs"].shape[1]
         np.testing.assert_array_equal(rows["obs"], at(log["obs_in"], keys)[:, :size])
-        np.testing.assert_array_equal(rows["rewards"], at(log["rewards"], keys))
-        np.testing.assert_array_equal(rows["terminateds"], game_at(log["terminated"], keys))
-        np.testing.assert_array_equal(rows["truncateds"], game_at(log["truncated"], keys))
+        if case not in REPLAY_CASES:
+            np.testing.assert_array_equal(rows["rewards"], at(log["rewards"], keys))
+            np.testing.assert_array_equal(rows["terminateds"], game_at(log["terminated"], keys))
+            np.testing.assert_array_equal(rows["truncateds"], game_at(log["truncated"], keys))
         np.testing.assert_array_equal(rows["t"], game_at(position, keys))
         np.testing.assert_array_equal(rows["agent_index"], keys[:, 2])
         pairs = set(zip(rows["eps_id"].tolist(), game_at(number, keys).tolist()))  # one eps_id per episode
@@ -435,6 +439,27 @@ def test_bucket_brigade_games_that_end_at_different_nights_restart_alone():
         restart, previous = terminated | truncated, observations
     ends = np.array(ends)
     assert ends[:, 2:].any() and len({tuple(row) for row in ends if row.any()}) >= 4  # at different nights
+
+
+# ---- replayed transitions (DQN, SAC) -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case, n_step, explored", [("countdown_dqn", 3, 0.3), ("vmas_sac", 2, 0.99)])
+def test_replay_rows_are_rllibs_nstep_transitions_of_each_trajectory(sampled, case, n_step, explored):
+    """Each row's next observation (a finished game's final one), n-step reward, flags and replay weight (DQN:
+    worker-side TD-error priorities) are what the policy's own postprocess_trajectory (RLlib's adjust_nstep) gives
+    its trajectory rebuilt from the env log; the actions explore (epsilon-greedy at epsilon 1 on two actions: about
+    half differ from the greedy ones; SAC samples: all differ)."""
+    result = sampled[case]
+    assert result["config"]["n_step"] == n_step
+    for index, policy_id, rows, analysis, steps in policy_batches(result):
+        assert analysis["transitions"] and Postprocessing.ADVANTAGES not in rows
+        for column, expected in analysis["stock"].items():
+            close(rows[column], expected, atol=1e-5)
+        log = result["log"]
+        assert not np.allclose(rows["rewards"], at(log["rewards"], analysis["keys"]))  # sums over n steps
+        greedy = analysis["greedy"].reshape(len(rows), -1)
+        assert np.mean((greedy != rows["actions"].reshape(len(rows), -1)).any(axis=1)) >= explored, case
 
 
 # ---- policies that do not learn, bad env arrays ---------------------------------------------------------------------
