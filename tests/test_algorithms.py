@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, read_results, run_script, run_train, trial_dirs, write_yaml
+from conftest import REPO, finish_script, read_results, run_train, start_script, trial_dirs, write_yaml
 from envs.errors import ConfigError
 from marlkit.spec import load_experiments
 
@@ -83,7 +83,7 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tm
     """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
     view beside scripted agents, and IMPALA (RLlib's default of 1 GPU made 0: it never started here), 2 iterations
     each in one train.py run; the replay algorithms learn from the 2nd iteration on, sampled by the batched env
-    runner (IMPALA by RLlib's stock sampler, with a note)."""
+    runner (IMPALA by RLlib's stock sampler, with a note). Then a DQN checkpoint rolls out and SAC is restored."""
     replay = {"num_steps_sampled_before_learning_starts": 100, "min_sample_timesteps_per_iteration": 200,
               "train_batch_size": 64}
     experiments = {"dqn-vmas": shipped("vmas-navigation-dqn", **replay),
@@ -105,7 +105,21 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tm
         assert policy in rows[-1]["info"]["learner"], (name, rows[-1]["info"])  # it learned
         assert list(trial.glob("checkpoint_*")), name
     (checkpoint,) = trial_dirs(tmp_path / "dqn-bb")[0].glob("checkpoint_*")
-    rollout = run_script("rollout.py", str(checkpoint), "--run", "DQN", "--episodes", "1", "--num-workers", "0",
-                         "--num-gpus", "0", temp_dir=ray_temp_dir)
+    rollout = start_script("rollout.py", str(checkpoint), "--run", "DQN", "--episodes", "1", "--num-workers", "0",
+                           "--num-gpus", "0", temp_dir=ray_temp_dir / "rollout")
+    # Meanwhile, SAC restored from its checkpoint of iteration 2, in --local-mode (the trial in the driver): it goes
+    # on from the checkpoint's counters and weights (and learns), not from scratch.
+    (sac_trial,) = trial_dirs(tmp_path / "sac-vmas")
+    (sac_checkpoint,) = sac_trial.glob("checkpoint_*")
+    sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**experiments["sac-vmas"], "stop": {"training_iteration": 3}}})
+    restored = run_train("-f", str(sac), "--restore", str(sac_checkpoint), "--local-mode", "--local-dir",
+                         str(tmp_path / "restored"), temp_dir=ray_temp_dir / "restore")
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    (row,) = read_results(trial_dirs(tmp_path / "restored" / "sac-vmas")[0])
+    checkpointed = read_results(sac_trial)[-1]
+    assert row["training_iteration"] == 3 and row["pid"] != checkpointed["pid"]
+    assert row["num_env_steps_sampled_lifetime"] > checkpointed["num_env_steps_sampled_lifetime"]
+    assert "shared" in row["info"]["learner"]
+    rollout = finish_script(rollout)
     assert rollout.returncode == 0, rollout.stderr[-3000:]
     assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
