@@ -85,6 +85,10 @@ class BatchedEnvRunner(StockEnvRunner):
         self._trained = [pid for pid in self._groups if self._is_model(pid)
                          and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
         self._game_level = {pid for pid in self._trained if isinstance(self.policy_map[pid], GameValues)}
+        # Policies that learn from replayed transitions (DQN, SAC: next observations, n-step) rather than from
+        # advantages of whole trajectories (PPO), by the columns their loss and postprocessing declare.
+        self._replayed = {pid for pid in self._groups if self._is_model(pid)
+                          and Postprocessing.ADVANTAGES not in self.policy_map[pid].view_requirements}
         self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
@@ -98,11 +102,6 @@ class BatchedEnvRunner(StockEnvRunner):
     def _is_model(self, policy_id) -> bool:
         return getattr(self.policy_map[policy_id], "model", None) is not None
 
-    def _transitions(self, policy_id) -> bool:
-        """Whether the policy learns from replayed transitions (DQN, SAC: next observations, n-step) rather than
-        from advantages of whole trajectories (PPO), by the columns its loss and postprocessing declare."""
-        return Postprocessing.ADVANTAGES not in self.policy_map[policy_id].view_requirements
-
     def _check_policy(self, policy_id) -> None:
         policy = self.policy_map[policy_id]
         if not self._is_model(policy_id):
@@ -113,7 +112,7 @@ class BatchedEnvRunner(StockEnvRunner):
         if Postprocessing.ADVANTAGES not in requirements and PRIO_WEIGHTS not in requirements:
             raise ValueError(f"policy '{policy_id}': its algorithm trains on neither advantages nor replayed "
                              f"transitions; it needs RLlib's stock sampler")
-        if self._transitions(policy_id) and policy.is_recurrent():
+        if Postprocessing.ADVANTAGES not in requirements and policy.is_recurrent():
             raise ValueError(f"policy '{policy_id}': recurrent models of replay-based algorithms need RLlib's stock "
                              f"sampler")
         if policy.is_recurrent():
@@ -202,7 +201,7 @@ class BatchedEnvRunner(StockEnvRunner):
         if not self._is_model(policy_id):
             actions = torch.as_tensor(np.asarray(policy.compute_actions(rows.cpu().numpy(), explore=explore)[0]))
             env_actions = actions
-        elif self._transitions(policy_id):  # the policy's own exploration (epsilon-greedy, SAC's sampling)
+        elif policy_id in self._replayed:  # the policy's own exploration (epsilon-greedy, SAC's sampling)
             actions = torch.as_tensor(np.asarray(policy.compute_actions_from_input_dict(
                 SampleBatch({SampleBatch.OBS: rows.cpu().numpy()}), explore=explore)[0]), device=self._device)
             if record is not None:
@@ -277,7 +276,7 @@ class BatchedEnvRunner(StockEnvRunner):
             shape = (self._num_envs, agents)
             self._observations = self._observations_of("step", observations)
             for policy_id, record in records.items():
-                if self._transitions(policy_id):  # a finished game's final observation; its restart row is dropped
+                if policy_id in self._replayed:  # a finished game's final observation; its restart row is dropped
                     record["next_obs"].append(self._own(self._observations, policy_id))
             rewards = self._checked("step", "rewards", rewards, shape, "float").float()
             terminated = self._checked("step", "terminated", terminated, (self._num_envs,), "bool")
@@ -341,7 +340,7 @@ class BatchedEnvRunner(StockEnvRunner):
                 SampleBatch.AGENT_INDEX: torch.as_tensor(group, device=self._device).expand(time_steps,
                                                                                            self._num_envs, k),
             }
-            if self._transitions(policy_id):
+            if policy_id in self._replayed:
                 columns.update(self._transition_columns(policy_id, record, steps, done))
             else:
                 columns.update(self._advantage_columns(policy_id, record, steps, done))
@@ -352,7 +351,7 @@ class BatchedEnvRunner(StockEnvRunner):
             else:
                 policy_batches[policy_id] = SampleBatch({
                     key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
-            if self._transitions(policy_id):
+            if policy_id in self._replayed:
                 policy_batches[policy_id][PRIO_WEIGHTS] = batch_columns.replay_weights(self.policy_map[policy_id],
                                                                                        policy_batches[policy_id])
         return MultiAgentBatch(policy_batches, env_steps=env_steps)
