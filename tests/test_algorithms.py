@@ -115,9 +115,10 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tm
     restored = run_train("-f", str(sac), "--restore", str(sac_checkpoint), "--local-mode", "--local-dir",
                          str(tmp_path / "restored"), temp_dir=ray_temp_dir / "restore")
     assert restored.returncode == 0, restored.stderr[-3000:]
-    (row,) = read_results(trial_dirs(tmp_path / "restored" / "sac-vmas")[0])
-    checkpointed = read_results(sac_trial)[-1]
-    assert row["training_iteration"] == 3 and row["pid"] != checkpointed["pid"]
+    rows = read_results(trial_dirs(tmp_path / "restored" / "sac-vmas")[0])
+    assert [r["training_iteration"] for r in rows] == [3], "not restored from the checkpoint of iteration 2"
+    row, checkpointed = rows[0], read_results(sac_trial)[-1]
+    assert row["pid"] != checkpointed["pid"]
     assert row["num_env_steps_sampled_lifetime"] > checkpointed["num_env_steps_sampled_lifetime"]
     assert "shared" in row["info"]["learner"]
     rollout = finish_script(rollout)
