@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="only the sampling measurements (a)")
     parser.add_argument("--hiddens", default="256,256", help="MLP hidden sizes")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
     args.algorithms = args.algorithms.split(",")
     if set(args.algorithms) - set(ALGORITHMS):
@@ -128,7 +129,7 @@ def main(argv=None) -> dict:
     import ray
 
     figures, rows = {}, []
-    ray.init(include_dashboard=False)
+    ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
     try:
         for algorithm in args.algorithms:
             key = algorithm.lower()
