@@ -280,7 +280,7 @@ def _check_env(name: str, env) -> str:
         raise ConfigError(f"{name}.env is required; registered envs: {', '.join(ENVS)}")
     if env not in ENVS and env not in gymnasium.registry:
         raise ConfigError(
-            f"{name}.env: unknown env '{env}'{closest(env, ENVS)}; registered envs: {', '.join(ENVS)} "
-            f"(or a Gymnasium id such as CartPole-v1)"
+            f"{name}.env: unknown env '{env}'{closest(env, [*ENVS, *gymnasium.registry])}; registered envs: "
+            f"{', '.join(ENVS)} (or a Gymnasium id such as CartPole-v1)"
         )
     return env
