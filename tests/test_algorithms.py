@@ -112,7 +112,8 @@ def shipped(name: str, **config) -> dict:
 
 def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tmp_path, ray_temp_dir):
     """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
-    view beside scripted agents, and IMPALA (RLlib's default of 1 GPU made 0: it never started here), 2 iterations
+    view beside scripted agents, IMPALA (RLlib's default of 1 GPU made 0: it never started here) and APPO on Bucket
+    Brigade beside scripted agents, 2 iterations
     each in one train.py run; the replay algorithms learn from the 2nd iteration on, sampled by the batched env
     runner (IMPALA by RLlib's stock sampler, with a note); RLlib's CartPole tuned examples as written (but for their
     stop and a checkpoint at the end). Then a DQN checkpoint rolls out and SAC is restored."""
@@ -121,16 +122,21 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tm
     experiments = {"dqn-vmas": shipped("vmas-navigation-dqn", **replay),
                    "sac-vmas": shipped("vmas-navigation-sac", **replay),
                    "dqn-bb": bucket_brigade("DQN", **replay),
-                   "impala-vmas": vmas("IMPALA", False, train_batch_size=200, rollout_fragment_length=50),
+                   # (RLlib's 10 s minimum per iteration of APPO and IMPALA cut to 1 s)
+                   "impala-vmas": vmas("IMPALA", False, train_batch_size=200, rollout_fragment_length=50,
+                                       min_time_s_per_iteration=1),
+                   "appo-bb": bucket_brigade("APPO", train_batch_size=200, rollout_fragment_length=50,
+                                             min_time_s_per_iteration=1),
                    **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
                       for name in ("cartpole-dqn", "cartpole-ppo")}}
     run = run_train("-f", str(write_yaml(tmp_path / "algorithms.yaml", experiments)), "--local-dir", str(tmp_path),
                     temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-3000:]
     stock = [line for line in run.stdout.splitlines() if "get RLlib's stock sampler" in line]
-    assert stock == ["note: impala-vmas: IMPALA experiments get RLlib's stock sampler (the batched env runner does not "
-                     "run them); sampling is slower"], stock
+    assert stock == [f"note: {name}: {run} experiments get RLlib's stock sampler (the batched env runner does not run "
+                     f"them); sampling is slower" for name, run in (("impala-vmas", "IMPALA"), ("appo-bb", "APPO"))], stock
     trained = {"dqn-vmas": "shared", "sac-vmas": "shared", "dqn-bb": "learner", "impala-vmas": "shared",
+               "appo-bb": "learner",
                "cartpole-dqn": "default_policy", "cartpole-ppo": "default_policy"}
     for name, policy in trained.items():
         (trial,) = trial_dirs(tmp_path / name)
