@@ -30,6 +30,12 @@ from envs.unity import unity_env
 FLAT_ACTIONS = "flat_actions"
 
 
+def _flat_actions(env_config: dict) -> tuple[object, dict]:
+    """(`flat_actions` as given, default false; the env's own settings without it)."""
+    rest = dict(env_config)
+    return rest.pop(FLAT_ACTIONS, False), rest
+
+
 @dataclass(frozen=True)
 class EnvEntry:
     check_config: Callable[[dict], None]
@@ -44,8 +50,7 @@ class EnvEntry:
 
     def check(self, env_config: dict) -> None:
         """`check_config`, and the keys the registry adds to every batched env (`flat_actions`)."""
-        env_config = dict(env_config)
-        flat = env_config.pop(FLAT_ACTIONS, False)
+        flat, env_config = _flat_actions(env_config)
         if flat is not False and self.create_batch is None:
             raise ConfigError(f"{FLAT_ACTIONS} is offered by batched envs only")
         if not isinstance(flat, bool):
@@ -54,8 +59,7 @@ class EnvEntry:
 
     def batch(self, env_config: dict):
         """The `BatchedEnv` of `env_config`, its MultiDiscrete actions flattened where `flat_actions` says so."""
-        env_config = dict(env_config)
-        flat = env_config.pop(FLAT_ACTIONS, False)
+        flat, env_config = _flat_actions(env_config)
         batch = self.create_batch(env_config)
         return FlatActions(batch) if flat else batch
 

@@ -65,25 +65,19 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """case -> trial folder of a two-iteration train.py run with a centralised critic, checkpointed at the end."""
-    folders = {}
-
-    def train(case: str):
-        if case not in folders:
-            root = tmp_path_factory.mktemp(case)
-            make = CASES[case][0]
-            experiment = make(str(root / "game-logs")) if case == "unity" else make()
-            config = write_yaml(root / "exp.yaml", {f"mappo-{case}": experiment})
-            with ray_session_folder() as temp_dir:
-                run = run_script("train.py", "-f", str(config), "--stop", "{training_iteration: 2}",
-                                 "--checkpoint-at-end", "--local-dir", str(root / "results"), temp_dir=temp_dir)
-            assert run.returncode == 0, run.stderr[-3000:]
-            assert not processes_mentioning(str(root / "game-logs")), "games left running after train.py ended"
-            (folders[case],) = trial_dirs(root / "results" / f"mappo-{case}")
-        return folders[case]
-
-    return train
+def trained(tmp_path_factory) -> dict:
+    """case -> trial folder of a two-iteration run with a centralised critic, checkpointed at the end: every case an
+    experiment of one train.py run (one process and Ray start)."""
+    root = tmp_path_factory.mktemp("mappo")
+    experiments = {f"mappo-{case}": make(str(root / "game-logs")) if case == "unity" else make()
+                   for case, (make, *_) in CASES.items()}
+    config = write_yaml(root / "exp.yaml", experiments)
+    with ray_session_folder() as temp_dir:
+        run = run_script("train.py", "-f", str(config), "--stop", "{training_iteration: 2}", "--checkpoint-at-end",
+                         "--local-dir", str(root / "results"), temp_dir=temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not processes_mentioning(str(root / "game-logs")), "games left running after train.py ended"
+    return {case: trial_dirs(root / "results" / f"mappo-{case}")[0] for case in CASES}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -92,7 +86,7 @@ def test_centralised_critic_trains_checkpoints_and_rolls_out(trained, case, tmp_
     of every agent of the game, one value per agent of the policy) and no per-agent value branch; rollout.py plays an
     episode from it with the actor alone (VMAS: with 4 agents instead of the 3 the critic was built for)."""
     _, policy_id, own, agents, width = CASES[case]
-    trial = trained(case)
+    trial = trained[case]
     results = read_results(trial)
     assert [r["training_iteration"] for r in results] == [1, 2]
     stats = results[-1]["info"]["learner"][policy_id]["learner_stats"]
@@ -119,7 +113,7 @@ def test_centralised_critic_trains_checkpoints_and_rolls_out(trained, case, tmp_
 def test_restoring_a_checkpoint_with_the_other_kind_of_critic_is_one_line(trained, tmp_path):
     config = write_yaml(tmp_path / "exp.yaml", {"per-agent": tiny_experiment(config={
         "env_config": {"scenario": "balance", "n_agents": 3, "max_steps": 25}})})
-    checkpoint = sorted(trained("vmas").glob("checkpoint_*"))[-1]
+    checkpoint = sorted(trained["vmas"].glob("checkpoint_*"))[-1]
     run = run_script("train.py", "-f", str(config), "--restore", str(checkpoint), "--local-dir", str(tmp_path))
     assert_one_line_error(run, "trained with a centralised critic", "per-agent.config.multiagent.critic is decentralized")
     assert not (tmp_path / "per-agent").exists()
