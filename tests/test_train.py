@@ -144,13 +144,28 @@ def test_local_mode_runs_everything_in_the_driver(tmp_path, ray_temp_dir):
     assert json.loads((trial / "params.json").read_text())["num_env_runners"] == 0
 
 
-def test_grid_search_makes_one_trial_per_point(tmp_path, ray_temp_dir):
-    run = run_train(
-        "-f", "config/vmas-navigation-grid.yaml", "--stop", "{training_iteration: 1}", "--local-dir", str(tmp_path),
-        temp_dir=ray_temp_dir,
-    )
+@pytest.fixture(scope="module")
+def several_experiments(tmp_path_factory) -> Path:
+    """One train.py run (one process and Ray start) of three experiments, one after another: the shipped grid
+    config and the shipped balance config, each cut to 1 iteration, and a tiny experiment with per-agent policies
+    logging to W&B offline. Returns the results folder."""
+    root = tmp_path_factory.mktemp("several")
+    experiments = {}
+    for name in ("vmas-navigation-grid", "vmas-balance-ppo"):
+        shipped = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+        shipped[name]["stop"] = {"training_iteration": 1}
+        experiments.update(shipped)
+    experiments["per-agent"] = tiny_experiment(config={"multiagent": {"policies": "per_agent"}},
+                                               wandb={"project": "marl-test", "mode": "offline"})
+    with ray_session_folder() as temp_dir:
+        run = run_train("-f", str(write_yaml(root / "exp.yaml", experiments)), "--local-dir", str(root / "results"),
+                        temp_dir=temp_dir)
     assert run.returncode == 0, run.stderr[-2000:]
-    trials = trial_dirs(tmp_path / "vmas-navigation-grid")
+    return root / "results"
+
+
+def test_grid_search_makes_one_trial_per_point(several_experiments):
+    trials = trial_dirs(several_experiments / "vmas-navigation-grid")
     points = {(p["lr"], p["env_config"]["n_agents"]) for p in (json.loads((t / "params.json").read_text()) for t in trials)}
     assert points == {(0.0003, 2), (0.0003, 4), (0.001, 2), (0.001, 4)}
     for trial in trials:
@@ -159,29 +174,19 @@ def test_grid_search_makes_one_trial_per_point(tmp_path, ray_temp_dir):
         assert result["info"]["num_agent_steps_sampled"] == n_agents * result["num_env_steps_sampled_lifetime"]
 
 
-def test_balance_config_trains(tmp_path, ray_temp_dir):
-    run = run_train(
-        "-f", "config/vmas-balance-ppo.yaml", "--stop", "{training_iteration: 1}", "--local-dir", str(tmp_path),
-        temp_dir=ray_temp_dir,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    (trial,) = trial_dirs(tmp_path / "vmas-balance-ppo")
+def test_balance_config_trains(several_experiments):
+    (trial,) = trial_dirs(several_experiments / "vmas-balance-ppo")
     (result,) = read_results(trial)
     assert result["num_env_steps_sampled_lifetime"] > 0
 
 
-def test_per_agent_policies_and_wandb_offline(tmp_path, ray_temp_dir):
-    config = write_yaml(tmp_path / "exp.yaml", {"per-agent": tiny_experiment(
-        config={"multiagent": {"policies": "per_agent"}},
-        wandb={"project": "marl-test", "mode": "offline"},
-    )})
-    run = run_train("-f", str(config), "--local-dir", str(tmp_path / "results"), temp_dir=ray_temp_dir)
-    assert run.returncode == 0, run.stderr[-2000:]
-    (trial,) = trial_dirs(tmp_path / "results" / "per-agent")
+def test_per_agent_policies_and_wandb_offline(several_experiments):
+    (trial,) = trial_dirs(several_experiments / "per-agent")
     assert set(read_results(trial)[-1]["env_runners"]["policy_reward_mean"]) == {"agent_0", "agent_1"}
     runs = list(trial.rglob("offline-run-*"))
     assert runs, "no offline W&B run in the trial folder"
     assert list(runs[0].glob("*.wandb")), "the offline W&B run has no data file"
+    assert not list(trial_dirs(several_experiments / "vmas-balance-ppo")[0].rglob("offline-run-*"))  # its own only
 
 
 def free_port() -> int:
