@@ -146,9 +146,9 @@ def test_local_mode_runs_everything_in_the_driver(tmp_path, ray_temp_dir):
 
 @pytest.fixture(scope="module")
 def several_experiments(tmp_path_factory) -> Path:
-    """One train.py run (one process and Ray start) of three experiments, one after another: the shipped grid
-    config and the shipped balance config, each cut to 1 iteration, and a tiny experiment with per-agent policies
-    logging to W&B offline. Returns the results folder."""
+    """One train.py run (one process and Ray start) of four experiments, one after another: the shipped grid
+    config and the shipped balance config, each cut to 1 iteration, a tiny experiment with per-agent policies
+    logging to W&B offline, and a curriculum on remote envs. Returns (the results folder, train.py's stdout)."""
     root = tmp_path_factory.mktemp("several")
     experiments = {}
     for name in ("vmas-navigation-grid", "vmas-balance-ppo"):
@@ -157,15 +157,21 @@ def several_experiments(tmp_path_factory) -> Path:
         experiments.update(shipped)
     experiments["per-agent"] = tiny_experiment(config={"multiagent": {"policies": "per_agent"}},
                                                wandb={"project": "marl-test", "mode": "offline"})
+    experiments["staged"] = tiny_experiment(stop={"training_iteration": 4}, curriculum={"stages": [
+        {"env_config": {"pos_shaping_factor": 1.0}, "until": -1e9},  # reached by any return: one stage per iteration
+        {"env_config": {"pos_shaping_factor": 0.5}, "until": -1e9},
+        # the last stage leaves nothing to earn or lose (no shaping, final reward or collision penalty): returns are 0
+        {"env_config": {"pos_shaping_factor": 0.0, "final_reward": 0.0, "agent_collision_penalty": 0.0}},
+    ]}, config={"num_env_runners": 1, "metrics_num_episodes_for_smoothing": 8})  # 8 episodes per iteration
     with ray_session_folder() as temp_dir:
         run = run_train("-f", str(write_yaml(root / "exp.yaml", experiments)), "--local-dir", str(root / "results"),
                         temp_dir=temp_dir)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return root / "results"
+    assert run.returncode == 0, run.stderr[-3000:]
+    return root / "results", run.stdout
 
 
 def test_grid_search_makes_one_trial_per_point(several_experiments):
-    trials = trial_dirs(several_experiments / "vmas-navigation-grid")
+    trials = trial_dirs(several_experiments[0] / "vmas-navigation-grid")
     points = {(p["lr"], p["env_config"]["n_agents"]) for p in (json.loads((t / "params.json").read_text()) for t in trials)}
     assert points == {(0.0003, 2), (0.0003, 4), (0.001, 2), (0.001, 4)}
     for trial in trials:
@@ -175,18 +181,18 @@ def test_grid_search_makes_one_trial_per_point(several_experiments):
 
 
 def test_balance_config_trains(several_experiments):
-    (trial,) = trial_dirs(several_experiments / "vmas-balance-ppo")
+    (trial,) = trial_dirs(several_experiments[0] / "vmas-balance-ppo")
     (result,) = read_results(trial)
     assert result["num_env_steps_sampled_lifetime"] > 0
 
 
 def test_per_agent_policies_and_wandb_offline(several_experiments):
-    (trial,) = trial_dirs(several_experiments / "per-agent")
+    (trial,) = trial_dirs(several_experiments[0] / "per-agent")
     assert set(read_results(trial)[-1]["env_runners"]["policy_reward_mean"]) == {"agent_0", "agent_1"}
     runs = list(trial.rglob("offline-run-*"))
     assert runs, "no offline W&B run in the trial folder"
     assert list(runs[0].glob("*.wandb")), "the offline W&B run has no data file"
-    assert not list(trial_dirs(several_experiments / "vmas-balance-ppo")[0].rglob("offline-run-*"))  # its own only
+    assert not list(trial_dirs(several_experiments[0] / "vmas-balance-ppo")[0].rglob("offline-run-*"))  # its own only
 
 
 def free_port() -> int:
@@ -259,18 +265,10 @@ def test_bucket_brigade_configs_train_and_roll_out(tmp_path, ray_temp_dir):
         assert len(episodes) == 2 and all(13 <= len(steps) <= 100 for steps in episodes)  # min_nights 12, max 100
 
 
-def test_curriculum_changes_the_task_of_remote_envs(tmp_path, ray_temp_dir):
-    experiment = tiny_experiment(stop={"training_iteration": 4}, curriculum={"stages": [
-        {"env_config": {"pos_shaping_factor": 1.0}, "until": -1e9},  # reached by any return: one stage per iteration
-        {"env_config": {"pos_shaping_factor": 0.5}, "until": -1e9},
-        # the last stage leaves nothing to earn or lose (no shaping, final reward or collision penalty): returns are 0
-        {"env_config": {"pos_shaping_factor": 0.0, "final_reward": 0.0, "agent_collision_penalty": 0.0}},
-    ]}, config={"num_env_runners": 1, "metrics_num_episodes_for_smoothing": 8})  # 8 episodes per iteration
-    config = write_yaml(tmp_path / "exp.yaml", {"staged": experiment})
-    run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "curriculum: env_runners/episode_return_mean = " in run.stdout and "stage 2: {'pos_shaping_factor': 0.0" in run.stdout
-    (trial,) = trial_dirs(tmp_path / "staged")
+def test_curriculum_changes_the_task_of_remote_envs(several_experiments):
+    results_dir, stdout = several_experiments
+    assert "curriculum: env_runners/episode_return_mean = " in stdout and "stage 2: {'pos_shaping_factor': 0.0" in stdout
+    (trial,) = trial_dirs(results_dir / "staged")
     results = read_results(trial)
     assert [r["curriculum_stage"] for r in results] == [1, 2, 2, 2]
     assert results[0]["env_runners"]["episode_return_mean"] != 0
