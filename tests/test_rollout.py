@@ -14,6 +14,7 @@ import pytest
 
 from conftest import (REPO, finish_script, ray_session_folder, require_system_part, run_script, start_script,
                       tiny_experiment, trial_dirs, write_yaml, xvfb_missing)
+from marlkit import models
 from marlkit.checkpoints import resolve_checkpoint
 from envs.errors import ConfigError
 from marlkit.rollout import check_render
@@ -145,17 +146,17 @@ def test_run_must_match_the_checkpoint(trial, capsys):
                           "--run APPO does not match", "holds a PPO algorithm")
 
 
-def test_truncated_checkpoint(trial, model_dir, tmp_path):
+def test_truncated_checkpoint(trial, model_dir, tmp_path, capsys, monkeypatch):
+    """Refused before Ray starts (run_in_process asserts that ray.init is never called)."""
     broken = tmp_path / "checkpoint_000009"
     shutil.copytree(trial / "checkpoint_000001", broken)
     state = broken / "algorithm_state.pkl"
     state.write_bytes(state.read_bytes()[:1000])
-    ray_folder = tmp_path / "ray"  # refused before Ray starts: no Ray session is ever made in it
-    assert_one_line_error(run_script("rollout.py", str(broken), temp_dir=ray_folder), f"{state} is truncated or corrupt")
-    train = run_script("train.py", "-f", str(trial.parents[2] / "exp.yaml"), "--restore", str(broken), "--local-dir",
-                       str(tmp_path), env={"MARLKIT_MODEL_DIR": str(model_dir)}, temp_dir=ray_folder)
+    assert_one_line_error(run_in_process(capsys, "rollout.py", str(broken)), f"{state} is truncated or corrupt")
+    monkeypatch.setattr(models, "MODEL_DIR", model_dir)  # the trial's custom_model lives there (MARLKIT_MODEL_DIR)
+    train = run_in_process(capsys, "train.py", "-f", str(trial.parents[2] / "exp.yaml"), "--restore", str(broken),
+                           "--local-dir", str(tmp_path))
     assert_one_line_error(train, f"{state} is truncated or corrupt")
-    assert not ray_folder.exists() or not any(ray_folder.iterdir()), list(ray_folder.iterdir())
 
 
 def test_trial_folder_whose_newest_checkpoint_is_truncated(trial, tmp_path, capsys):
@@ -174,8 +175,6 @@ def test_trial_folder_whose_newest_checkpoint_is_truncated(trial, tmp_path, caps
 def test_model_file_gone_or_changed(trial, model_dir, tmp_path, ray_temp_dir):
     empty = tmp_path / "no-models"
     empty.mkdir()
-    run = run_rollout(trial, model_dir=empty, temp_dir=ray_temp_dir)
-    assert_one_line_error(run, "custom_model 'mlp'", "model/ has: nothing")
     changed = tmp_path / "changed"
     changed.mkdir()
     source = (model_dir / "mlp.py").read_text()
@@ -183,8 +182,10 @@ def test_model_file_gone_or_changed(trial, model_dir, tmp_path, ray_temp_dir):
         "self.value_head = nn.Linear(out_size, 1)",
         "self.value_head = nn.Sequential(nn.Linear(out_size, 8), nn.Linear(8, 1))",
     ))
-    run = run_rollout(trial, model_dir=changed, temp_dir=ray_temp_dir)
-    assert_one_line_error(run, "do not fit the model built now")
+    gone = start_rollout(trial, model_dir=empty, temp_dir=ray_temp_dir / "gone")  # both at once
+    different = start_rollout(trial, model_dir=changed, temp_dir=ray_temp_dir / "changed")
+    assert_one_line_error(finish_script(gone), "custom_model 'mlp'", "model/ has: nothing")
+    assert_one_line_error(finish_script(different), "do not fit the model built now")
 
 
 class NoPicturesEnv:
