@@ -15,8 +15,9 @@ Modules, one concern each:
     models           the custom-model registry (`model/<name>.py` -> `CustomModel`)
     default_models   each policy's default model, from its own observation space
     layers           network parts the shipped models share
-    batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays (RLlib's stock
-                     sampler gets them through envs/rllib_adapters.py)
+    batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays for PPO, DQN and SAC
+                     (RLlib's stock sampler gets them through envs/rllib_adapters.py)
+    batch_columns    the batched runner's training columns: GAE, n-step transitions, replay weights, sequences
     stock_runner     RLlib's stock sampler, closing its envs when it cannot be built
     launch           Ray start-up, the checks made once it runs, and the Tune run of train.py and the suite
     local_mode       --local-mode: trials one after another in the driver process
