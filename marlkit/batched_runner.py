@@ -34,12 +34,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 from ray.rllib.evaluation.metrics import RolloutMetrics
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
-from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 
 from envs.batched import observation_size, zero_actions
 from marlkit import batch_columns
@@ -80,15 +80,15 @@ class BatchedEnvRunner(StockEnvRunner):
         self._agent_policy_keys = [(agent, self.policy_mapping_fn(agent, None, self)) for agent in self._agents]
         self._obs_size = {pid: observation_size(env.observation_spaces[self._agents[g[0]]])
                           for pid, g in self._groups.items()}
+        # Policies that learn from replayed transitions (DQN, SAC: next observations, n-step) rather than from
+        # advantages of whole trajectories (PPO), by the columns their loss and postprocessing declare.
+        self._replayed = {pid for pid in self._groups if self._is_model(pid)
+                          and Postprocessing.ADVANTAGES not in self.policy_map[pid].view_requirements}
         for policy_id in self._groups:
             self._check_policy(policy_id)
         self._trained = [pid for pid in self._groups if self._is_model(pid)
                          and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
         self._game_level = {pid for pid in self._trained if isinstance(self.policy_map[pid], GameValues)}
-        # Policies that learn from replayed transitions (DQN, SAC: next observations, n-step) rather than from
-        # advantages of whole trajectories (PPO), by the columns their loss and postprocessing declare.
-        self._replayed = {pid for pid in self._groups if self._is_model(pid)
-                          and Postprocessing.ADVANTAGES not in self.policy_map[pid].view_requirements}
         self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
@@ -108,11 +108,10 @@ class BatchedEnvRunner(StockEnvRunner):
             return  # a scripted policy: compute_actions on whole arrays
         if not isinstance(self.filters[policy_id], NoFilter):
             raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
-        requirements = policy.view_requirements
-        if Postprocessing.ADVANTAGES not in requirements and PRIO_WEIGHTS not in requirements:
+        if policy_id in self._replayed and PRIO_WEIGHTS not in policy.view_requirements:
             raise ValueError(f"policy '{policy_id}': its algorithm trains on neither advantages nor replayed "
                              f"transitions; it needs RLlib's stock sampler")
-        if Postprocessing.ADVANTAGES not in requirements and policy.is_recurrent():
+        if policy_id in self._replayed and policy.is_recurrent():
             raise ValueError(f"policy '{policy_id}': recurrent models of replay-based algorithms need RLlib's stock "
                              f"sampler")
         if policy.is_recurrent():
