@@ -106,22 +106,33 @@ def _alive_nodes() -> list:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
+def trial_demand(variant: dict, local_mode: bool) -> dict[str, tuple[float, str, str]]:
+    """What one trial of a resolved config asks of the cluster: {resource: (amount, the keys that set it, what to
+    change)}. The learner of the old API stack is the main process (`num_gpus`, IMPALA's and APPO's too); env runners
+    add theirs each (none in --local-mode, where they run in the driver)."""
+    runners = 0 if local_mode else variant.get("num_env_runners", 0) or 0
+    demand = {
+        "CPU": ((variant.get("num_cpus_for_main_process", 1) or 0) + runners * (variant.get("num_cpus_per_env_runner", 1) or 0),
+                "1 + num_env_runners x num_cpus_per_env_runner", "lower num_env_runners or add --ray-num-cpus"),
+        "GPU": ((variant.get("num_gpus", 0) or 0) + runners * (variant.get("num_gpus_per_env_runner", 0) or 0),
+                "num_gpus, num_gpus_per_env_runner", "set num_gpus: 0 or run where there is a GPU"),
+    }
+    for key, count in (("custom_resources_for_main_process", 1), ("custom_resources_per_env_runner", runners)):
+        for name, amount in (variant.get(key) or {}).items():
+            total, keys, remedy = demand.get(name, (0, "", "change them or start Ray with it (ray start --resources)"))
+            demand[name] = (total + count * amount, f"{keys}, {key}" if keys else key, remedy)
+    return demand
+
+
 def check_resources(experiment: Experiment, resources: dict, local_mode: bool) -> None:
-    """Fails fast where a trial could never be placed (it would otherwise stay PENDING forever)."""
+    """Fails fast where a trial could never be placed (Tune would otherwise keep it PENDING forever, saying only that
+    no node type can fulfil the request)."""
     for variant in config_variants(experiment.config):
-        runners = 0 if local_mode else variant.get("num_env_runners", 0) or 0
-        gpus = (variant.get("num_gpus", 0) or 0) + runners * (variant.get("num_gpus_per_env_runner", 0) or 0)
-        cpus = (variant.get("num_cpus_for_main_process", 1) or 0) + runners * (variant.get("num_cpus_per_env_runner", 1) or 0)
-        if gpus > resources.get("GPU", 0):
-            raise ConfigError(
-                f"{experiment.name}: a trial needs {gpus:g} GPU(s) (num_gpus, num_gpus_per_env_runner) but the Ray "
-                f"cluster has {resources.get('GPU', 0):g}; set num_gpus: 0 or run where there is a GPU"
-            )
-        if cpus > resources.get("CPU", 0):
-            raise ConfigError(
-                f"{experiment.name}: a trial needs {cpus:g} CPUs (1 + num_env_runners x num_cpus_per_env_runner) but "
-                f"the Ray cluster has {resources.get('CPU', 0):g}; lower num_env_runners or add --ray-num-cpus"
-            )
+        for name, (amount, keys, remedy) in trial_demand(variant, local_mode).items():
+            if amount > resources.get(name, 0):
+                unit = {"CPU": "CPUs", "GPU": "GPU(s)"}.get(name, f"of the custom resource '{name}'")
+                raise ConfigError(f"{experiment.name}: a trial needs {amount:g} {unit} ({keys}) but the Ray cluster "
+                                  f"has {resources.get(name, 0):g}; {remedy}")
 
 
 def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:

@@ -13,7 +13,10 @@ import pytest
 import ray
 
 from conftest import REPO, run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
+from envs.errors import ConfigError
+from marlkit import launch
 from marlkit.cli import run_cli
+from marlkit.spec import load_experiments
 
 
 # Lines other programs may write to stderr before train.py's or rollout.py's error, once Ray or a library runs.
@@ -166,6 +169,38 @@ def test_gpus_the_cluster_does_not_have_fail_fast(tmp_path, ray_temp_dir):
                      env={"MARLKIT_TEST_TAG": tag})
     assert_one_line_error(run, "needs 1 GPU(s)", "has 0")
     assert not wait_until_gone(tag), "Ray processes left running after the one-line error"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"run": "IMPALA", "config": {"num_gpus": 1}},
+     "bad: a trial needs 1 GPU(s) (num_gpus, num_gpus_per_env_runner) but the Ray cluster has 0; set num_gpus: 0"),
+    ({"config": {"num_env_runners": 2}},
+     "bad: a trial needs 3 CPUs (1 + num_env_runners x num_cpus_per_env_runner) but the Ray cluster has 2; lower "
+     "num_env_runners or add --ray-num-cpus"),
+    ({"config": {"num_env_runners": 2, "num_cpus_per_env_runner": 0.5, "custom_resources_for_main_process": {"fpga": 1},
+                 "custom_resources_per_env_runner": {"fpga": 1}}},
+     "bad: a trial needs 3 of the custom resource 'fpga' (custom_resources_for_main_process, "
+     "custom_resources_per_env_runner) but the Ray cluster has 1; change them or start Ray with it (ray start "
+     "--resources)"),
+    ({"config": {"custom_resources_per_worker": {"fpga": 2}, "num_env_runners": 1}},
+     "bad: a trial needs 2 of the custom resource 'fpga' (custom_resources_per_env_runner) but the Ray cluster has 1"),
+])
+def test_resources_no_node_can_give_are_refused_in_one_line(tmp_path, config, message):
+    """Ray up, Tune would keep such a trial PENDING forever ("No available node types can fulfill resource
+    request"); train.py refuses it first (the whole CLI path: test_gpus_the_cluster_does_not_have_fail_fast)."""
+    (experiment,) = load_experiments(write_yaml(tmp_path / "exp.yaml", experiment_with(**config)))
+    with pytest.raises(ConfigError) as error:
+        launch.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=False)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def test_resources_are_counted_as_ray_places_the_trial(tmp_path):
+    """--local-mode runs the env runners in the driver; a custom resource the cluster has is no problem."""
+    (experiment,) = load_experiments(write_yaml(tmp_path / "exp.yaml", experiment_with(config={
+        "num_env_runners": 4, "custom_resources_per_env_runner": {"fpga": 1}})))
+    launch.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=True)
+    launch.check_resources(experiment, {"CPU": 5.0, "fpga": 4.0}, local_mode=False)
+    assert launch.trial_demand(experiment.config, local_mode=False)["fpga"][0] == 4
 
 
 def test_local_mode_stop_metric_that_results_do_not_have(tmp_path, ray_temp_dir):
