@@ -188,10 +188,14 @@ class CorruptCheckpoint(ConfigError):
 
 def load_algorithm_state(checkpoint: Path) -> dict:
     """The pickled algorithm state of a checkpoint (its `config`, `algorithm_class`, policy states); ConfigError
-    naming the file when one is missing, truncated or corrupt, so that no half-loaded state is ever used."""
+    naming the file when one is missing, truncated or corrupt, so that no half-loaded state is ever used, or the
+    module when the state names one that cannot be imported."""
     try:
         info = get_checkpoint_info(str(checkpoint))
         return Algorithm._checkpoint_info_to_algorithm_state(info)
+    except ModuleNotFoundError as error:  # the saved config names a class of the user's (a callback, an env) by module
+        raise ConfigError(f"checkpoint {checkpoint} needs the module '{error.name}', which Python cannot import here "
+                          f"(a callback or other class of the run that saved it); put its folder on PYTHONPATH") from None
     except (EOFError, pickle.UnpicklingError, ValueError, KeyError, FileNotFoundError, AttributeError) as error:
         bad = _unreadable_file(checkpoint)
         where = (f"checkpoint {checkpoint} cannot be read" if bad is None else f"{bad} is missing" if not bad.exists()

@@ -4,13 +4,16 @@ each off-policy and asynchronous algorithm on VMAS and Bucket Brigade."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import yaml
 
 from conftest import REPO, finish_script, read_results, run_train, start_script, trial_dirs, write_yaml
 from envs.errors import ConfigError
+from marlkit.checkpoints import load_algorithm_state
 from marlkit.spec import load_experiments
+from test_cli_errors import assert_one_line_error, run_in_process
 
 
 def vmas(run: str, continuous: bool, **config) -> dict:
@@ -110,34 +113,71 @@ def shipped(name: str, **config) -> dict:
     return experiment
 
 
-def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tmp_path, ray_temp_dir):
+def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll_out(tmp_path, ray_temp_dir,
+                                                                                      monkeypatch, capsys):
     """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
     view beside scripted agents, IMPALA (RLlib's default of 1 GPU made 0: it never started here) and APPO on Bucket
-    Brigade beside scripted agents, 2 iterations
-    each in one train.py run; the replay algorithms learn from the 2nd iteration on, sampled by the batched env
-    runner (IMPALA by RLlib's stock sampler, with a note); RLlib's CartPole tuned examples as written (but for their
-    stop and a checkpoint at the end). Then a DQN checkpoint rolls out and SAC is restored."""
+    Brigade beside scripted agents, 2 iterations each in one train.py run; the replay algorithms learn from the 2nd
+    iteration on, sampled by the batched env runner (IMPALA and APPO by RLlib's stock sampler, with a note); RLlib's
+    CartPole tuned examples as written (but for their stop and a checkpoint at the end).
+    DQN and SAC on VMAS, IMPALA and APPO fail in their 2nd iteration (tests/fail_callback.py) after a checkpoint of
+    the 1st, and `--resume` finishes them from it; meanwhile a DQN checkpoint rolls out and SAC is restored."""
     replay = {"num_steps_sampled_before_learning_starts": 100, "min_sample_timesteps_per_iteration": 200,
               "train_batch_size": 64}
-    experiments = {"dqn-vmas": shipped("vmas-navigation-dqn", **replay),
-                   "sac-vmas": shipped("vmas-navigation-sac", **replay),
-                   "dqn-bb": bucket_brigade("DQN", **replay),
-                   # (RLlib's 10 s minimum per iteration of APPO and IMPALA cut to 1 s)
-                   "impala-vmas": vmas("IMPALA", False, train_batch_size=200, rollout_fragment_length=50,
-                                       min_time_s_per_iteration=1),
-                   "appo-bb": bucket_brigade("APPO", train_batch_size=200, rollout_fragment_length=50,
-                                             min_time_s_per_iteration=1),
+    # (RLlib's 10 s minimum per iteration of APPO and IMPALA cut to 1 s)
+    asynchronous = {"train_batch_size": 200, "rollout_fragment_length": 50, "min_time_s_per_iteration": 1}
+    failing = {"dqn-vmas": shipped("vmas-navigation-dqn", **replay), "sac-vmas": shipped("vmas-navigation-sac", **replay),
+               "impala-vmas": vmas("IMPALA", False, **asynchronous), "appo-bb": bucket_brigade("APPO", **asynchronous)}
+    for experiment in failing.values():
+        experiment.update(checkpoint_freq=1, checkpoint_at_end=True)
+        experiment["config"]["callbacks"] = "fail_callback.FailInSecondIteration"
+    experiments = {**failing, "dqn-bb": bucket_brigade("DQN", **replay),
                    **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
                       for name in ("cartpole-dqn", "cartpole-ppo")}}
-    run = run_train("-f", str(write_yaml(tmp_path / "algorithms.yaml", experiments)), "--local-dir", str(tmp_path),
-                    temp_dir=ray_temp_dir)
-    assert run.returncode == 0, run.stderr[-3000:]
+    path = write_yaml(tmp_path / "algorithms.yaml", experiments)
+    marker = tmp_path / "fail-in-second-iteration"
+    marker.touch()
+    callbacks = {"PYTHONPATH": str(REPO / "tests")}
+    run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
+                    env={**callbacks, "FAIL_IN_SECOND_ITERATION": str(marker)})
+    assert run.returncode == 1, run.stderr[-3000:]
+    failed = re.findall(r"^trial \S+/(\S+?)/\S+ failed: RuntimeError: test failure in iteration 2", run.stdout, re.M)
+    assert failed == list(failing), run.stdout[-3000:]
     stock = [line for line in run.stdout.splitlines() if "get RLlib's stock sampler" in line]
     assert stock == [f"note: {name}: {run} experiments get RLlib's stock sampler (the batched env runner does not run "
                      f"them); sampling is slower" for name, run in (("impala-vmas", "IMPALA"), ("appo-bb", "APPO"))], stock
+    first_rows = {name: read_results(trial_dirs(tmp_path / name)[0]) for name in failing}
+    assert all([r["training_iteration"] for r in rows] == [1] for rows in first_rows.values()), first_rows
+
+    (checkpoint,) = trial_dirs(tmp_path / "dqn-bb")[0].glob("checkpoint_*")
+    rollout = start_script("rollout.py", str(checkpoint), "--run", "DQN", "--episodes", "1", "--num-workers", "0",
+                           "--num-gpus", "0", temp_dir=ray_temp_dir / "rollout")
+    resumed = start_script("train.py", "-f", str(path), "--local-dir", str(tmp_path), "--resume",
+                           temp_dir=ray_temp_dir / "resume", env=callbacks)
+    # SAC restored from its checkpoint of iteration 1 in --local-mode (the trial in the driver): it goes on from the
+    # checkpoint's counters and weights (and learns), not from scratch.
+    (sac_trial,) = trial_dirs(tmp_path / "sac-vmas")
+    sac_config = {key: value for key, value in experiments["sac-vmas"]["config"].items() if key != "callbacks"}
+    sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**experiments["sac-vmas"], "config": sac_config}})
+    # The checkpoint's config names the callback class: restored where Python cannot import its module, one line.
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "fail_callback", None)
+        refused = run_in_process(capsys, "train.py", "-f", str(sac), "--restore", str(sac_trial / "checkpoint_000000"))
+    assert_one_line_error(refused, "needs the module 'fail_callback', which Python cannot import here")
+    restored = run_train("-f", str(sac), "--restore", str(sac_trial / "checkpoint_000000"), "--local-mode",
+                         "--local-dir", str(tmp_path / "restored"), temp_dir=ray_temp_dir / "restore", env=callbacks)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    rows = read_results(trial_dirs(tmp_path / "restored" / "sac-vmas")[0])
+    assert [r["training_iteration"] for r in rows] == [2], "not restored from the checkpoint of iteration 1"
+    row, checkpointed = rows[0], first_rows["sac-vmas"][0]
+    assert row["pid"] != checkpointed["pid"]
+    assert row["num_env_steps_sampled_lifetime"] > checkpointed["num_env_steps_sampled_lifetime"]
+    assert "shared" in row["info"]["learner"]
+
+    resumed = finish_script(resumed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     trained = {"dqn-vmas": "shared", "sac-vmas": "shared", "dqn-bb": "learner", "impala-vmas": "shared",
-               "appo-bb": "learner",
-               "cartpole-dqn": "default_policy", "cartpole-ppo": "default_policy"}
+               "appo-bb": "learner", "cartpole-dqn": "default_policy", "cartpole-ppo": "default_policy"}
     for name, policy in trained.items():
         (trial,) = trial_dirs(tmp_path / name)
         rows = read_results(trial)
@@ -145,23 +185,9 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_and_roll_out(tm
         assert rows[-1]["num_env_steps_sampled_lifetime"] > rows[0]["num_env_steps_sampled_lifetime"] > 0, name
         assert policy in rows[-1]["info"]["learner"], (name, rows[-1]["info"])  # it learned
         assert list(trial.glob("checkpoint_*")), name
-    (checkpoint,) = trial_dirs(tmp_path / "dqn-bb")[0].glob("checkpoint_*")
-    rollout = start_script("rollout.py", str(checkpoint), "--run", "DQN", "--episodes", "1", "--num-workers", "0",
-                           "--num-gpus", "0", temp_dir=ray_temp_dir / "rollout")
-    # Meanwhile, SAC restored from its checkpoint of iteration 2, in --local-mode (the trial in the driver): it goes
-    # on from the checkpoint's counters and weights (and learns), not from scratch.
-    (sac_trial,) = trial_dirs(tmp_path / "sac-vmas")
-    (sac_checkpoint,) = sac_trial.glob("checkpoint_*")
-    sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**experiments["sac-vmas"], "stop": {"training_iteration": 3}}})
-    restored = run_train("-f", str(sac), "--restore", str(sac_checkpoint), "--local-mode", "--local-dir",
-                         str(tmp_path / "restored"), temp_dir=ray_temp_dir / "restore")
-    assert restored.returncode == 0, restored.stderr[-3000:]
-    rows = read_results(trial_dirs(tmp_path / "restored" / "sac-vmas")[0])
-    assert [r["training_iteration"] for r in rows] == [3], "not restored from the checkpoint of iteration 2"
-    row, checkpointed = rows[0], read_results(sac_trial)[-1]
-    assert row["pid"] != checkpointed["pid"]
-    assert row["num_env_steps_sampled_lifetime"] > checkpointed["num_env_steps_sampled_lifetime"]
-    assert "shared" in row["info"]["learner"]
+        if name in failing:  # the 2nd iteration in the resumed run's process, from the 1st's checkpoint
+            assert rows[-1]["pid"] != rows[0]["pid"], name
+            assert load_algorithm_state(max(trial.glob("checkpoint_*")))["training_iteration"] == 2, name
     rollout = finish_script(rollout)
     assert rollout.returncode == 0, rollout.stderr[-3000:]
     assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
