@@ -36,11 +36,9 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +48,8 @@ import torch
 # package: put the repository root there instead (for marlkit and envs).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-# The scenarios as BenchMARL's task files (`vmas/<scenario>.yaml`) set them; both frameworks get exactly these.
-TASKS = {
-    "navigation": {
-        "n_agents": 3, "max_steps": 100, "collisions": True, "agents_with_same_goal": 1, "split_goals": False,
-        "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35, "agent_radius": 0.1,
-    },
-    "balance": {"n_agents": 4, "max_steps": 100, "random_package_pos_on_line": True, "package_mass": 5},
-}
-GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP = 0.99, 0.9, 0.2, 5.0
+from bench.matched import TASKS, Matched, TrainRun, benchmarl_train, ours_sample_fps, ours_train, summarize  # noqa: E402
+
 JSON_KEYS = ("raw_vmas_fps", "ours_sample_fps", "naive_rllib_sample_fps", "ours_train_fps", "benchmarl_train_fps",
              "ours_return", "benchmarl_return", "ours_mappo_train_fps", "ours_mappo_return", "lstm_stock_train_fps", "lstm_batched_train_fps",
              "fcnet_batched_train_fps")
@@ -79,18 +70,6 @@ RECURRENT_TARGETS = (
     ("lstm_batched / lstm_stock", 3.0, "LSTM batched >= 3x stock"),
     ("lstm_batched / fcnet_batched", 0.5, "LSTM batched within 2x of the MLP"),
 )
-
-
-@dataclass
-class TrainRun:
-    seed: int
-    frames: int
-    seconds: float
-    mean_return: float  # mean per-agent episode return of the episodes that ended in the last batch
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if set(args.ours_critics) - set(OURS_RUNS):
         parser.error(f"--ours-critics: choose from {', '.join(OURS_RUNS)} (got {','.join(args.ours_critics)})")
     args.task = TASKS[args.scenario]
+    args.matched = Matched(args.scenario, args.num_envs, args.frames_per_batch, args.train_frames, args.hiddens,
+                           args.lr, args.epochs, args.minibatch_size)
     if set(args.benchmarl_algorithms) - {"mappo", "ippo"}:
         parser.error(f"--benchmarl-algorithms: choose from mappo, ippo (got {','.join(args.benchmarl_algorithms)})")
     if args.frames_per_batch % args.num_envs:
@@ -171,61 +152,6 @@ def raw_vmas_fps(args) -> float:
             for index in done.nonzero().flatten().tolist():
                 env.reset_at(index)
     return steps * args.num_envs / (time.perf_counter() - start)
-
-
-def ours_experiment(args, seed: int, critic: str = "decentralized"):
-    """This project's experiment for the benchmark task, as a YAML file would declare it."""
-    from marlkit import spec
-
-    return spec.parse_experiment(f"bench-vmas-{args.scenario}", {
-        "run": "PPO",
-        "env": "vmas",
-        "config": {
-            "env_config": {"scenario": args.scenario, "continuous_actions": True, **args.task},
-            "num_env_runners": 0,  # sample in the training process, as BenchMARL's collector does
-            "num_envs_per_env_runner": args.num_envs,
-            "rollout_fragment_length": args.frames_per_batch // args.num_envs,
-            "train_batch_size": args.frames_per_batch,
-            # RLlib's minibatches count rows of the policy's batch, one per agent and frame; BenchMARL's count frames.
-            "minibatch_size": args.minibatch_size * args.task["n_agents"],
-            "num_epochs": args.epochs,
-            "lr": args.lr,
-            "gamma": GAMMA,
-            "lambda": GAE_LAMBDA,
-            "clip_param": CLIP,
-            "grad_clip": GRAD_NORM_CLIP,
-            "vf_loss_coeff": 1.0,
-            "vf_clip_param": float("inf"),  # TorchRL's ClipPPOLoss does not clip the value loss
-            "entropy_coeff": 0.0,
-            "use_kl_loss": False,
-            "kl_coeff": 0.0,
-            "seed": seed,
-            "metrics_num_episodes_for_smoothing": args.num_envs,  # all episodes of a batch, like BenchMARL's figure
-            "multiagent": {"policies": "shared", "critic": critic},
-            "model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": args.hiddens, "activation": "tanh"}},
-        },
-    })
-
-
-def build_ours(args, seed: int, critic: str = "decentralized"):
-    from marlkit import launch
-
-    experiment = ours_experiment(args, seed, critic)
-    launch.register_components([experiment])
-    return launch.build_algorithm(experiment.run, launch.first_trial_config(experiment))
-
-
-def ours_sample_fps(args) -> float:
-    """(b) The batched env runner of a PPO algorithm: policy forward, VMAS step, batch and GAE; no learning."""
-    algorithm = build_ours(args, seed=0)
-    try:
-        runner = algorithm.env_runner
-        runner.sample()  # warm-up: first reset, lazy allocations
-        start = time.perf_counter()
-        frames = sum(runner.sample().env_steps() for _ in range(args.sample_iters))
-        return frames / (time.perf_counter() - start)
-    finally:
-        algorithm.stop()
 
 
 def naive_env_class(args):
@@ -291,19 +217,6 @@ def naive_rllib_sample_fps(args) -> float:
         runner.stop()
 
 
-def ours_train(args, seed: int, critic: str) -> TrainRun:
-    """(d, e) This project's PPO with `critic`: `algorithm.train()` until --train-frames, as a Tune trial calls it."""
-    from bench.build import train_until
-
-    algorithm = build_ours(args, seed, critic)
-    try:
-        seconds, frames, result = train_until(algorithm, args.train_frames)
-        mean_return = result["env_runners"]["policy_reward_mean"].get("shared", math.nan)
-        return report(f"marlkit ({critic} critic)", TrainRun(seed, frames, seconds, mean_return))
-    finally:
-        algorithm.stop()
-
-
 def recurrent_train(args, custom_model: str, stock: bool) -> tuple[float, str]:
     """(f) PPO of config/benchmark/level_1_basic.yaml with `custom_model` (its defaults), sampling in this process
     through RLlib's stock old-stack sampler or this project's batched env runner: frames over the summed time of
@@ -329,51 +242,6 @@ def recurrent_train(args, custom_model: str, stock: bool) -> tuple[float, str]:
         return frames / seconds, note
     finally:
         algorithm.stop()
-
-
-def benchmarl_train(args, algorithm_name: str, seed: int, folder: Path) -> TrainRun:
-    """(d, e) BenchMARL's MAPPO or IPPO on the same task with the same hyperparameters."""
-    from benchmarl.algorithms import IppoConfig, MappoConfig
-    from benchmarl.environments import VmasTask
-    from benchmarl.experiment import Experiment, ExperimentConfig
-    from benchmarl.models.mlp import MlpConfig
-
-    config = ExperimentConfig.get_from_yaml()
-    config.sampling_device = config.train_device = config.buffer_device = "cpu"
-    config.share_policy_params = True
-    config.prefer_continuous_actions = True
-    config.gamma, config.lr = GAMMA, args.lr
-    config.clip_grad_norm, config.clip_grad_val = True, GRAD_NORM_CLIP
-    config.max_n_frames = args.train_frames
-    config.on_policy_collected_frames_per_batch = args.frames_per_batch
-    config.on_policy_n_envs_per_worker = args.num_envs
-    config.on_policy_n_minibatch_iters = args.epochs
-    config.on_policy_minibatch_size = args.minibatch_size
-    config.evaluation, config.render, config.loggers, config.create_json = False, False, [], False
-    config.checkpoint_interval, config.checkpoint_at_end = 0, False
-    config.save_folder = str(folder)
-    algorithm = {"mappo": MappoConfig, "ippo": IppoConfig}[algorithm_name].get_from_yaml()
-    algorithm.lmbda, algorithm.clip_epsilon, algorithm.entropy_coef, algorithm.critic_coef = GAE_LAMBDA, CLIP, 0.0, 1.0
-    task = VmasTask[args.scenario.upper()].get_from_yaml()
-    task.config.update(args.task)
-    model = MlpConfig(num_cells=args.hiddens, activation_class=torch.nn.Tanh, layer_class=torch.nn.Linear)
-    experiment = Experiment(task=task, algorithm_config=algorithm, model_config=model, critic_model_config=model,
-                            seed=seed, config=config)
-    experiment.run()
-    return report(f"BenchMARL {algorithm_name.upper()}", TrainRun(seed, experiment.total_frames, experiment.total_time, experiment.mean_return))
-
-
-def report(framework: str, run: TrainRun) -> TrainRun:
-    print(f"{framework} seed {run.seed}: {run.frames:,} frames in {run.seconds:.1f} s ({run.fps:,.0f} frames/s), "
-          f"mean per-agent return {run.mean_return:.3f}", flush=True)
-    return run
-
-
-def summarize(runs: list[TrainRun]) -> tuple[float, float, float]:
-    """Median frames/s, mean return and its standard deviation over seeds."""
-    returns = [run.mean_return for run in runs]
-    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
-    return statistics.median(run.fps for run in runs), statistics.mean(returns), spread
 
 
 def benchmarl_key(algorithm: str) -> str:
@@ -435,7 +303,7 @@ def main(argv=None) -> dict:
     ray.init(include_dashboard=False, _temp_dir=str(Path(args.temp_dir).resolve()) if args.temp_dir else None)
     try:
         if sampling:
-            measure("ours_sample_fps", ours_sample_fps)
+            measure("ours_sample_fps", lambda args: ours_sample_fps(args.matched, "PPO", False, args.sample_iters))
             measure("naive_rllib_sample_fps", naive_rllib_sample_fps)
             rows += [
                 ("a. raw VMAS, random actions", figures["raw_vmas_fps"], ""),
@@ -444,7 +312,8 @@ def main(argv=None) -> dict:
             ]
         for critic in args.ours_critics if training else ():
             key, label = OURS_RUNS[critic]
-            add_training_rows(key, label, [ours_train(args, seed, critic) for seed in range(args.seeds)])
+            add_training_rows(key, label, [ours_train(args.matched, "PPO", seed, critic)
+                                                   for seed in range(args.seeds)])
         recurrent_rows = []
         if args.recurrent_iters:
             for key, label, custom_model, stock in RECURRENT_RUNS:
@@ -455,7 +324,7 @@ def main(argv=None) -> dict:
     if training:
         for algorithm in args.benchmarl_algorithms:
             with tempfile.TemporaryDirectory(prefix="bench-benchmarl-") as folder:
-                runs = [benchmarl_train(args, algorithm, seed, Path(folder)) for seed in range(args.seeds)]
+                runs = [benchmarl_train(args.matched, algorithm, seed, Path(folder)) for seed in range(args.seeds)]
             add_training_rows(benchmarl_key(algorithm), f"d. BenchMARL {algorithm.upper()} (train)", runs)
     rows += recurrent_rows
     print_report(args, figures, rows, sampling, training)

@@ -134,15 +134,22 @@ def test_vmas_benchmark_rejects_bad_arguments():
 
 
 def test_algorithms_benchmark_tiny_run(ray_temp_dir):
-    result = run_script("bench/algorithms.py", "--algorithms", "DQN,SAC", "--num-envs", "32", "--fragment", "5",
-                        "--sample-iters", "2", "--train-frames", "320", "--seeds", "1", temp_dir=ray_temp_dir)
+    """Each algorithm sampled both ways and trained, and BenchMARL's counterpart trained on the same frames."""
+    result = run_script("bench/algorithms.py", "--num-envs", "32", "--fragment", "5", "--sample-iters", "2",
+                        "--train-frames", "320", "--seeds", "1", "--minibatch-frames", "40", "--replay-batch", "16",
+                        "--optimizer-steps", "2", temp_dir=ray_temp_dir)
     assert result.returncode == 0
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(figures) == {f"{algorithm}_{figure}" for algorithm in ("dqn", "sac")
-                            for figure in ("batched_sample_fps", "stock_sample_fps", "train_fps", "return")}
-    assert figures["dqn_train_fps"] > 0 and figures["sac_train_fps"] > 0
+    algorithms = ("ppo", "dqn", "sac")
+    ours = {f"{a}_{figure}" for a in algorithms for figure in ("batched_sample_fps", "stock_sample_fps", "train_fps", "return")}
+    assert set(figures) == ours | {f"benchmarl_{a}_{figure}" for a in algorithms for figure in ("train_fps", "return")}
+    assert all(figures[f"{prefix}{algorithm}_train_fps"] > 0 for algorithm in algorithms for prefix in ("", "benchmarl_"))
     # The direction docs/algorithms.md claims, with a loose margin at 32 worlds (seen here: 5.3x DQN, 6.1x SAC; at
     # 200 worlds 17.8x and 25.2x).
-    for algorithm in ("dqn", "sac"):
+    for algorithm in algorithms:
         assert figures[f"{algorithm}_batched_sample_fps"] >= 2 * figures[f"{algorithm}_stock_sample_fps"], figures
-    assert "DQN " in result.stdout and "SAC " in result.stdout  # the table's rows
+    for label in ("marlkit PPO", "marlkit DQN", "marlkit SAC", "BenchMARL IPPO", "BenchMARL IQL", "BenchMARL ISAC",
+                  "DQN / BenchMARL IQL train = "):
+        assert label in result.stdout, label
+    # equal frames: 2 batches of 160 frames each, both frameworks (BenchMARL's runs print theirs)
+    assert "marlkit DQN seed 0: 320 frames" in result.stdout and "BenchMARL IQL seed 0: 320 frames" in result.stdout
