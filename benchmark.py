@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from datetime import date
 
-    from marlkit import benchmark, benchmark_results, launch
+    from marlkit import benchmark, benchmark_results, launch, preflight
 
     if args.compare_speed:
         plot = Path(args.output_dir or ".") / "speed_comparison.png"
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     suite.check()
     if args.max_parallel < 1:
         raise ConfigError(f"--max-parallel must be at least 1, got {args.max_parallel}")
-    output_dir = launch.check_writable(args.output_dir or f"results/bench_{date.today():%Y%m%d}")
+    output_dir = preflight.check_writable(args.output_dir or f"results/bench_{date.today():%Y%m%d}")
     for run in suite.runs():
         if run.seed == 0:
             suite.experiment(run)  # every (level, architecture) validates before Ray starts

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"--num-workers must be 0 or more, got {args.num_workers}")
     overrides = parse_mapping("--config", args.config, "{env_config: {n_agents: 4}}")
 
-    from marlkit import checkpoints, launch
+    from marlkit import checkpoints, launch, preflight
     from marlkit.rollout import RolloutSettings, restore_for_evaluation, rollout, summary, write_rollout
 
     checkpoint = checkpoints.resolve_checkpoint(args.checkpoint)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     num_workers = 0 if args.local_mode else args.num_workers
     video_dir = args.video_dir or (str(checkpoint / "monitor") if args.monitor else None)
     out = args.out or str(checkpoint / "rollout")
-    launch.check_writable(os.path.dirname(os.path.abspath(out)))
+    preflight.check_writable(os.path.dirname(os.path.abspath(out)))
 
     address = args.ray_address or os.environ.get("RAY_ADDRESS")
     launch.start_ray(launch.RayOptions(

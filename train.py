@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
     # Tune's classic progress reporter shows our columns (env steps/s); the newer one ignores them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    from marlkit import launch, local_mode, plan, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
+    from marlkit import launch, local_mode, plan, preflight, spec  # heavy imports (Ray, torch) after argument parsing keeps --help fast
 
     if args.seed is not None:
         config_override["seed"] = args.seed
@@ -63,20 +63,20 @@ def main(argv=None) -> int:
         for note in experiment.notes + plan.make_plan(experiment).notes:
             print(f"note: {note}")
     local_dirs = {args.local_dir or e.local_dir or "results" for e in experiments}
-    storages = {d: launch.check_writable(d) for d in local_dirs}
+    storages = {d: preflight.check_writable(d) for d in local_dirs}
     if args.resume:
         if args.local_mode:
             raise ConfigError("--resume continues Tune experiments; it does not combine with --local-mode")
         for experiment in experiments:
-            launch.check_resumable(experiment, storages[args.local_dir or experiment.local_dir or "results"])
-    restores = {e.name: launch.check_checkpoint(args.restore or e.restore, e) for e in experiments if args.restore or e.restore}
+            preflight.check_resumable(experiment, storages[args.local_dir or experiment.local_dir or "results"])
+    restores = {e.name: preflight.check_checkpoint(args.restore or e.restore, e) for e in experiments if args.restore or e.restore}
 
     resources = launch.start_ray(launch.RayOptions(
         address=args.ray_address, num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,
         num_nodes=args.ray_num_nodes, object_store_memory=args.ray_object_store_memory, temp_dir=args.temp_dir,
     ))
     for experiment in experiments:
-        launch.check_resources(experiment, resources, args.local_mode)
+        preflight.check_resources(experiment, resources, args.local_mode)
     launch.register_components(experiments)
 
     ok = True

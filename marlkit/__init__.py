@@ -19,7 +19,9 @@ Modules, one concern each:
                      (RLlib's stock sampler gets them through envs/rllib_adapters.py)
     batch_columns    the batched runner's training columns: GAE, n-step transitions, replay weights, sequences
     stock_runner     RLlib's stock sampler, closing its envs when it cannot be built
-    launch           Ray start-up, the checks made once it runs, and the Tune run of train.py and the suite
+    preflight        the checks before anything trains: resources the cluster can give, --restore and --resume
+                     targets, writable output folders
+    launch           Ray start-up and the Tune run of train.py and the suite
     local_mode       --local-mode: trials one after another in the driver process
     checkpoints      finding, checking and saving checkpoints; resume from the newest readable one
     callbacks        RLlib callbacks of every run (env steps/s, placement, machine, --restore, videos, curricula)

@@ -14,7 +14,7 @@ import ray
 
 from conftest import REPO, run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
 from envs.errors import ConfigError
-from marlkit import launch
+from marlkit import preflight
 from marlkit.cli import run_cli
 from marlkit.spec import load_experiments
 
@@ -190,7 +190,7 @@ def test_resources_no_node_can_give_are_refused_in_one_line(tmp_path, config, me
     request"); train.py refuses it first (the whole CLI path: test_gpus_the_cluster_does_not_have_fail_fast)."""
     (experiment,) = load_experiments(write_yaml(tmp_path / "exp.yaml", experiment_with(**config)))
     with pytest.raises(ConfigError) as error:
-        launch.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=False)
+        preflight.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=False)
     assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
@@ -198,9 +198,9 @@ def test_resources_are_counted_as_ray_places_the_trial(tmp_path):
     """--local-mode runs the env runners in the driver; a custom resource the cluster has is no problem."""
     (experiment,) = load_experiments(write_yaml(tmp_path / "exp.yaml", experiment_with(config={
         "num_env_runners": 4, "custom_resources_per_env_runner": {"fpga": 1}})))
-    launch.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=True)
-    launch.check_resources(experiment, {"CPU": 5.0, "fpga": 4.0}, local_mode=False)
-    assert launch.trial_demand(experiment.config, local_mode=False)["fpga"][0] == 4
+    preflight.check_resources(experiment, {"CPU": 2.0, "GPU": 0.0, "fpga": 1.0}, local_mode=True)
+    preflight.check_resources(experiment, {"CPU": 5.0, "fpga": 4.0}, local_mode=False)
+    assert preflight.trial_demand(experiment.config, local_mode=False)["fpga"][0] == 4
 
 
 def test_local_mode_stop_metric_that_results_do_not_have(tmp_path, ray_temp_dir):
