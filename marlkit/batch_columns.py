@@ -8,13 +8,15 @@ the game's row at `t + 1` is its restart row, which the runner drops.
 - `gae`: advantages (PPO's `compute_gae_for_sample_batch`);
 - `nstep`: n-step rewards, next observations and flags (`adjust_nstep`, used by DQN and SAC);
 - `replay_weights`: the replay weights of DQN's and SAC's rows (`postprocess_nstep_and_prio`);
-- `sequences`: a recurrent policy's rows cut into `max_seq_len` sequences.
+- `sequences`: a recurrent policy's rows cut into `max_seq_len` sequences;
+- `unsupported`: why a policy needs columns these cannot give (RLlib's stock sampler builds them).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 from ray.rllib.policy.sample_batch import SampleBatch
 
 
@@ -131,3 +133,22 @@ def sequences(columns: dict, state_in: list, valid: torch.Tensor, valid_steps: t
     seq_lens = torch.diff(first_rows, append=torch.tensor([len(is_start)], device=first_rows.device))
     return ({key: lanes(column) for key, column in columns.items()},
             [lanes(state)[is_start.to(state.device)] for state in state_in], seq_lens)
+
+
+def unsupported(policy, replayed: bool) -> str | None:
+    """Why the columns above cannot train `policy` (None when they can): `replayed` policies learn from replayed
+    transitions (no advantages in their view requirements) and must weight them (DQN, SAC); recurrent models need
+    the policy's own state at each step, which the runner keeps only for models that read their last state alone."""
+    if replayed and PRIO_WEIGHTS not in policy.view_requirements:
+        return "its algorithm trains on neither advantages nor replayed transitions; it needs RLlib's stock sampler"
+    if not policy.is_recurrent():
+        return None
+    if replayed:
+        return "recurrent models of replay-based algorithms need RLlib's stock sampler"
+    requirement = policy.view_requirements.get("state_in_0")
+    if requirement is not None and requirement.shift_from is not None:
+        return "attention nets over past states (use_attention) need RLlib's stock sampler"
+    model_config = policy.config.get("model") or {}
+    if model_config.get("lstm_use_prev_action") or model_config.get("lstm_use_prev_reward"):
+        return "lstm_use_prev_action/lstm_use_prev_reward need RLlib's stock sampler"
+    return None

@@ -103,26 +103,13 @@ class BatchedEnvRunner(StockEnvRunner):
         return getattr(self.policy_map[policy_id], "model", None) is not None
 
     def _check_policy(self, policy_id) -> None:
-        policy = self.policy_map[policy_id]
         if not self._is_model(policy_id):
             return  # a scripted policy: compute_actions on whole arrays
         if not isinstance(self.filters[policy_id], NoFilter):
             raise ValueError(f"policy '{policy_id}': observation filters are not supported by the batched env runner")
-        if policy_id in self._replayed and PRIO_WEIGHTS not in policy.view_requirements:
-            raise ValueError(f"policy '{policy_id}': its algorithm trains on neither advantages nor replayed "
-                             f"transitions; it needs RLlib's stock sampler")
-        if policy_id in self._replayed and policy.is_recurrent():
-            raise ValueError(f"policy '{policy_id}': recurrent models of replay-based algorithms need RLlib's stock "
-                             f"sampler")
-        if policy.is_recurrent():
-            requirement = policy.view_requirements.get("state_in_0")
-            if requirement is not None and requirement.shift_from is not None:
-                raise ValueError(f"policy '{policy_id}': attention nets over past states (use_attention) need RLlib's "
-                                 f"stock sampler")
-            model_config = policy.config.get("model") or {}
-            if model_config.get("lstm_use_prev_action") or model_config.get("lstm_use_prev_reward"):
-                raise ValueError(f"policy '{policy_id}': lstm_use_prev_action/lstm_use_prev_reward need RLlib's stock "
-                                 f"sampler")
+        problem = batch_columns.unsupported(self.policy_map[policy_id], policy_id in self._replayed)
+        if problem:
+            raise ValueError(f"policy '{policy_id}': {problem}")
 
     # ---- env arrays ----------------------------------------------------------------------------------------------
 
