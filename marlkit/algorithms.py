@@ -12,7 +12,8 @@ with per-agent or shared policies (docs/algorithms.md).
 Why a class of our own for DQN and SAC: Ray 2.60's `Algorithm` tests `"EpisodeReplayBuffer" in <buffer type>` after
 the old stack's config validation has turned the type into a class, so every old-stack replay algorithm failed with
 `TypeError: argument of type 'ABCMeta' is not iterable` at build time. `OldStackReplay` builds the buffer from the
-validated config directly.
+validated config directly, with RLlib's timestep buffers kept in columns (marlkit/replay.py: RLlib's stored one
+`SampleBatch` per transition and drew training batches one row per call).
 
 Example:
     >>> algorithm_class("DQN").__module__, algorithm_class("PPO").__name__
@@ -30,23 +31,29 @@ from ray.rllib.algorithms.sac import SAC as RLlibSAC
 from ray.rllib.utils.from_config import from_config
 from ray.rllib.utils.replay_buffers import ReplayBuffer
 
+from marlkit.replay import columnar_config
+
 OFFLINE = ("BC", "MARWIL", "CQL", "IQL")
 NEW_STACK_ONLY = ("DreamerV3",)
 
 
 class OldStackReplay:
-    """Builds the local replay buffer from the validated `replay_buffer_config`, whose `type` is a class by then."""
+    """Builds the local replay buffer from the validated `replay_buffer_config`, whose `type` is a class by then;
+    RLlib's timestep buffers in columns (marlkit/replay.py), drawing a training batch per `sample` call."""
 
     def _create_local_replay_buffer_if_necessary(self, config):
         buffer_config = config.get("replay_buffer_config")
         if not buffer_config or buffer_config.get("no_local_replay_buffer"):
             return None
-        return from_config(ReplayBuffer, buffer_config)
+        return from_config(ReplayBuffer, columnar_config(buffer_config, config["train_batch_size"]))
 
     @classmethod
     def get_default_config(cls):
         config = super().get_default_config()
         config.algo_class = cls  # so that `config.build_algo()` (local mode, rollout.py) builds this class
+        # SAC's config sets the new stack's `train_batch_size_per_learner` (256), which the old stack's replay then
+        # samples instead of `train_batch_size`; unset, it follows `train_batch_size` (default 256 as well).
+        config.train_batch_size_per_learner = None
         return config
 
 
