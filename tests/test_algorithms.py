@@ -117,7 +117,8 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
                                                                                       monkeypatch, capsys):
     """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
     view beside scripted agents, IMPALA (RLlib's default of 1 GPU made 0: it never started here) and APPO on Bucket
-    Brigade beside scripted agents, 2 iterations each in one train.py run; the replay algorithms learn from the 2nd
+    Brigade beside scripted agents, and each on the other env (SAC per Bucket Brigade player, APPO on Box VMAS,
+    IMPALA on Bucket Brigade), 2 iterations each in one train.py run; the replay algorithms learn from the 2nd
     iteration on, sampled by the batched env runner (IMPALA and APPO by RLlib's stock sampler, with a note); RLlib's
     CartPole tuned examples as written (but for their stop and a checkpoint at the end).
     DQN and SAC on VMAS, IMPALA and APPO fail in their 2nd iteration (tests/fail_callback.py) after a checkpoint of
@@ -131,7 +132,12 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     for experiment in failing.values():
         experiment.update(checkpoint_freq=1, checkpoint_at_end=True)
         experiment["config"]["callbacks"] = "fail_callback.FailInSecondIteration"
-    experiments = {**failing, "dqn-bb": bucket_brigade("DQN", **replay),
+    # and each algorithm on the other env: SAC with a policy per Bucket Brigade player (the flat Discrete view),
+    # APPO with VMAS's Box actions, IMPALA beside scripted Bucket Brigade players
+    per_agent = bucket_brigade("SAC", **replay)
+    per_agent["config"]["multiagent"] = {"policies": "per_agent"}
+    experiments = {**failing, "dqn-bb": bucket_brigade("DQN", **replay), "sac-bb": per_agent,
+                   "appo-vmas": vmas("APPO", True, **asynchronous), "impala-bb": bucket_brigade("IMPALA", **asynchronous),
                    **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
                       for name in ("cartpole-dqn", "cartpole-ppo")}}
     path = write_yaml(tmp_path / "algorithms.yaml", experiments)
@@ -145,7 +151,8 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     assert failed == list(failing), run.stdout[-3000:]
     stock = [line for line in run.stdout.splitlines() if "get RLlib's stock sampler" in line]
     assert stock == [f"note: {name}: {run} experiments get RLlib's stock sampler (the batched env runner does not run "
-                     f"them); sampling is slower" for name, run in (("impala-vmas", "IMPALA"), ("appo-bb", "APPO"))], stock
+                     f"them); sampling is slower" for name, run in (("impala-vmas", "IMPALA"), ("appo-bb", "APPO"),
+                                                                    ("appo-vmas", "APPO"), ("impala-bb", "IMPALA"))], stock
     first_rows = {name: read_results(trial_dirs(tmp_path / name)[0]) for name in failing}
     assert all([r["training_iteration"] for r in rows] == [1] for rows in first_rows.values()), first_rows
 
@@ -176,14 +183,15 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
 
     resumed = finish_script(resumed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trained = {"dqn-vmas": "shared", "sac-vmas": "shared", "dqn-bb": "learner", "impala-vmas": "shared",
-               "appo-bb": "learner", "cartpole-dqn": "default_policy", "cartpole-ppo": "default_policy"}
-    for name, policy in trained.items():
+    trained = {"dqn-vmas": {"shared"}, "sac-vmas": {"shared"}, "dqn-bb": {"learner"}, "impala-vmas": {"shared"},
+               "appo-bb": {"learner"}, "sac-bb": {"agent_0", "agent_1", "agent_2"}, "appo-vmas": {"shared"},
+               "impala-bb": {"learner"}, "cartpole-dqn": {"default_policy"}, "cartpole-ppo": {"default_policy"}}
+    for name, policies in trained.items():
         (trial,) = trial_dirs(tmp_path / name)
         rows = read_results(trial)
         assert [r["training_iteration"] for r in rows] == [1, 2], name
         assert rows[-1]["num_env_steps_sampled_lifetime"] > rows[0]["num_env_steps_sampled_lifetime"] > 0, name
-        assert policy in rows[-1]["info"]["learner"], (name, rows[-1]["info"])  # it learned
+        assert policies <= set(rows[-1]["info"]["learner"]), (name, rows[-1]["info"])  # they learned
         assert list(trial.glob("checkpoint_*")), name
         if name in failing:  # the 2nd iteration in the resumed run's process, from the 1st's checkpoint
             assert rows[-1]["pid"] != rows[0]["pid"], name
