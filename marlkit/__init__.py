@@ -8,6 +8,7 @@ Modules, one concern each:
     rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
     algorithms       the RLlib algorithm of each `run:` name (DQN and SAC fixed for the old stack), refusals,
                      the action spaces each takes
+    replay           DQN's and SAC's replay buffers (RLlib's, uniform and prioritized) with rows in numpy columns
     plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games
     policies         the multi-agent policy layout declared in YAML, scripted policies
     mappo            the centralised critic (MAPPO)

@@ -1,6 +1,7 @@
 """marlkit/replay.py: the columnar replay buffers keep RLlib's semantics (rows per policy, ring overwrite, prioritized
 sampling and importance weights, priorities updated from TD errors, checkpoint state) and draw a training batch per
-call; DQN and SAC get them, and SAC's training batch is the YAML's `train_batch_size`."""
+call; DQN and SAC get them, SAC's training batch is the YAML's `train_batch_size`, and both learn with RLlib's simple
+optimizer (`simple_optimizer: false` in a YAML file still selects the multi-GPU one)."""
 
 from __future__ import annotations
 
@@ -132,5 +133,12 @@ def test_dqn_and_sac_get_the_columnar_buffers_and_the_yamls_batch_size():
             "train_batch_size": 64}})
         config = own.get_default_config().update_from_dict(launch.first_trial_config(experiment))
         assert config.total_train_batch_size == 64, run  # SAC's sampled 256 rows whatever the YAML said
+        assert config.simple_optimizer is True, run  # one gradient step per replayed batch: no multi-GPU loader
         buffer = own._create_local_replay_buffer_if_necessary(None, config.to_dict())
         assert isinstance(buffer, ColumnarPrioritizedReplayBuffer) and buffer.rows_per_item == 64, run
+
+
+def test_the_multi_gpu_optimizer_stays_selectable():
+    experiment = spec.parse_experiment("exp", {"run": "DQN", "env": "vmas", "config": {
+        "env_config": {"scenario": "navigation", "n_agents": 2, "continuous_actions": False}, "simple_optimizer": False}})
+    assert launch.first_trial_config(experiment)["simple_optimizer"] is False
