@@ -115,14 +115,15 @@ def shipped(name: str, **config) -> dict:
 
 def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll_out(tmp_path, ray_temp_dir,
                                                                                       monkeypatch, capsys):
-    """The shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket Brigade through its flat Discrete
-    view beside scripted agents, IMPALA (RLlib's default of 1 GPU made 0: it never started here) and APPO on Bucket
-    Brigade beside scripted agents, and each on the other env (SAC per Bucket Brigade player, APPO on Box VMAS,
-    IMPALA on Bucket Brigade), 2 iterations each in one train.py run; the replay algorithms learn from the 2nd
-    iteration on, sampled by the batched env runner (IMPALA and APPO by RLlib's stock sampler, with a note); RLlib's
-    CartPole tuned examples as written (but for their stop and a checkpoint at the end).
-    DQN and SAC on VMAS, IMPALA and APPO fail in their 2nd iteration (tests/fail_callback.py) after a checkpoint of
-    the 1st, and `--resume` finishes them from it; meanwhile a DQN checkpoint rolls out and SAC is restored."""
+    """One train.py run, 2 iterations each: the shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket
+    Brigade through its flat Discrete view beside scripted agents, IMPALA (RLlib's default of 1 GPU made 0: it never
+    started here) and APPO on Bucket Brigade beside scripted agents, each on the other env (SAC per Bucket Brigade
+    player, APPO on Box VMAS, IMPALA on Bucket Brigade), SAC on Pendulum-v1, APPO on CartPole-v1 and RLlib's CartPole
+    tuned examples as written (but for their stop and a checkpoint at the end). The replay algorithms learn from the
+    2nd iteration on, sampled by the batched env runner on batched envs (IMPALA and APPO by RLlib's stock sampler,
+    with a note). DQN and SAC on VMAS, IMPALA and APPO fail in their 2nd iteration (tests/fail_callback.py) after a
+    checkpoint of the 1st, and `--resume` finishes them from it; meanwhile a DQN and a SAC checkpoint roll out and SAC
+    is restored."""
     replay = {"num_steps_sampled_before_learning_starts": 100, "min_sample_timesteps_per_iteration": 200,
               "train_batch_size": 64}
     # (RLlib's 10 s minimum per iteration of APPO and IMPALA cut to 1 s)
@@ -139,7 +140,12 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     experiments = {**failing, "dqn-bb": bucket_brigade("DQN", **replay), "sac-bb": per_agent,
                    "appo-vmas": vmas("APPO", True, **asynchronous), "impala-bb": bucket_brigade("IMPALA", **asynchronous),
                    **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
-                      for name in ("cartpole-dqn", "cartpole-ppo")}}
+                      for name in ("cartpole-dqn", "cartpole-ppo")},
+                   # and on gymnasium ids (RLlib's stock sampler): SAC in Box actions, APPO
+                   **{name: {"run": run, "env": env, "stop": {"training_iteration": 2}, "checkpoint_at_end": True,
+                             "config": {"num_env_runners": 0, **settings}}
+                      for name, run, env, settings in (("sac-pendulum", "SAC", "Pendulum-v1", replay),
+                                                       ("appo-cartpole", "APPO", "CartPole-v1", asynchronous))}}
     path = write_yaml(tmp_path / "algorithms.yaml", experiments)
     marker = tmp_path / "fail-in-second-iteration"
     marker.touch()
@@ -156,14 +162,16 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     first_rows = {name: read_results(trial_dirs(tmp_path / name)[0]) for name in failing}
     assert all([r["training_iteration"] for r in rows] == [1] for rows in first_rows.values()), first_rows
 
-    (checkpoint,) = trial_dirs(tmp_path / "dqn-bb")[0].glob("checkpoint_*")
-    rollout = start_script("rollout.py", str(checkpoint), "--run", "DQN", "--episodes", "1", "--num-workers", "0",
-                           "--num-gpus", "0", temp_dir=ray_temp_dir / "rollout")
-    resumed = start_script("train.py", "-f", str(path), "--local-dir", str(tmp_path), "--resume",
-                           temp_dir=ray_temp_dir / "resume", env=callbacks)
+    (sac_trial,) = trial_dirs(tmp_path / "sac-vmas")
+    rollouts = {run: start_script("rollout.py", str(checkpoint), "--run", run, "--episodes", "1", "--num-workers", "0",
+                                  "--num-gpus", "0", temp_dir=ray_temp_dir / f"rollout-{run}", env=callbacks)
+                for run, checkpoint in (("DQN", next(trial_dirs(tmp_path / "dqn-bb")[0].glob("checkpoint_*"))),
+                                        ("SAC", sac_trial / "checkpoint_000000"))}
+    # (the failed experiments' file: a finished experiment costs a Tune start to find nothing to do)
+    resumed = start_script("train.py", "-f", str(write_yaml(tmp_path / "failed.yaml", failing)), "--local-dir",
+                           str(tmp_path), "--resume", temp_dir=ray_temp_dir / "resume", env=callbacks)
     # SAC restored from its checkpoint of iteration 1 in --local-mode (the trial in the driver): it goes on from the
     # checkpoint's counters and weights (and learns), not from scratch.
-    (sac_trial,) = trial_dirs(tmp_path / "sac-vmas")
     sac_config = {key: value for key, value in experiments["sac-vmas"]["config"].items() if key != "callbacks"}
     sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**experiments["sac-vmas"], "config": sac_config}})
     # The checkpoint's config names the callback class: restored where Python cannot import its module, one line.
@@ -185,7 +193,8 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trained = {"dqn-vmas": {"shared"}, "sac-vmas": {"shared"}, "dqn-bb": {"learner"}, "impala-vmas": {"shared"},
                "appo-bb": {"learner"}, "sac-bb": {"agent_0", "agent_1", "agent_2"}, "appo-vmas": {"shared"},
-               "impala-bb": {"learner"}, "cartpole-dqn": {"default_policy"}, "cartpole-ppo": {"default_policy"}}
+               "impala-bb": {"learner"}, "cartpole-dqn": {"default_policy"}, "cartpole-ppo": {"default_policy"},
+               "sac-pendulum": {"default_policy"}, "appo-cartpole": {"default_policy"}}
     for name, policies in trained.items():
         (trial,) = trial_dirs(tmp_path / name)
         rows = read_results(trial)
@@ -196,6 +205,7 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
         if name in failing:  # the 2nd iteration in the resumed run's process, from the 1st's checkpoint
             assert rows[-1]["pid"] != rows[0]["pid"], name
             assert load_algorithm_state(max(trial.glob("checkpoint_*")))["training_iteration"] == 2, name
-    rollout = finish_script(rollout)
-    assert rollout.returncode == 0, rollout.stderr[-3000:]
-    assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), rollout.stdout
+    for run, rollout in rollouts.items():
+        rollout = finish_script(rollout)
+        assert rollout.returncode == 0, (run, rollout.stderr[-3000:])
+        assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), (run, rollout.stdout)
