@@ -113,6 +113,12 @@ def shipped(name: str, **config) -> dict:
     return experiment
 
 
+def stock_sampler_notes(stdout: str) -> list[tuple[str, str]]:
+    """(experiment, algorithm) of train.py's notes that an experiment on a batched env gets RLlib's stock sampler."""
+    return re.findall(r"^note: (\S+): (\S+) experiments get RLlib's stock sampler \(the batched env runner does not "
+                      r"run them\); sampling is slower$", stdout, re.M)
+
+
 def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll_out(tmp_path, ray_temp_dir,
                                                                                       monkeypatch, capsys):
     """One train.py run, 2 iterations each: the shipped DQN (Discrete VMAS) and SAC (Box VMAS) configs, DQN on Bucket
@@ -137,28 +143,28 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
     # APPO with VMAS's Box actions, IMPALA beside scripted Bucket Brigade players
     per_agent = bucket_brigade("SAC", **replay)
     per_agent["config"]["multiagent"] = {"policies": "per_agent"}
-    experiments = {**failing, "dqn-bb": bucket_brigade("DQN", **replay), "sac-bb": per_agent,
-                   "appo-vmas": vmas("APPO", True, **asynchronous), "impala-bb": bucket_brigade("IMPALA", **asynchronous),
-                   **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
-                      for name in ("cartpole-dqn", "cartpole-ppo")},
-                   # and on gymnasium ids (RLlib's stock sampler): SAC in Box actions, APPO
-                   **{name: {"run": run, "env": env, "stop": {"training_iteration": 2}, "checkpoint_at_end": True,
-                             "config": {"num_env_runners": 0, **settings}}
-                      for name, run, env, settings in (("sac-pendulum", "SAC", "Pendulum-v1", replay),
-                                                       ("appo-cartpole", "APPO", "CartPole-v1", asynchronous))}}
-    path = write_yaml(tmp_path / "algorithms.yaml", experiments)
+    first = {**failing, "dqn-bb": bucket_brigade("DQN", **replay), "sac-bb": per_agent}
+    others = {"appo-vmas": vmas("APPO", True, **asynchronous), "impala-bb": bucket_brigade("IMPALA", **asynchronous),
+              **{name: {**RLLIB_TUNED_EXAMPLES[name], "stop": {"training_iteration": 2}, "checkpoint_at_end": True}
+                 for name in ("cartpole-dqn", "cartpole-ppo")},
+              # and on gymnasium ids (RLlib's stock sampler): SAC in Box actions, APPO
+              **{name: {"run": run, "env": env, "stop": {"training_iteration": 2}, "checkpoint_at_end": True,
+                        "config": {"num_env_runners": 0, **settings}}
+                 for name, run, env, settings in (("sac-pendulum", "SAC", "Pendulum-v1", replay),
+                                                  ("appo-cartpole", "APPO", "CartPole-v1", asynchronous))}}
+    # Two train.py processes at once (start-ups and Tune's waits overlap): the second goes on while the first's
+    # checkpoints are resumed, restored and rolled out.
+    second = start_script("train.py", "-f", str(write_yaml(tmp_path / "others.yaml", others)), "--local-dir",
+                          str(tmp_path), temp_dir=ray_temp_dir / "others")
     marker = tmp_path / "fail-in-second-iteration"
     marker.touch()
     callbacks = {"PYTHONPATH": str(REPO / "tests")}
-    run = run_train("-f", str(path), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir,
-                    env={**callbacks, "FAIL_IN_SECOND_ITERATION": str(marker)})
+    run = run_train("-f", str(write_yaml(tmp_path / "first.yaml", first)), "--local-dir", str(tmp_path),
+                    temp_dir=ray_temp_dir, env={**callbacks, "FAIL_IN_SECOND_ITERATION": str(marker)})
     assert run.returncode == 1, run.stderr[-3000:]
     failed = re.findall(r"^trial \S+/(\S+?)/\S+ failed: RuntimeError: test failure in iteration 2", run.stdout, re.M)
     assert failed == list(failing), run.stdout[-3000:]
-    stock = [line for line in run.stdout.splitlines() if "get RLlib's stock sampler" in line]
-    assert stock == [f"note: {name}: {run} experiments get RLlib's stock sampler (the batched env runner does not run "
-                     f"them); sampling is slower" for name, run in (("impala-vmas", "IMPALA"), ("appo-bb", "APPO"),
-                                                                    ("appo-vmas", "APPO"), ("impala-bb", "IMPALA"))], stock
+    assert stock_sampler_notes(run.stdout) == [("impala-vmas", "IMPALA"), ("appo-bb", "APPO")]
     first_rows = {name: read_results(trial_dirs(tmp_path / name)[0]) for name in failing}
     assert all([r["training_iteration"] for r in rows] == [1] for rows in first_rows.values()), first_rows
 
@@ -172,8 +178,8 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
                            str(tmp_path), "--resume", temp_dir=ray_temp_dir / "resume", env=callbacks)
     # SAC restored from its checkpoint of iteration 1 in --local-mode (the trial in the driver): it goes on from the
     # checkpoint's counters and weights (and learns), not from scratch.
-    sac_config = {key: value for key, value in experiments["sac-vmas"]["config"].items() if key != "callbacks"}
-    sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**experiments["sac-vmas"], "config": sac_config}})
+    sac_config = {key: value for key, value in failing["sac-vmas"]["config"].items() if key != "callbacks"}
+    sac = write_yaml(tmp_path / "sac.yaml", {"sac-vmas": {**failing["sac-vmas"], "config": sac_config}})
     # The checkpoint's config names the callback class: restored where Python cannot import its module, one line.
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "fail_callback", None)
@@ -191,6 +197,9 @@ def test_off_policy_and_asynchronous_algorithms_train_checkpoint_resume_and_roll
 
     resumed = finish_script(resumed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    second = finish_script(second)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert stock_sampler_notes(second.stdout) == [("appo-vmas", "APPO"), ("impala-bb", "IMPALA")]
     trained = {"dqn-vmas": {"shared"}, "sac-vmas": {"shared"}, "dqn-bb": {"learner"}, "impala-vmas": {"shared"},
                "appo-bb": {"learner"}, "sac-bb": {"agent_0", "agent_1", "agent_2"}, "appo-vmas": {"shared"},
                "impala-bb": {"learner"}, "cartpole-dqn": {"default_policy"}, "cartpole-ppo": {"default_policy"},
