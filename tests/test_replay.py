@@ -14,7 +14,7 @@ from ray.rllib.utils.replay_buffers import (
 
 from marlkit import launch, spec
 from marlkit.algorithms import DQN, SAC, algorithm_class
-from marlkit.replay import ColumnarPrioritizedReplayBuffer, ColumnarReplayBuffer, columnar_config
+from marlkit.replay import ColumnarPrioritizedReplayBuffer, ColumnarReplayBuffer, SumTree, columnar_config
 
 
 def rows(start: int, count: int, weights: np.ndarray | None = None) -> SampleBatch:
@@ -142,3 +142,15 @@ def test_the_multi_gpu_optimizer_stays_selectable():
     experiment = spec.parse_experiment("exp", {"run": "DQN", "env": "vmas", "config": {
         "env_config": {"scenario": "navigation", "n_agents": 2, "continuous_actions": False}, "simple_optimizer": False}})
     assert launch.first_trial_config(experiment)["simple_optimizer"] is False
+
+
+def test_sum_tree_finds_what_a_cumulative_sum_finds():
+    rng = np.random.default_rng(0)
+    values = rng.random(1000)
+    tree = SumTree(1000)  # 1,024 leaves, the last 24 empty
+    tree.set(np.arange(1000), values)
+    tree.set(np.array([5, 5, 999]), np.array([7.0, 3.0, 0.0]))  # repeated index: the last value
+    values[[5, 999]] = [3.0, 0.0]
+    assert tree.total() == pytest.approx(values.sum())
+    masses = rng.random(5000) * values.sum()
+    assert np.array_equal(tree.find(masses), np.searchsorted(np.cumsum(values), masses, side="right"))
