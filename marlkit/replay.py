@@ -170,7 +170,9 @@ class ColumnarReplayBuffer(MultiAgentReplayBuffer):
 
 
 class ColumnarPrioritizedReplayBuffer(ColumnarReplayBuffer, MultiAgentPrioritizedReplayBuffer):
-    """Prioritized replay (RLlib's `MultiAgentPrioritizedReplayBuffer` semantics, see the module docstring).
+    """Prioritized replay (RLlib's `MultiAgentPrioritizedReplayBuffer` semantics, see the module docstring). A subclass
+    of RLlib's class, whose constructor it does not run, because RLlib updates priorities only in buffers that are
+    (`update_priorities_in_replay_buffer`'s isinstance test).
 
     Args:
         prioritized_replay_alpha, prioritized_replay_beta, prioritized_replay_eps: RLlib's settings of that name.
