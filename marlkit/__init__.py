@@ -4,12 +4,14 @@ this package knows RLlib and Tune).
 Modules, one concern each:
     spec             experiment YAML: the declared keys (`ExperimentKeys`), loading and checking each experiment
     experiment_blocks  the curriculum, scheduler and wandb blocks of an experiment
-    env_checks       an experiment's settings checked against one instance of its env (agents, spaces, models)
+    env_checks       an experiment's settings checked against one instance of its env (agents, spaces, models);
+                     the agents and spaces found go to the plan
     rllib_settings   RLlib's settings in `config`: classic keys translated, values checked, RLlib's own validation
     algorithms       the RLlib algorithm of each `run:` name (DQN and SAC fixed for the old stack), refusals,
                      the action spaces each takes
     replay           DQN's and SAC's replay buffers (RLlib's, uniform and prioritized) with rows in numpy columns
-    plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games
+    plan             what trials run with beyond the file: the sampler, the env's device, restarts of crashed games,
+                     each trial's policies with their default models, the centralised critic's memory
     policies         the multi-agent policy layout declared in YAML, scripted policies
     mappo            the centralised critic (MAPPO)
     game_values      the batched sampler's hook for policies valued per game (mappo implements it)

@@ -1,6 +1,7 @@
 """An experiment's RLlib settings checked against its env, before Ray starts: one instance of the env per grid point
-gives the agents and spaces that the policies, their models, the action spaces an algorithm takes and a centralised
-critic's memory are checked against. The loader (marlkit/spec.py) calls `check_env_and_models`.
+gives the agents and spaces that the policies, their models and the action spaces an algorithm takes are checked
+against. The loader (marlkit/spec.py) calls `check_env_and_models`; what is decided from those agents and spaces (the
+default model of a policy, a centralised critic's memory) is the run-time plan's (marlkit/plan.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from envs import FLAT_ACTIONS
 from envs.errors import ConfigError, closest
 from marlkit import models
 from marlkit.algorithms import ACTION_SPACES, action_space_problem
-from marlkit.default_models import IMAGE_MODEL, apply_default_models
-from marlkit.mappo import check_critic_memory
 from marlkit.policies import PolicyLayout, ScriptedPolicy
 from marlkit.rllib_settings import check_with_rllib, config_variants
 
@@ -43,18 +42,19 @@ def sync_batched_num_envs(name: str, config: dict) -> None:
 
 
 def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
-                         notes: list[str]) -> tuple[PolicyLayout | None, set]:
-    """Checks every grid point's models and env settings against one instance of the env (its agents and spaces);
-    returns the policy layout and every custom model the experiment's policies use (the defaults chosen per policy
-    by marlkit/default_models.py included), to register before training. `entry` is the env's `EnvEntry`, None for
-    a Gymnasium env."""
+                         notes: list[str]) -> tuple[PolicyLayout | None, set, tuple[dict, ...]]:
+    """Checks every grid point's models and env settings against one instance of the env (its agents and spaces).
+
+    Returns: the policy layout; every custom model the experiment's file names, to register before training; per
+    grid point, RLlib's `multiagent` dict for the agents and spaces found (empty for a Gymnasium env). `entry` is the
+    env's `EnvEntry`, None for a Gymnasium env."""
     layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     centralized = layout is not None and layout.critic == "centralized"
     if centralized:
         _check_centralized_critic(name, run, config)
-    model_names = set()
+    model_names, grid_policies = set(), []
     if entry is not None:
         _flatten_multi_discrete_actions(name, run, entry, config, notes)
     for variant in config_variants(config):
@@ -78,21 +78,14 @@ def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
         finally:
             probe.close()
         _check_action_spaces(name, run, multiagent["policies"])
-        for pid, shapes in apply_default_models(multiagent["policies"], model).items():
-            note = (f"{name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which RLlib's default "
-                    f"CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or conv_filters in "
-                    f"config.model or in its multiagent.policies.<id>.config.model to choose another)")
-            if note not in notes:
-                notes.append(note)
         for pid, spec in multiagent["policies"].items():
             if "model" in (spec.config or {}):
                 _check_model(f"{name}.config.multiagent.policies.{pid}", {**model, **spec.config["model"]},
                              centralized)
         model_names |= models.used_model_names(model, multiagent["policies"])
-        if centralized:
-            check_critic_memory(name, variant, multiagent)
         check_with_rllib(name, run, variant, multiagent)
-    return layout, model_names
+        grid_policies.append(multiagent)
+    return layout, model_names, tuple(grid_policies)
 
 
 def _flatten_multi_discrete_actions(name: str, run: str, entry, config: dict, notes: list[str]) -> None:

@@ -30,12 +30,11 @@ from marlkit.callbacks import (
     bound_callback,
 )
 from marlkit.checkpoints import with_safe_checkpoints
-from marlkit.default_models import apply_default_models
 from envs.errors import ConfigError
 from marlkit.errors import RunFailure, exception_line
 from marlkit.files import write_json
 from marlkit.result_logs import cut_partial_rows, logger_callbacks
-from marlkit.plan import planned_config
+from marlkit.plan import make_plan, planned_config
 from marlkit.algorithms import algorithm_class
 from marlkit.preflight import newest_checkpoints, restart_advice, truncated_experiment_state
 from marlkit.spec import Experiment
@@ -112,31 +111,10 @@ def register_envs() -> None:
 
 
 def register_components(experiments: list[Experiment]) -> None:
-    """Registers the env creators and custom models with Ray so remote env runners and nodes find them."""
+    """Registers the env creators and custom models (the experiments' own and their default models) with Ray so
+    remote env runners and nodes find them."""
     register_envs()
-    models.register_models(set().union(*(e.custom_models for e in experiments)))
-
-
-class MultiAgentResolver:
-    """Tune `sample_from` hook: builds the trial's `multiagent` dict from its resolved env_config and model, with the
-    default model of each policy that needs one (marlkit/default_models.py).
-
-    A grid over env_config (e.g. n_agents) changes agent ids and spaces, so policies are built per trial.
-    """
-
-    def __init__(self, experiment: Experiment):
-        self.entry = ENVS[experiment.env]
-        self.layout = experiment.policy_layout
-
-    def __call__(self, spec) -> dict:
-        config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
-        env = self.entry.make(self.entry.single_env_config(config.get("env_config") or {}))
-        try:
-            multiagent = self.layout.rllib_multiagent(env)
-        finally:
-            env.close()
-        apply_default_models(multiagent["policies"], config.get("model") or {})
-        return multiagent
+    models.register_models(set().union(*(set(e.custom_models) | set(make_plan(e).models) for e in experiments)))
 
 
 def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
@@ -153,8 +131,6 @@ def trial_param_space(experiment: Experiment, restore: str | None) -> dict:
     if user_callbacks is not None:
         callbacks.append(deserialize_type(user_callbacks, error=True) if isinstance(user_callbacks, str) else user_callbacks)
     config["callbacks"] = callbacks[0] if len(callbacks) == 1 else make_multi_callbacks(callbacks)
-    if experiment.policy_layout is not None:
-        config["multiagent"] = tune.sample_from(MultiAgentResolver(experiment))
     return config
 
 

@@ -4,7 +4,10 @@
   experiment needs RLlib's stock sampler (`stock_sampler_reason`, said in a note); RLlib's stock sampler otherwise;
 - the env's torch device (`env_config.device`): "cuda" where the sampling process has a GPU, for envs that simulate
   on torch (else the env's default, the CPU);
-- `restart_failed_sub_environments` on for envs that drive a process of their own (a game that may crash).
+- `restart_failed_sub_environments` on for envs that drive a process of their own (a game that may crash);
+- the policies of each trial (`multiagent`), built when Tune resolves the trial's env_config (a grid over n_agents
+  changes agent ids and spaces), each with the default model its observations need (marlkit/default_models.py: a
+  note says which); a centralised critic too large for this machine's memory is refused here, before Ray starts.
 
 A setting the experiment gives itself always wins. `planned_config` is what `marlkit.launch` hands Tune.
 
@@ -17,15 +20,20 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+from ray import tune
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
+from marlkit import models
 from marlkit.algorithms import BATCHED_SAMPLING
 from marlkit.batched_runner import BatchedEnvRunner
+from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.mappo import check_critic_memory
 from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
 from marlkit.stock_runner import StockEnvRunner
@@ -35,6 +43,7 @@ from marlkit.stock_runner import StockEnvRunner
 class Plan:
     settings: dict  # RLlib settings deep-merged over the experiment's config
     notes: tuple[str, ...]  # what the user is told at start-up
+    models: tuple[str, ...] = ()  # model/ files chosen as default models, registered at launch
 
 
 def make_plan(experiment: Experiment) -> Plan:
@@ -52,12 +61,57 @@ def make_plan(experiment: Experiment) -> Plan:
         settings["env_config"] = {"device": "cuda"}
     if entry and entry.own_process and "restart_failed_sub_environments" not in config:
         settings["restart_failed_sub_environments"] = True
-    return Plan(settings, tuple(notes))
+    chosen = set()
+    if experiment.policy_layout is not None:
+        settings["multiagent"] = tune.sample_from(TrialPolicies(experiment))
+        chosen = _check_policies(experiment, notes)
+    return Plan(settings, tuple(notes), tuple(sorted(chosen)))
 
 
 def planned_config(experiment: Experiment) -> dict:
     """The experiment's RLlib config with the plan's settings merged in (a new dict)."""
     return merge_dicts(experiment.config, make_plan(experiment).settings)
+
+
+class TrialPolicies:
+    """Tune `sample_from` hook: the trial's `multiagent` dict, for the agents and spaces of one instance of the env
+    made with the trial's resolved env_config, each policy with its default model where it needs one."""
+
+    def __init__(self, experiment: Experiment):
+        self.entry = ENVS[experiment.env]
+        self.layout = experiment.policy_layout
+
+    def __call__(self, spec) -> dict:
+        config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
+        env = self.entry.make(self.entry.single_env_config(config.get("env_config") or {}))
+        try:
+            multiagent = self.layout.rllib_multiagent(env)
+        finally:
+            env.close()
+        apply_default_models(multiagent["policies"], config.get("model") or {})
+        return multiagent
+
+
+def _check_policies(experiment: Experiment, notes: list[str]) -> set[str]:
+    """The default models of every grid point's policies (from the loader's env probe), each said in a note and its
+    keyword arguments checked, and a centralised critic's memory; returns the model/ files chosen."""
+    chosen = set()
+    for variant, multiagent in zip(config_variants(experiment.config), experiment.grid_policies):
+        model = variant.get("model") or {}
+        policies = {pid: copy.copy(spec) for pid, spec in multiagent["policies"].items()}
+        for pid, shapes in apply_default_models(policies, model).items():
+            note = (f"{experiment.name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which "
+                    f"RLlib's default CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or "
+                    f"conv_filters in config.model or in its multiagent.policies.<id>.config.model to choose another)")
+            if note not in notes:
+                notes.append(note)
+            kwargs = {**model, **policies[pid].config["model"]}.get("custom_model_config") or {}
+            models.check_model_kwargs(IMAGE_MODEL, models.load_model(IMAGE_MODEL),
+                                      {key: value for key, value in kwargs.items() if key != "critic_hiddens"})
+            chosen.add(IMAGE_MODEL)
+        if experiment.policy_layout.critic == "centralized":
+            check_critic_memory(experiment.name, variant, multiagent)
+    return chosen
 
 
 def stock_sampler_reason(run: str, config: dict) -> str | None:

@@ -15,8 +15,8 @@ each does, in `ExperimentKeys` below:
         model: {custom_model: fcnet, custom_model_config: {hiddens: [64, 64]}}
 
 The loader checks the keys' types (the schema), RLlib's settings, and the env and models against one instance of the
-env per grid point (its agents and spaces). What a trial runs with beyond the file (its sampler, the env's device) is
-decided later, by marlkit/plan.py.
+env per grid point (its agents and spaces). What a trial runs with beyond the file (its sampler, the env's device,
+default models) is decided later, by marlkit/plan.py.
 
 Example:
     >>> from marlkit.spec import load_experiments
@@ -106,7 +106,8 @@ class Experiment(ExperimentKeys):
     name: str
     policy_layout: PolicyLayout | None = None  # None for single-agent (Gymnasium) envs
     evaluation_videos: int = 0  # videos recorded after each evaluation (config.evaluation_config.record_video)
-    custom_models: tuple[str, ...] = ()  # model/ files its policies use (defaults included), registered at launch
+    custom_models: tuple[str, ...] = ()  # model/ files the experiment names, registered at launch
+    grid_policies: tuple[dict, ...] = ()  # per grid point: RLlib's `multiagent` dict for the env's agents and spaces
     notes: tuple[str, ...] = ()  # translations applied, shown to the user
 
     def build_scheduler(self):
@@ -221,7 +222,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
         config["env_config"] = entry.absolute_paths(config["env_config"])
     curriculum = check_curriculum(name, keys.curriculum, config)
-    layout, model_names = check_env_and_models(name, run, env, entry, config, notes)
+    layout, model_names, grid_policies = check_env_and_models(name, run, env, entry, config, notes)
     if curriculum:
         if entry is None:
             raise ConfigError(f"{name}.curriculum needs an env of this project ({', '.join(ENVS)}), not '{env}'")
@@ -239,6 +240,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
         "policy_layout": layout,
         "evaluation_videos": evaluation_videos,
         "custom_models": tuple(sorted(model_names)),
+        "grid_policies": grid_policies,
         "notes": tuple(notes),
     })
     experiment.build_scheduler()  # catches bad distributions now, not after Ray started

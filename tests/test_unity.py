@@ -25,6 +25,7 @@ from envs.unity import pb_compat, unity_env
 from envs.unity.unity_env import GameError, UnityEnv, check_config
 from marlkit.checkpoints import load_algorithm_state
 from envs.errors import ConfigError
+from marlkit.plan import make_plan
 from marlkit.spec import load_experiments
 
 GAME = str(REPO / "envs" / "unity" / "standin" / "StandInDodgeball.x86_64")
@@ -303,16 +304,18 @@ def test_images_without_a_default_cnn_get_the_convnet_unless_a_model_is_chosen(t
         return experiment
 
     experiment = load()
-    assert "model" not in experiment.config and experiment.custom_models == ("convnet",)
-    assert [note for note in experiment.notes if "model/convnet.py" in note] == [
+    plan = make_plan(experiment)
+    assert "model" not in experiment.config and experiment.custom_models + plan.models == ("convnet",)
+    assert [note for note in plan.notes if "model/convnet.py" in note] == [
         "visual: policy 'Dodgeball' sees images of shape (16, 16, 1), which RLlib's default CNN has no filters for; "
         "it gets model/convnet.py (set custom_model or conv_filters in config.model or in its "
         "multiagent.policies.<id>.config.model to choose another)"]
     filters = [[8, [4, 4], 2], [16, [8, 8], 1]]
     for model, used in (({"conv_filters": filters}, ()), ({"custom_model": "fcnet"}, ("fcnet",))):
         chosen = load(model)
-        assert chosen.config["model"] == model and chosen.custom_models == used
-        assert not any("model/convnet.py" in note for note in chosen.notes)
+        plan = make_plan(chosen)
+        assert chosen.config["model"] == model and chosen.custom_models + plan.models == used
+        assert not any("model/convnet.py" in note for note in chosen.notes + plan.notes)
 
 
 def model_of(weights: dict) -> str:
