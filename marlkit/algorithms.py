@@ -31,6 +31,7 @@ from ray.rllib.algorithms.sac import SAC as RLlibSAC
 from ray.rllib.utils.from_config import from_config
 from ray.rllib.utils.replay_buffers import ReplayBuffer
 
+from marlkit.game_values import GameSteps
 from marlkit.replay import columnar_config
 
 OFFLINE = ("BC", "MARWIL", "CQL", "IQL")
@@ -39,7 +40,15 @@ NEW_STACK_ONLY = ("DreamerV3",)
 
 class OldStackReplay:
     """Builds the local replay buffer from the validated `replay_buffer_config`, whose `type` is a class by then;
-    RLlib's timestep buffers in columns (marlkit/replay.py), drawing a training batch per `sample` call."""
+    RLlib's timestep buffers in columns (marlkit/replay.py), drawing a training batch per `sample` call. Hands a
+    policy that trains a team (`GameSteps`: marlkit/mixers.py) the learner's policies of its team."""
+
+    def setup(self, config):
+        super().setup(config)
+        policies = self.env_runner.policy_map
+        for policy in policies.values():
+            if isinstance(policy, GameSteps):
+                policy.join_team(policies)
 
     def _create_local_replay_buffer_if_necessary(self, config):
         buffer_config = config.get("replay_buffer_config")

@@ -43,7 +43,7 @@ from ray.rllib.utils.filter import NoFilter
 
 from envs.batched import observation_size, zero_actions
 from marlkit import batch_columns
-from marlkit.game_values import GameValues
+from marlkit.game_values import GameSteps, GameValues
 from marlkit.stock_runner import StockEnvRunner
 
 
@@ -89,6 +89,10 @@ class BatchedEnvRunner(StockEnvRunner):
         self._trained = [pid for pid in self._groups if self._is_model(pid)
                          and (self.is_policy_to_train is None or self.is_policy_to_train(pid))]
         self._game_level = {pid for pid in self._trained if isinstance(self.policy_map[pid], GameValues)}
+        self._game_steps = {pid for pid in self._trained if isinstance(self.policy_map[pid], GameSteps)}
+        carried = {member for pid in self._game_steps for member in self.policy_map[pid].team_policy_ids()}
+        self._trained = [pid for pid in self._trained if pid in self._game_steps or pid not in carried]
+        self._policy_actions = torch.zeros_like(self._actions)  # as the policies chose them (GameSteps rows)
         self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
@@ -220,6 +224,9 @@ class BatchedEnvRunner(StockEnvRunner):
         width = 1 if env_actions.dim() == 1 else int(np.prod(env_actions.shape[1:]))
         self._actions[:, group, :width] = env_actions.reshape(self._num_envs, len(group), width).to(
             device=self._device, dtype=self._actions.dtype)
+        if self._game_steps:
+            self._policy_actions[:, group, :width] = actions.reshape(self._num_envs, len(group), width).to(
+                device=self._device, dtype=self._actions.dtype)
 
     def _last_values(self, policy_id) -> torch.Tensor:
         """(games, agents of the policy) values of the current observations, the state left as it is."""
@@ -233,7 +240,7 @@ class BatchedEnvRunner(StockEnvRunner):
     # ---- sampling ------------------------------------------------------------------------------------------------
 
     def _check_game_level_policies(self) -> None:
-        for policy_id in self._game_level:
+        for policy_id in self._game_level | self._game_steps:
             try:
                 self.policy_map[policy_id].check_game(self._name, self._agents, self._obs_width)
             except ValueError as error:
@@ -257,12 +264,17 @@ class BatchedEnvRunner(StockEnvRunner):
             steps["eps_id"].append(self._episode_ids.clone())
             steps["t"].append(self._episode_lengths.clone())
             for policy_id in self._groups:
-                self._act(policy_id, explore, records.get(policy_id))
+                self._act(policy_id, explore, None if policy_id in self._game_steps else records.get(policy_id))
+            for policy_id in self._game_steps:  # the whole game, after every policy acted
+                records[policy_id]["obs"].append(self._observations)
+                records[policy_id]["actions"].append(self._policy_actions.clone())
             observations, rewards, terminated, truncated = self.env.step(self._actions)
             shape = (self._num_envs, agents)
             self._observations = self._observations_of("step", observations)
-            for policy_id, record in records.items():
-                if policy_id in self._replayed:  # a finished game's final observation; its restart row is dropped
+            for policy_id, record in records.items():  # a finished game's final observation; its restart row is dropped
+                if policy_id in self._game_steps:
+                    record["next_obs"].append(self._observations)
+                elif policy_id in self._replayed:
                     record["next_obs"].append(self._own(self._observations, policy_id))
             rewards = self._checked("step", "rewards", rewards, shape, "float").float()
             terminated = self._checked("step", "terminated", terminated, (self._num_envs,), "bool")
@@ -308,6 +320,9 @@ class BatchedEnvRunner(StockEnvRunner):
         time_steps = len(done)
         policy_batches = {}
         for policy_id, record in records.items():
+            if policy_id in self._game_steps:
+                policy_batches[policy_id] = self._game_step_rows(policy_id, record, steps, done)
+                continue
             group = self._groups[policy_id]
             k = len(group)
 
@@ -369,6 +384,22 @@ class BatchedEnvRunner(StockEnvRunner):
             torch.stack(record["next_obs"]), steps["terminated"], steps["truncated"], done)
         return {SampleBatch.NEXT_OBS: next_obs, SampleBatch.REWARDS: rewards, SampleBatch.TERMINATEDS: terminated,
                 SampleBatch.TRUNCATEDS: truncated}
+
+    def _game_step_rows(self, policy_id, record: dict, steps: dict, done: torch.Tensor) -> SampleBatch:
+        """A `GameSteps` policy's rows (marlkit/game_values.py): one per game and step, every agent of the game in
+        it, with n-step rewards and next observations."""
+        config = self.policy_map[policy_id].config
+        rewards, next_obs, terminated, truncated = batch_columns.nstep(
+            config.get("n_step", 1), config["gamma"], steps["rewards"], torch.stack(record["next_obs"]),
+            steps["terminated"], steps["truncated"], done)
+        columns = {SampleBatch.OBS: torch.stack(record["obs"]), SampleBatch.ACTIONS: torch.stack(record["actions"]),
+                   SampleBatch.REWARDS: rewards, SampleBatch.NEXT_OBS: next_obs,
+                   SampleBatch.TERMINATEDS: terminated[..., 0], SampleBatch.TRUNCATEDS: truncated[..., 0],
+                   SampleBatch.EPS_ID: steps["eps_id"], SampleBatch.T: steps["t"]}
+        valid = steps["valid"]
+        batch = SampleBatch({key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
+        batch[PRIO_WEIGHTS] = np.ones(len(batch), dtype=np.float32)
+        return batch
 
     def _sequences(self, policy_id, columns: dict, state_in: list, valid: torch.Tensor,
                    valid_steps: torch.Tensor) -> SampleBatch:

@@ -54,6 +54,8 @@ def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
     centralized = layout is not None and layout.critic == "centralized"
     if centralized:
         _check_centralized_critic(name, run, config)
+    if layout is not None and layout.mixer:
+        _check_mixer(name, run, config, layout.mixer)
     model_names, grid_policies = set(), []
     if entry is not None:
         _flatten_multi_discrete_actions(name, run, entry, config, notes)
@@ -139,6 +141,22 @@ def _check_centralized_critic(name: str, run: str, config: dict) -> None:
         if config.get(key) is False:
             raise ConfigError(f"{name}.config.{key}: false does not go with multiagent.critic: centralized, whose "
                               f"critic gives GAE's values; remove one of them")
+
+
+def _check_mixer(name: str, run: str, config: dict, mixer: str) -> None:
+    """`multiagent.mixer` mixes DQN's Q-values of feed-forward agent networks (marlkit/mixers.py)."""
+    if run != "DQN":
+        raise ConfigError(f"{name}.config.multiagent.mixer: {mixer} mixes the Q-values of value-based agents "
+                          f"(run: DQN), not {run}'s; use run: DQN or remove the key")
+    for variant in config_variants(config):
+        model = variant.get("model") or {}
+        for key in ("use_lstm", "use_attention"):
+            if model.get(key):
+                raise ConfigError(f"{name}.config.model.{key}: the agents of a mixer are feed-forward Q-networks "
+                                  f"(replayed game steps carry no recurrent state); remove {key} or the mixer")
+        if (variant.get("num_atoms") or 1) > 1:
+            raise ConfigError(f"{name}.config.num_atoms: a mixer mixes expected Q-values, not distributions; set "
+                              f"num_atoms: 1 or remove the mixer")
 
 
 def _check_model(name: str, model: dict, centralized: bool = False) -> None:

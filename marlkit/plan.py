@@ -29,6 +29,7 @@ from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.utils import merge_dicts
 
 from envs import ENVS
+from envs.errors import ConfigError
 from marlkit import models
 from marlkit.algorithms import BATCHED_SAMPLING
 from marlkit.batched_runner import BatchedEnvRunner
@@ -52,6 +53,10 @@ def make_plan(experiment: Experiment) -> Plan:
     if "env_runner_cls" not in config:
         reason = stock_sampler_reason(experiment.run, config) if entry and entry.create_batch else "not batched"
         settings["env_runner_cls"] = StockEnvRunner if reason else BatchedEnvRunner
+        if reason and experiment.policy_layout is not None and experiment.policy_layout.mixer:
+            raise ConfigError(f"{experiment.name}.config.multiagent.mixer trains on whole game steps, which only the "
+                              f"batched env runner records, and {_stock_sampler_cause(experiment, reason)}; "
+                              f"remove what needs it, or the mixer")
         if reason and entry and entry.create_batch:
             notes.append(f"{experiment.name}: {reason} get RLlib's stock sampler (the batched env runner does not run "
                          f"them); sampling is slower")
@@ -152,6 +157,12 @@ def _per_episode_hooks(callbacks) -> tuple[str, ...]:
         return PER_EPISODE_HOOKS
     return tuple(hook for hook in PER_EPISODE_HOOKS
                  if getattr(callback_class, hook, None) is not getattr(RLlibCallback, hook))
+
+
+def _stock_sampler_cause(experiment: Experiment, reason: str) -> str:
+    if reason == "not batched":
+        return f"env '{experiment.env}' is not a batched env (envs/batched.py)"
+    return f"{reason} get RLlib's stock sampler"
 
 
 def _samples_on_a_gpu(config: dict) -> bool:

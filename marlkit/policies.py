@@ -15,6 +15,9 @@ In an experiment's `config`:
       count_steps_by: env_steps # optional RLlib setting
       critic: centralized       # optional, PPO: each trained policy's critic sees the whole game (MAPPO,
                                 # marlkit/mappo.py); default decentralized
+      mixer: qmix               # optional, DQN: the team's Q is a mix of its agents' (vdn or qmix,
+      mixer_config: {embed_dim: 32}   # marlkit/mixers.py), trained on the team reward:
+      team_reward: sum          # the sum (default) or mean of the team's agents' rewards
 
 Agent ids and per-agent spaces come from one instance of the env built in the driver, so policies get explicit
 observation/action spaces and every agent that shares a policy must have the same spaces.
@@ -39,8 +42,10 @@ from ray.rllib.policy.sample_batch import SampleBatch
 from envs.batched import observation_size
 from envs.errors import ConfigError, closest
 from marlkit.mappo import CRITICS, CentralCriticPPOPolicy
+from marlkit.mixers import MIXER_SETTINGS, TEAM, TEAM_REWARDS, MixerDQNPolicy, team_layout
 
-LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic")
+LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic", "mixer", "mixer_config", "team_reward")
+MIXERS = ("vdn", "qmix")
 NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 
@@ -64,6 +69,33 @@ def _check_named_policy(pid, entry) -> None:
         raise ConfigError(f"config.multiagent.policies.{pid}.heuristic must be the name of a scripted policy")
 
 
+def _parse_mixer(block: dict) -> dict:
+    """The `mixer`, `mixer_config` and `team_reward` keys of a `multiagent` block."""
+    mixer = block.get("mixer")
+    if mixer is not None and mixer not in MIXERS:
+        raise ConfigError(f"config.multiagent.mixer: {mixer!r} is not a mixer{closest(str(mixer), MIXERS)}; use vdn "
+                          f"(the sum of the agents' Q-values) or qmix (a monotonic mix conditioned on the game's state)")
+    settings = block.get("mixer_config") or {}
+    if settings and mixer != "qmix":
+        raise ConfigError(f"config.multiagent.mixer_config sets QMIX's mixing network; it needs mixer: qmix, "
+                          f"not {mixer}")
+    if not isinstance(settings, dict):
+        raise ConfigError(f"config.multiagent.mixer_config must be a mapping such as {{embed_dim: 32}}, got {settings!r}")
+    for key, value in settings.items():
+        if key not in MIXER_SETTINGS:
+            raise ConfigError(f"config.multiagent.mixer_config.{key} is not a QMIX setting{closest(key, MIXER_SETTINGS)}; "
+                              f"known: {', '.join(MIXER_SETTINGS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config.multiagent.mixer_config.{key} must be a whole number >= 1, got {value!r}")
+    team_reward = block.get("team_reward", "sum")
+    if team_reward not in TEAM_REWARDS:
+        raise ConfigError(f"config.multiagent.team_reward must be sum or mean (of the team's agents' rewards), "
+                          f"got {team_reward!r}")
+    if "team_reward" in block and mixer is None:
+        raise ConfigError("config.multiagent.team_reward is the reward of a mixed team; it needs multiagent.mixer")
+    return {"mixer": mixer, "mixer_config": dict(settings), "team_reward": team_reward}
+
+
 @dataclass(frozen=True)
 class PolicyLayout:
     mode: str  # "shared", "per_agent", "per_group" or "named"
@@ -74,6 +106,9 @@ class PolicyLayout:
     count_steps_by: str | None = None
     group_of: Callable[[str], str] | None = None  # per_group: agent id -> policy id (a module-level function)
     critic: str = "decentralized"  # or "centralized": trained policies are CentralCriticPPOPolicy (marlkit/mappo.py)
+    mixer: str | None = None  # "vdn" or "qmix": the first trained policy is MixerDQNPolicy (marlkit/mixers.py)
+    mixer_config: dict = field(default_factory=dict)
+    team_reward: str = "sum"
 
     @classmethod
     def parse(cls, block: dict | None, group_of: Callable[[str], str] | None = None) -> "PolicyLayout":
@@ -96,6 +131,7 @@ class PolicyLayout:
             policies_to_train=None if to_train is None else tuple(to_train),
             count_steps_by=block.get("count_steps_by"),
             critic=critic,
+            **_parse_mixer(block),
         )
         if policies in ("shared", "per_agent"):
             return cls(mode=policies, **common)
@@ -191,6 +227,8 @@ class PolicyLayout:
                 layout = {"agents": agent_ids, "own": own, "width": width}
                 specs[pid] = PolicySpec(CentralCriticPPOPolicy, specs[pid].observation_space,
                                         specs[pid].action_space, {**specs[pid].config, "central_critic": layout})
+        if self.mixer:
+            self._add_mixer(specs, mapping, agent_ids, to_train, env)
         block = {
             "policies": specs,
             "policy_mapping_fn": PolicyMapping(self),
@@ -199,6 +237,19 @@ class PolicyLayout:
         if self.count_steps_by:
             block["count_steps_by"] = self.count_steps_by
         return block
+
+    def _add_mixer(self, specs: dict, mapping: dict, agent_ids: list, to_train, env) -> None:
+        """Makes the first trained policy the host of the team of every trained policy's agents (marlkit/mixers.py)."""
+        team = {pid: [i for i, aid in enumerate(agent_ids) if mapping[aid] == pid] for pid in to_train}
+        members = [agent_ids[i] for indices in team.values() for i in indices]
+        if len(members) < 2:
+            raise ConfigError(f"config.multiagent.mixer mixes the Q-values of a team of 2 or more trained agents; "
+                              f"this game's team is {members or 'empty'}; train more agents, or remove the mixer")
+        width = max(observation_size(env.observation_spaces[a]) for a in agent_ids)
+        host = next(iter(team))
+        layout = team_layout(self.mixer, self.mixer_config, self.team_reward, agent_ids, width, team)
+        specs[host] = PolicySpec(MixerDQNPolicy, specs[host].observation_space, specs[host].action_space,
+                                 {**specs[host].config, TEAM: layout})
 
 
 class PolicyMapping:

@@ -23,7 +23,8 @@ Cases: vmas (navigation, a shared feed-forward policy), simple_tag (VMAS agents 
 countdown (feed-forward, two fragments), countdown_lstm (model/lstm.py with a non-zero initial state, two fragments),
 countdown_box (Box actions, bounded and unbounded), bucket_brigade (a learner, a frozen network, scripted
 opponents), faults (env arrays of the wrong shape or dtype); the `*_mappo` cases with centralised critics; DQN and
-SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`).
+SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`); countdown_qmix (a mixer's rows of whole
+game steps, `analyse_game_steps`, and one team learning step, `team_learning`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from conftest import tiny_experiment
 from envs.batched import BatchedEnv
 from marlkit import launch, spec
 from marlkit.batched_runner import BatchedEnvError, BatchedEnvRunner
+from marlkit.game_values import GameSteps
 from marlkit.mappo import CentralCriticPPOPolicy
 
 NUM_ENVS, FRAGMENT, SEED = 3, 12, 7
@@ -326,6 +328,36 @@ def analyse_transitions(policy, group: list[int], size: int, log: dict, steps: r
             "greedy": np.asarray(greedy)}
 
 
+def analyse_game_steps(policy, sizes: list[int], log: dict, steps: range, batch: SampleBatch) -> dict:
+    """A `GameSteps` policy's reference for one fragment (marlkit/mixers.py): per valid (step, game) of the env log,
+    every agent's observation and, from each (game, agent) trajectory postprocessed by the policy's own
+    `postprocess_trajectory` (RLlib's adjust_nstep), its n-step reward, next observation and flags."""
+    agents = list(range(len(sizes)))
+    keys = row_keys(log["valid"], steps, [0], False)[:, :2]  # (step, game) of each row
+    raw_actions = {tuple(key): action for key, action in zip(keys.tolist(), batch[SampleBatch.ACTIONS])}
+    per_agent = {}
+    for e, a, run in trajectory_runs(log["valid"], steps, agents):
+        size = sizes[a]
+        trajectory = policy.postprocess_trajectory(SampleBatch({
+            SampleBatch.OBS: log["obs_in"][run, e, a, :size], SampleBatch.NEXT_OBS: log["obs_out"][run, e, a, :size],
+            SampleBatch.ACTIONS: np.stack([raw_actions[(s, e)][a, 0] for s in run]),
+            SampleBatch.REWARDS: log["rewards"][run, e, a], SampleBatch.TERMINATEDS: log["terminated"][run, e],
+            SampleBatch.TRUNCATEDS: log["truncated"][run, e]}))
+        for index, s in enumerate(run):
+            per_agent[(s, e, a)] = {key: trajectory[key][index] for key in (
+                SampleBatch.NEXT_OBS, SampleBatch.REWARDS, SampleBatch.TERMINATEDS, SampleBatch.TRUNCATEDS)}
+
+    def column(key, pad=False):
+        return np.stack([np.stack([np.pad(per_agent[(s, e, a)][key], (0, max(sizes) - sizes[a])) if pad else
+                                   per_agent[(s, e, a)][key] for a in agents]) for s, e in keys.tolist()])
+
+    return {"keys": keys, "game_steps": True, "stock": {
+        SampleBatch.OBS: log["obs_in"][keys[:, 0], keys[:, 1]], SampleBatch.ACTIONS: log["actions"][keys[:, 0], keys[:, 1]],
+        SampleBatch.NEXT_OBS: column(SampleBatch.NEXT_OBS, pad=True), SampleBatch.REWARDS: column(SampleBatch.REWARDS),
+        SampleBatch.TERMINATEDS: column(SampleBatch.TERMINATEDS)[:, 0],
+        SampleBatch.TRUNCATEDS: column(SampleBatch.TRUNCATEDS)[:, 0]}}
+
+
 def analyse(policy, group: list[int], size: int, log: dict, steps: range, batch: SampleBatch,
             agents: list[str], sizes: list[int]) -> dict:
     """Replay and stock reference of one policy's batch of the fragment `steps` (see the module docstring).
@@ -411,9 +443,9 @@ def build(experiment: dict):
     return algorithm, loaded.config["env_config"]
 
 
-def sample(experiment: dict, fragments: int = 1, prepare=None) -> dict:
+def sample(experiment: dict, fragments: int = 1, prepare=None, then=None) -> dict:
     """Fragments of a freshly built algorithm's local runner, the env log, metrics and analyses per fragment;
-    `prepare(runner)` runs before the first sample."""
+    `prepare(runner)` runs before the first sample, `then(algorithm, batches)` after the last (its result: "then")."""
     algorithm, env_config = build(experiment)
     try:
         runner = algorithm.env_runner
@@ -441,15 +473,19 @@ def sample(experiment: dict, fragments: int = 1, prepare=None) -> dict:
         for index, batch in enumerate(batches):
             steps = range(([0] + log.sample_ends)[index], log.sample_ends[index])
             analyses.append({
-                pid: analyse(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays, steps, rows,
-                             agents, agent_sizes)
+                pid: analyse_game_steps(runner.policy_map[pid], agent_sizes, arrays, steps, rows)
+                if isinstance(runner.policy_map[pid], GameSteps) else
+                analyse(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays, steps, rows,
+                        agents, agent_sizes)
                 if Postprocessing.ADVANTAGES in runner.policy_map[pid].view_requirements else
                 analyse_transitions(runner.policy_map[pid], groups[pid], agent_sizes[groups[pid][0]], arrays, steps,
                                     rows)
                 for pid, rows in batch.policy_batches.items()})
         policies = {pid: {"trained": runner.is_policy_to_train is None or runner.is_policy_to_train(pid),
                           "model": getattr(runner.policy_map[pid], "model", None) is not None} for pid in groups}
-        return {"batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses, "critic_calls": critic_calls,
+        extra = {} if then is None else {"then": then(algorithm, batches)}
+        return {**extra, "batches": batches, "metrics": metrics, "log": arrays, "analyses": analyses,
+                "critic_calls": critic_calls,
                 "env_config": env_config, "agents": agents, "groups": groups, "policies": policies,
                 "config": {"gamma": runner.config.gamma, "lambda": getattr(runner.config, "lambda_", None),
                            "n_step": getattr(runner.config, "n_step", None)}}
@@ -580,6 +616,76 @@ def case_vmas_sac() -> dict:
         n_step=2, train_batch_size=FRAGMENT * NUM_ENVS)})
 
 
+def case_countdown_qmix() -> dict:
+    """QMIX over two per-agent DQN policies (agent_0 hosts the mixer), 2-step returns, two fragments; then one
+    team TD error computed by hand and one learning step on the first fragment's rows (`team_learning`)."""
+    return sample({"run": "DQN", "env": "countdown", "config": replay_config(
+        env_config={"num_envs": COUNTDOWN_ENVS, "max_steps": COUNTDOWN_MAX_STEPS}, n_step=2,
+        train_batch_size=FRAGMENT * COUNTDOWN_ENVS, target_network_update_freq=10**6,
+        multiagent={"policies": "per_agent", "mixer": "qmix", "mixer_config": {"embed_dim": 4}})},
+        fragments=COUNTDOWN_FRAGMENTS, then=team_learning)
+
+
+def team_learning(algorithm, batches) -> dict:
+    """The host's team TD errors on the first fragment's game steps beside a computation by hand (per row: each
+    agent's Q-values from its own policy, QMIX's mix from the mixer's parameters in numpy), then which parameters
+    one `learn_on_batch` changed (the team's Q-networks and the mixer, not the target networks)."""
+    policies = algorithm.env_runner.policy_map
+    host = policies["agent_0"]
+    rows = batches[0].policy_batches["agent_0"]
+    tensors = {key: torch.as_tensor(np.asarray(rows[key])) for key in (
+        SampleBatch.OBS, SampleBatch.ACTIONS, SampleBatch.REWARDS, SampleBatch.NEXT_OBS, SampleBatch.TERMINATEDS,
+        PRIO_WEIGHTS)}
+    with torch.no_grad():
+        td_error, _ = host.team_td_error(tensors)
+    by_hand = [team_td_error_by_hand(host, [policies["agent_0"], policies["agent_1"]], rows, b) for b in range(len(rows))]
+    modules = {"agent_0": host.model, "agent_1": policies["agent_1"].model,
+               "target agent_1": policies["agent_1"].target_models[policies["agent_1"].model],
+               "target agent_0": host.target_models[host.model]}
+    before = {(module, name): value.detach().clone() for module, model in modules.items()
+              for name, value in model.named_parameters()}
+    info = host.learn_on_batch(rows)
+    changed = {}  # "agent_0 mixer", "agent_0 q-network", ... -> whether any of its parameters changed
+    for module, model in modules.items():
+        for name, value in model.named_parameters():
+            part = f"{module} {'mixer' if name.startswith('mixer.') else 'q-network'}"
+            changed[part] = changed.get(part, False) or not torch.equal(before[(module, name)], value.detach())
+    return {"td_error": td_error.numpy(), "by_hand": np.array(by_hand), "learned_td_error": info["td_error"],
+            "changed": changed, "learner_stats": info["learner_stats"]}
+
+
+def team_td_error_by_hand(host, team: list, rows: SampleBatch, b: int) -> float:
+    """QMIX's TD error of game step `b`, written out: Q_i of each agent's action, the target networks' Q at the
+    online greedy next action, both mixed by w2 . elu(q W1 + b1) + V(s) with |W1|, |w2| from the state's hypernets."""
+    from ray.rllib.algorithms.dqn.dqn_torch_policy import compute_q_values
+
+    def q(policy, model, obs):
+        with torch.no_grad():
+            return compute_q_values(policy, model, {SampleBatch.OBS: torch.as_tensor(obs[None])}, explore=False)[0][0].numpy()
+
+    def mix(mixer, agent_q, obs):
+        state = np.concatenate([obs.reshape(-1), np.ones(len(obs))])
+        p = {name: value.detach().numpy().astype(np.float64) for name, value in mixer.named_parameters()}
+        embed = len(p["hyper_b1.bias"])
+        w1 = np.abs(p["hyper_w1.weight"] @ state + p["hyper_w1.bias"]).reshape(len(agent_q), embed)
+        hidden = agent_q @ w1 + p["hyper_b1.weight"] @ state + p["hyper_b1.bias"]
+        hidden = np.where(hidden > 0, hidden, np.exp(hidden) - 1.0)  # elu
+        w2 = np.abs(p["hyper_w2.weight"] @ state + p["hyper_w2.bias"])
+        value = p["value.2.weight"] @ np.maximum(p["value.0.weight"] @ state + p["value.0.bias"], 0) + p["value.2.bias"]
+        return float(hidden @ w2 + value[0])
+
+    obs, next_obs = rows[SampleBatch.OBS][b], rows[SampleBatch.NEXT_OBS][b]
+    taken, best = [], []
+    for a, policy in enumerate(team):
+        taken.append(q(policy, policy.model, obs[a])[int(rows[SampleBatch.ACTIONS][b, a, 0])])
+        greedy = int(np.argmax(q(policy, policy.model, next_obs[a])))
+        best.append(q(policy, policy.target_models[policy.model], next_obs[a])[greedy])
+    target_mixer = host.target_models[host.model].mixer
+    target = rows[SampleBatch.REWARDS][b].sum() + GAMMA ** 2 * (1 - rows[SampleBatch.TERMINATEDS][b]) * mix(
+        target_mixer, np.array(best), next_obs)
+    return mix(host.model.mixer, np.array(taken), obs) - target
+
+
 FAULTS = [("reset", "observations", "shape"), ("reset", "observations", "dtype"), ("step", "observations", "shape"),
           ("step", "rewards", "shape"), ("step", "rewards", "dtype"), ("step", "terminated", "dtype"),
           ("step", "truncated", "shape")]
@@ -610,7 +716,7 @@ CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_cou
          "bucket_brigade": case_bucket_brigade, "faults": case_faults, "vmas_mappo": case_vmas_mappo,
          "simple_tag_mappo": case_simple_tag_mappo, "countdown_lstm_mappo": case_countdown_lstm_mappo,
          "bucket_brigade_mappo": case_bucket_brigade_mappo, "countdown_dqn": case_countdown_dqn,
-         "vmas_sac": case_vmas_sac}
+         "vmas_sac": case_vmas_sac, "countdown_qmix": case_countdown_qmix}
 
 
 def main(out_dir: str, temp_dir: str, *cases: str) -> None:

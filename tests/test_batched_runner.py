@@ -33,6 +33,7 @@ from sample_batches import (
 MAPPO_CASES = ("vmas_mappo", "simple_tag_mappo", "countdown_lstm_mappo", "bucket_brigade_mappo")
 MODEL_CASES = ("vmas", "simple_tag", "countdown", "countdown_lstm", "countdown_box", "bucket_brigade", *MAPPO_CASES)
 REPLAY_CASES = ("countdown_dqn", "vmas_sac")  # DQN and SAC: replayed transitions instead of advantages
+# countdown_qmix: DQN with a mixer, one row per game step (the last test)
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -544,3 +545,31 @@ def test_centralised_critic_runs_once_per_game_when_sampling_and_training(sample
         assert analysis["critic_rows"] == carriers.sum() == len(rows) // k
         assert analysis["stock_critic_rows"] == len(rows)
     assert rows["critic_obs"].shape[1] == len(result["agents"]) * (result["log"]["obs_in"].shape[-1] + 1)
+
+
+# ---- whole game steps (value mixers) ---------------------------------------------------------------------------------
+
+
+def test_a_mixers_rows_are_whole_game_steps_and_one_learning_step_trains_its_team(sampled):
+    """QMIX over two per-agent DQN policies (marlkit/mixers.py): the host's rows are one per valid (step, game) of
+    the env log, holding both agents' observations and the actions the env received, and each agent's n-step reward,
+    next observation and flags as RLlib's adjust_nstep gives its trajectory; the other team policy adds no rows. The
+    team TD error equals a computation by hand (QMIX's mix written out in numpy), and one learning step changes both
+    agents' Q-networks and the mixer, not the target networks."""
+    result = sampled["countdown_qmix"]
+    for index, steps, batch in fragments(result):
+        assert set(batch.policy_batches) == {"agent_0"}
+        rows = batch.policy_batches["agent_0"]
+        analysis = result["analyses"][index]["agent_0"]
+        assert analysis["game_steps"] and len(rows) == int(result["log"]["valid"][steps].sum())
+        for column, expected in analysis["stock"].items():
+            close(rows[column], expected)
+        assert (rows["weights"] == 1).all()
+        assert not np.allclose(rows["rewards"], at(result["log"]["rewards"], np.column_stack(
+            [analysis["keys"], np.zeros(len(rows), dtype=np.int64)]))[:, None])  # summed over 2 steps
+    learning = result["then"]
+    close(learning["td_error"], learning["by_hand"], atol=1e-5)
+    close(learning["learned_td_error"], learning["td_error"], atol=1e-6)
+    assert learning["changed"] == {"agent_0 q-network": True, "agent_0 mixer": True, "agent_1 q-network": True,
+                                   "target agent_0 q-network": False, "target agent_0 mixer": False,
+                                   "target agent_1 q-network": False}
