@@ -13,6 +13,7 @@ from ray import tune
 
 from envs.errors import ConfigError
 from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_checkpoints
+from marlkit.mixers import TEAM
 from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
 
@@ -48,7 +49,8 @@ def check_resources(experiment: Experiment, resources: dict, local_mode: bool) -
 
 def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
     """Absolute path of an RLlib checkpoint folder, or ConfigError; with `experiment`, also that the checkpoint's
-    critics (centralised or per agent, marlkit/mappo.py) are the experiment's, whose weights it must load."""
+    critics (centralised or per agent, marlkit/mappo.py) and mixer (marlkit/mixers.py) are the experiment's, whose
+    weights it must load."""
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"--restore {path}: no such folder; pass a checkpoint_* folder of a trial")
@@ -57,6 +59,15 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
     states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
     layout = experiment.policy_layout if experiment else None
     if layout is not None:
+        mixers = {(state.get("policy_spec") or {}).get("config", {}).get(TEAM, {}).get("mixer")
+                  for state in states.values()} - {None}
+        trained_with = next(iter(mixers), None)
+        if trained_with != layout.mixer:
+            trained = f"a {trained_with} mixer" if trained_with else "no mixer"
+            wanted = (f"{experiment.name}.config.multiagent.mixer is {layout.mixer}" if layout.mixer
+                      else f"{experiment.name} has no multiagent.mixer")
+            raise ConfigError(f"--restore {path}: its policies were trained with {trained}, but {wanted}; restore it "
+                              f"into an experiment with the same mixer, or train from scratch")
         centralized = any(key.startswith("central_critic.") for state in states.values()
                           for key in (state.get("weights") or {}))
         if centralized != (layout.critic == "centralized"):
