@@ -48,7 +48,7 @@ def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
     Returns: the policy layout; every custom model the experiment's file names, to register before training; per
     grid point, RLlib's `multiagent` dict for the agents and spaces found (empty for a Gymnasium env). `entry` is the
     env's `EnvEntry`, None for a Gymnasium env."""
-    layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group) if entry else None
+    layout = PolicyLayout.parse(config.get("multiagent"), entry.policy_group, run) if entry else None
     if entry is None and "multiagent" in config:
         raise ConfigError(f"{name}.config.multiagent: env '{env}' is a single-agent Gymnasium env")
     centralized = layout is not None and layout.critic == "centralized"
@@ -133,14 +133,27 @@ def env_error_message(error: BaseException) -> str:
 
 
 def _check_centralized_critic(name: str, run: str, config: dict) -> None:
-    """`multiagent.critic: centralized` is PPO with GAE and a value loss (marlkit/mappo.py)."""
-    if run != "PPO":
-        raise ConfigError(f"{name}.config.multiagent.critic: centralized is built for PPO (MAPPO), not {run}; "
-                          f"use run: PPO or remove the key")
+    """`multiagent.critic: centralized` is PPO with GAE and a value loss (MAPPO, marlkit/mappo.py) or SAC with
+    centralised twin critics of feed-forward actors (MASAC, marlkit/masac.py)."""
+    if run not in ("PPO", "SAC"):
+        raise ConfigError(f"{name}.config.multiagent.critic: centralized is built for PPO (MAPPO) and SAC (MASAC), not "
+                          f"{run}; use one of them or remove the key")
     for key in ("use_critic", "use_gae"):
-        if config.get(key) is False:
+        if run == "PPO" and config.get(key) is False:
             raise ConfigError(f"{name}.config.{key}: false does not go with multiagent.critic: centralized, whose "
                               f"critic gives GAE's values; remove one of them")
+    if run == "SAC":
+        _check_feed_forward(name, config, "the actors of MASAC", "multiagent.critic: centralized")
+
+
+def _check_feed_forward(name: str, config: dict, who: str, key: str) -> None:
+    """Replayed game steps (marlkit/team.py) carry no recurrent state."""
+    for variant in config_variants(config):
+        model = variant.get("model") or {}
+        for setting in ("use_lstm", "use_attention"):
+            if model.get(setting):
+                raise ConfigError(f"{name}.config.model.{setting}: {who} are feed-forward networks (replayed game "
+                                  f"steps carry no recurrent state); remove {setting} or {key}")
 
 
 def _check_mixer(name: str, run: str, config: dict, mixer: str) -> None:
@@ -148,12 +161,8 @@ def _check_mixer(name: str, run: str, config: dict, mixer: str) -> None:
     if run != "DQN":
         raise ConfigError(f"{name}.config.multiagent.mixer: {mixer} mixes the Q-values of value-based agents "
                           f"(run: DQN), not {run}'s; use run: DQN or remove the key")
+    _check_feed_forward(name, config, "the agents of a mixer", "the mixer")
     for variant in config_variants(config):
-        model = variant.get("model") or {}
-        for key in ("use_lstm", "use_attention"):
-            if model.get(key):
-                raise ConfigError(f"{name}.config.model.{key}: the agents of a mixer are feed-forward Q-networks "
-                                  f"(replayed game steps carry no recurrent state); remove {key} or the mixer")
         if (variant.get("num_atoms") or 1) > 1:
             raise ConfigError(f"{name}.config.num_atoms: a mixer mixes expected Q-values, not distributions; set "
                               f"num_atoms: 1 or remove the mixer")

@@ -25,15 +25,14 @@ greedy actions (`double_q`); the loss is the mean over game steps of the TD erro
 the model's `hiddens` and `dueling`) mean what they mean for DQN.
 
 Where it runs: the first policy of the team (the "host", `MixerDQNPolicy`) holds the mixer and trains every team
-policy; the batched env runner (marlkit/batched_runner.py) gives it one replay row per game and step through the
-`GameSteps` hook (marlkit/game_values.py), and the team's other policies add no rows of their own. A replay buffer's
+policy (marlkit/team.py); the batched env runner (marlkit/batched_runner.py) gives it one replay row per game and
+step through the `GameSteps` hook (marlkit/game_values.py), and the team's other policies add no rows of their own. A replay buffer's
 `capacity` and `train_batch_size` therefore count game steps. The mixer is part of the host's model, so it is
 checkpointed, restored and target-updated with it; rollouts play the agents' Q-networks alone.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
@@ -44,13 +43,10 @@ from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.utils.metrics.learner_info import LEARNER_STATS_KEY
 from ray.rllib.utils.torch_utils import huber_loss
 
-from envs.batched import observation_size
-from marlkit.game_values import GameSteps
-from marlkit.mappo import joint_input
+from marlkit.team import TEAM, TeamHost, state_size, team_agents
 
-TEAM = "team"  # the host policy's config key: its team (see `team_layout`)
+MIXERS = ("vdn", "qmix")
 MIXER_SETTINGS = {"embed_dim": 32}  # mixer_config keys and their defaults (QMIX; VDN has no settings)
-TEAM_REWARDS = ("sum", "mean")
 
 
 class VDNMixer(nn.Module):
@@ -89,27 +85,15 @@ class QMixer(nn.Module):
         return (torch.bmm(hidden, w2) + self.value(state).unsqueeze(1)).view(-1)
 
 
+def mixer_settings(mixer: str, mixer_config: dict) -> dict:
+    """The team layout's learner settings of a mixer (marlkit/team.py)."""
+    return {"mixer": mixer, "mixer_config": {**MIXER_SETTINGS, **mixer_config} if mixer == "qmix" else {}}
+
+
 def make_mixer(team: dict) -> nn.Module:
     if team["mixer"] == "vdn":
         return VDNMixer()
     return QMixer(len(team_agents(team)), state_size(team), **team["mixer_config"])
-
-
-def team_layout(mixer: str, mixer_config: dict, team_reward: str, agents: list, width: int,
-                policies: dict[str, list[int]]) -> dict:
-    """The host's `team` config: the mixer and its settings, how the team reward is made, every agent of the game
-    (env order) and the widest flattened observation (the state's layout), and policy id -> indices of its agents."""
-    return {"mixer": mixer, "mixer_config": {**MIXER_SETTINGS, **mixer_config} if mixer == "qmix" else {},
-            "reward": team_reward, "agents": list(agents), "width": int(width), "policies": policies}
-
-
-def team_agents(team: dict) -> list[int]:
-    """Indices of the team's agents, in the order their Q-values enter the mixer (policy by policy)."""
-    return [index for indices in team["policies"].values() for index in indices]
-
-
-def state_size(team: dict) -> int:
-    return len(team["agents"]) * (team["width"] + 1)
 
 
 def _model_with_mixer(policy, observation_space, action_space, config):
@@ -121,40 +105,18 @@ def _model_with_mixer(policy, observation_space, action_space, config):
     return model, distribution
 
 
-class MixerDQNPolicy(GameSteps, DQNTorchPolicy.with_updates(name="MixerDQNPolicy",
-                                                            make_model_and_action_dist=_model_with_mixer)):
+class MixerDQNPolicy(TeamHost, DQNTorchPolicy.with_updates(name="MixerDQNPolicy",
+                                                           make_model_and_action_dist=_model_with_mixer)):
     """The host of a team: acts for its own agents as DQN does, and trains the whole team's Q-networks and the mixer
-    on replayed game steps (`learn_on_batch`). The algorithm hands it the team's policies (`join_team`) on the
-    learner."""
+    on replayed game steps (`learn_on_batch`)."""
 
     def __init__(self, observation_space, action_space, config):
         super().__init__(observation_space, action_space, config)
         self.team = config[TEAM]
-        self.team_policies: dict = {}
-
-    # ---- batched sampler (GameSteps) ----------------------------------------------------------------------------
-
-    def team_policy_ids(self) -> list[str]:
-        return list(self.team["policies"])
-
-    def check_game(self, env: str, agents: list[str], width: int) -> None:
-        if agents != self.team["agents"] or width != self.team["width"]:
-            raise ValueError(f"its mixer was built for agents {self.team['agents']} (observation width "
-                             f"{self.team['width']}), but env '{env}' has {agents} (width {width})")
-
-    # ---- learner --------------------------------------------------------------------------------------------------
-
-    def join_team(self, policy_map) -> None:
-        """The team's policies (this one included) from the learner's policy map."""
-        self.team_policies = {pid: policy_map[pid] for pid in self.team["policies"]}
 
     def learn_on_batch(self, samples: SampleBatch) -> dict:
         """One gradient step of every team policy and the mixer on a batch of replayed game steps."""
-        if not self.team_policies:
-            raise RuntimeError("MixerDQNPolicy.learn_on_batch before join_team (the algorithm hands over the team)")
-        batch = {key: torch.as_tensor(np.asarray(samples[key]), device=self.device)
-                 for key in (SampleBatch.OBS, SampleBatch.ACTIONS, SampleBatch.REWARDS, SampleBatch.NEXT_OBS,
-                             SampleBatch.TERMINATEDS, PRIO_WEIGHTS)}
+        batch = self.team_batch(samples)
         policies = list(self.team_policies.values())
         optimizers = [optimizer for policy in policies for optimizer in policy._optimizers]
         for policy in policies:
@@ -177,17 +139,13 @@ class MixerDQNPolicy(GameSteps, DQNTorchPolicy.with_updates(name="MixerDQNPolicy
                 "num_grad_updates_lifetime": self.num_grad_updates}
 
     def team_td_error(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixed TD errors (rows,) and the loss of a batch of game steps: OBS and NEXT_OBS (rows, agents, width),
-        ACTIONS (rows, agents, action width), REWARDS (rows, agents) n-step rewards, TERMINATEDS (rows,)."""
+        """The mixed TD errors (rows,) and the loss of a batch of game steps (marlkit/team.py's columns)."""
         obs, next_obs = batch[SampleBatch.OBS].float(), batch[SampleBatch.NEXT_OBS].float()
         rows = len(obs)
         taken, best_next = [], []
-        for pid, agents in self.team["policies"].items():
-            policy = self.team_policies[pid]
-            size = observation_size(policy.observation_space)
-
+        for policy, agents, size in self.members():
             def q_values(model, observations):
-                own = observations[:, agents, :size].reshape(rows * len(agents), size)
+                own = self.own(observations, agents, size)
                 q, _, _, _ = compute_q_values(policy, model, {SampleBatch.OBS: own}, explore=False, is_training=True)
                 return q.view(rows, len(agents), -1)
 
@@ -197,14 +155,12 @@ class MixerDQNPolicy(GameSteps, DQNTorchPolicy.with_updates(name="MixerDQNPolicy
                 target_q = q_values(policy.target_models[policy.model], next_obs)
                 greedy = (q_values(policy.model, next_obs) if policy.config["double_q"] else target_q).argmax(2)
                 best_next.append(target_q.gather(2, greedy.unsqueeze(2)).squeeze(2))
-        present = torch.ones(obs.shape[:2], device=obs.device)
-        q_team = self.model.mixer(torch.cat(taken, 1), joint_input(obs, present))
+        q_team = self.model.mixer(torch.cat(taken, 1), self.state(obs))
         with torch.no_grad():
-            target_team = self.target_models[self.model].mixer(torch.cat(best_next, 1), joint_input(next_obs, present))
-            rewards = batch[SampleBatch.REWARDS][:, team_agents(self.team)].float()
-            reward = rewards.sum(1) if self.team["reward"] == "sum" else rewards.mean(1)
+            target_team = self.target_models[self.model].mixer(torch.cat(best_next, 1), self.state(next_obs))
             discount = self.config["gamma"] ** self.config.get("n_step", 1)
-            target = reward + discount * (1.0 - batch[SampleBatch.TERMINATEDS].float()) * target_team
+            target = self.rewards(batch)[:, 0] + discount * (
+                1.0 - batch[SampleBatch.TERMINATEDS].float()) * target_team
         td_error = q_team - target
         losses = huber_loss(td_error) if self.config["td_error_loss_fn"] == "huber" else 0.5 * td_error ** 2
         self._last_q_team = q_team.detach()

@@ -53,10 +53,11 @@ def make_plan(experiment: Experiment) -> Plan:
     if "env_runner_cls" not in config:
         reason = stock_sampler_reason(experiment.run, config) if entry and entry.create_batch else "not batched"
         settings["env_runner_cls"] = StockEnvRunner if reason else BatchedEnvRunner
-        if reason and experiment.policy_layout is not None and experiment.policy_layout.mixer:
-            raise ConfigError(f"{experiment.name}.config.multiagent.mixer trains on whole game steps, which only the "
-                              f"batched env runner records, and {_stock_sampler_cause(experiment, reason)}; "
-                              f"remove what needs it, or the mixer")
+        team_key = experiment.policy_layout.team_key if experiment.policy_layout is not None else None
+        if reason and team_key:
+            raise ConfigError(f"{experiment.name}.config.multiagent.{team_key} trains on whole game steps, which only "
+                              f"the batched env runner records, and {_stock_sampler_cause(experiment, reason)}; "
+                              f"remove what needs it, or multiagent.{team_key}")
         if reason and entry and entry.create_batch:
             notes.append(f"{experiment.name}: {reason} get RLlib's stock sampler (the batched env runner does not run "
                          f"them); sampling is slower")

@@ -13,11 +13,12 @@ In an experiment's `config`:
       #   rival: {agents: "agent_3", heuristic: firefighter}  # a scripted policy the env offers; never trained
       policies_to_train: [blue] # optional; default: all
       count_steps_by: env_steps # optional RLlib setting
-      critic: centralized       # optional, PPO: each trained policy's critic sees the whole game (MAPPO,
-                                # marlkit/mappo.py); default decentralized
+      critic: centralized       # optional: PPO's critics (MAPPO, marlkit/mappo.py) or SAC's twin critics (MASAC,
+                                # marlkit/masac.py) see the whole game; default decentralized
       mixer: qmix               # optional, DQN: the team's Q is a mix of its agents' (vdn or qmix,
       mixer_config: {embed_dim: 32}   # marlkit/mixers.py), trained on the team reward:
-      team_reward: sum          # the sum (default) or mean of the team's agents' rewards
+      team_reward: sum          # the sum (a mixer's default) or mean of the team's rewards; MASAC's default:
+                                # each agent's critic learns its own reward
 
 Agent ids and per-agent spaces come from one instance of the env built in the driver, so policies get explicit
 observation/action spaces and every agent that shares a policy must have the same spaces.
@@ -42,10 +43,11 @@ from ray.rllib.policy.sample_batch import SampleBatch
 from envs.batched import observation_size
 from envs.errors import ConfigError, closest
 from marlkit.mappo import CRITICS, CentralCriticPPOPolicy
-from marlkit.mixers import MIXER_SETTINGS, TEAM, TEAM_REWARDS, MixerDQNPolicy, team_layout
+from marlkit.masac import MASACPolicy, team_action_sizes
+from marlkit.mixers import MIXER_SETTINGS, MIXERS, MixerDQNPolicy, mixer_settings
+from marlkit.team import TEAM, TEAM_REWARDS, team_layout
 
 LAYOUT_KEYS = ("policies", "policies_to_train", "count_steps_by", "critic", "mixer", "mixer_config", "team_reward")
-MIXERS = ("vdn", "qmix")
 NAMED_POLICY_KEYS = ("agents", "config", "heuristic")
 
 
@@ -87,12 +89,10 @@ def _parse_mixer(block: dict) -> dict:
                               f"known: {', '.join(MIXER_SETTINGS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.multiagent.mixer_config.{key} must be a whole number >= 1, got {value!r}")
-    team_reward = block.get("team_reward", "sum")
-    if team_reward not in TEAM_REWARDS:
+    team_reward = block.get("team_reward")
+    if team_reward is not None and team_reward not in TEAM_REWARDS:
         raise ConfigError(f"config.multiagent.team_reward must be sum or mean (of the team's agents' rewards), "
                           f"got {team_reward!r}")
-    if "team_reward" in block and mixer is None:
-        raise ConfigError("config.multiagent.team_reward is the reward of a mixed team; it needs multiagent.mixer")
     return {"mixer": mixer, "mixer_config": dict(settings), "team_reward": team_reward}
 
 
@@ -108,11 +108,14 @@ class PolicyLayout:
     critic: str = "decentralized"  # or "centralized": trained policies are CentralCriticPPOPolicy (marlkit/mappo.py)
     mixer: str | None = None  # "vdn" or "qmix": the first trained policy is MixerDQNPolicy (marlkit/mixers.py)
     mixer_config: dict = field(default_factory=dict)
-    team_reward: str = "sum"
+    team_reward: str | None = None  # "sum" or "mean"; None: a mixer's sum, MASAC's own reward per agent
+    run: str | None = None  # the algorithm: with critic centralized, PPO's (MAPPO) or SAC's (MASAC)
 
     @classmethod
-    def parse(cls, block: dict | None, group_of: Callable[[str], str] | None = None) -> "PolicyLayout":
-        """Validates the `multiagent` block of an experiment's config; `group_of` is the env's agent grouping."""
+    def parse(cls, block: dict | None, group_of: Callable[[str], str] | None = None,
+              run: str | None = None) -> "PolicyLayout":
+        """Validates the `multiagent` block of an experiment's config; `group_of` is the env's agent grouping, `run`
+        the experiment's algorithm."""
         block = {} if block is None else block
         if not isinstance(block, dict):
             raise ConfigError("config.multiagent must be a mapping with a `policies` key")
@@ -131,8 +134,12 @@ class PolicyLayout:
             policies_to_train=None if to_train is None else tuple(to_train),
             count_steps_by=block.get("count_steps_by"),
             critic=critic,
+            run=run,
             **_parse_mixer(block),
         )
+        if common["team_reward"] and not (common["mixer"] or critic == "centralized" and run == "SAC"):
+            raise ConfigError("config.multiagent.team_reward is the reward of a team: it needs multiagent.mixer "
+                              "(DQN) or critic: centralized with run: SAC (MASAC)")
         if policies in ("shared", "per_agent"):
             return cls(mode=policies, **common)
         if policies == "per_group":
@@ -161,6 +168,14 @@ class PolicyLayout:
         if scripted and len(scripted) == len(patterns):
             raise ConfigError("config.multiagent.policies: every policy is a heuristic; declare at least one to train")
         return layout
+
+    @property
+    def team_key(self) -> str | None:
+        """The `multiagent` key that makes the trained agents one team learning from whole game steps
+        (marlkit/team.py): `mixer` (DQN) or `critic` (centralized, with SAC); None for independent learners."""
+        if self.mixer:
+            return "mixer"
+        return "critic" if self.critic == "centralized" and self.run == "SAC" else None
 
     def policy_for(self, agent_id: str) -> str | None:
         if self.mode == "shared":
@@ -220,15 +235,15 @@ class PolicyLayout:
             specs[pid] = PolicySpec(ScriptedPolicy, specs[pid].observation_space, specs[pid].action_space,
                                     {**self.policy_configs.get(pid, {}), "act": offered[name]})
         to_train = self.policies_to_train or [pid for pid in specs if pid not in self.heuristics]
-        if self.critic == "centralized":
+        if self.critic == "centralized" and self.run != "SAC":
             width = max(observation_size(env.observation_spaces[a]) for a in agent_ids)
             for pid in to_train:
                 own = [i for i, aid in enumerate(agent_ids) if mapping[aid] == pid]
                 layout = {"agents": agent_ids, "own": own, "width": width}
                 specs[pid] = PolicySpec(CentralCriticPPOPolicy, specs[pid].observation_space,
                                         specs[pid].action_space, {**specs[pid].config, "central_critic": layout})
-        if self.mixer:
-            self._add_mixer(specs, mapping, agent_ids, to_train, env)
+        if self.team_key:
+            self._add_team(specs, mapping, agent_ids, to_train, env)
         block = {
             "policies": specs,
             "policy_mapping_fn": PolicyMapping(self),
@@ -238,17 +253,31 @@ class PolicyLayout:
             block["count_steps_by"] = self.count_steps_by
         return block
 
-    def _add_mixer(self, specs: dict, mapping: dict, agent_ids: list, to_train, env) -> None:
-        """Makes the first trained policy the host of the team of every trained policy's agents (marlkit/mixers.py)."""
+    def _add_team(self, specs: dict, mapping: dict, agent_ids: list, to_train, env) -> None:
+        """Makes the first trained policy the host of the team of every trained policy's agents (marlkit/team.py):
+        a mixer's (marlkit/mixers.py) or MASAC's centralised critics' (marlkit/masac.py)."""
         team = {pid: [i for i, aid in enumerate(agent_ids) if mapping[aid] == pid] for pid in to_train}
         members = [agent_ids[i] for indices in team.values() for i in indices]
+        what = "config.multiagent.mixer mixes the Q-values" if self.mixer else \
+            "config.multiagent.critic: centralized (MASAC) values the actions"
         if len(members) < 2:
-            raise ConfigError(f"config.multiagent.mixer mixes the Q-values of a team of 2 or more trained agents; "
-                              f"this game's team is {members or 'empty'}; train more agents, or remove the mixer")
+            raise ConfigError(f"{what} of a team of 2 or more trained agents; this game's team is "
+                              f"{members or 'empty'}; train more agents, or remove the key")
         width = max(observation_size(env.observation_spaces[a]) for a in agent_ids)
         host = next(iter(team))
-        layout = team_layout(self.mixer, self.mixer_config, self.team_reward, agent_ids, width, team)
-        specs[host] = PolicySpec(MixerDQNPolicy, specs[host].observation_space, specs[host].action_space,
+        if self.mixer:
+            policy_class, reward = MixerDQNPolicy, self.team_reward or "sum"
+            learner = mixer_settings(self.mixer, self.mixer_config)
+        else:
+            spaces = [env.action_spaces[a] for a in members]
+            if len({type(space) for space in spaces}) > 1:
+                raise ConfigError(f"{what} of a team acting all in Box or all in Discrete spaces; this team mixes "
+                                  f"{sorted({type(space).__name__ for space in spaces})}")
+            discrete, sizes = team_action_sizes(spaces)
+            policy_class, reward = MASACPolicy, self.team_reward
+            learner = {"critic": "centralized", "discrete": discrete, "action_sizes": sizes}
+        layout = team_layout(agent_ids, width, team, reward, **learner)
+        specs[host] = PolicySpec(policy_class, specs[host].observation_space, specs[host].action_space,
                                  {**specs[host].config, TEAM: layout})
 
 

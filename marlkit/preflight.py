@@ -13,7 +13,7 @@ from ray import tune
 
 from envs.errors import ConfigError
 from marlkit.checkpoints import is_checkpoint, load_algorithm_state, trial_checkpoints
-from marlkit.mixers import TEAM
+from marlkit.team import TEAM
 from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
 
@@ -59,9 +59,8 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
     states = load_algorithm_state(folder).get("worker", {}).get("policy_states", {})
     layout = experiment.policy_layout if experiment else None
     if layout is not None:
-        mixers = {(state.get("policy_spec") or {}).get("config", {}).get(TEAM, {}).get("mixer")
-                  for state in states.values()} - {None}
-        trained_with = next(iter(mixers), None)
+        teams = [(state.get("policy_spec") or {}).get("config", {}).get(TEAM) or {} for state in states.values()]
+        trained_with = next((team["mixer"] for team in teams if team.get("mixer")), None)
         if trained_with != layout.mixer:
             trained = f"a {trained_with} mixer" if trained_with else "no mixer"
             wanted = (f"{experiment.name}.config.multiagent.mixer is {layout.mixer}" if layout.mixer
@@ -69,7 +68,7 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
             raise ConfigError(f"--restore {path}: its policies were trained with {trained}, but {wanted}; restore it "
                               f"into an experiment with the same mixer, or train from scratch")
         centralized = any(key.startswith("central_critic.") for state in states.values()
-                          for key in (state.get("weights") or {}))
+                          for key in (state.get("weights") or {})) or any(team.get("critic") == "centralized" for team in teams)
         if centralized != (layout.critic == "centralized"):
             trained = "a centralised critic" if centralized else "per-agent critics (decentralized)"
             raise ConfigError(

@@ -189,7 +189,7 @@ def test_bad_centralised_critic_settings_are_one_line_config_errors(change, mess
 
 def test_centralised_critic_is_for_ppo_and_critic_hiddens_needs_it():
     appo = {**shipped("vmas-balance-mappo"), "run": "APPO"}
-    with pytest.raises(ConfigError, match="x.config.multiagent.critic: centralized is built for PPO .MAPPO., not APPO"):
+    with pytest.raises(ConfigError, match="x.config.multiagent.critic: centralized is built for PPO .MAPPO. and SAC .MASAC., not APPO"):
         parse_experiment("x", appo)
     per_agent = shipped("vmas-balance-ppo")
     per_agent["config"]["model"]["custom_model_config"]["critic_hiddens"] = [64]

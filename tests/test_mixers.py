@@ -71,17 +71,21 @@ def team_of_one() -> dict:
     (team_of_one(), "config.multiagent.mixer mixes the Q-values of a team of 2 or more trained agents; this game's "
                     "team is ['agent_0']"),
     (with_config(mixed(), model={"fcnet_hiddens": [16], "use_lstm": True}),
-     "x.config.model.use_lstm: the agents of a mixer are feed-forward Q-networks"),
+     "x.config.model.use_lstm: the agents of a mixer are feed-forward networks (replayed game steps carry no "
+     "recurrent state); remove use_lstm or the mixer"),
     (with_config(mixed(), num_atoms=51), "x.config.num_atoms: a mixer mixes expected Q-values, not distributions"),
     (mixed(mixer_config={"embed": 8}), "config.multiagent.mixer_config.embed is not a QMIX setting (did you mean "
                                        "'embed_dim'?)"),
     (mixed("vdn", mixer_config={"embed_dim": 8}), "config.multiagent.mixer_config sets QMIX's mixing network; it "
                                                   "needs mixer: qmix, not vdn"),
     (mixed(team_reward="max"), "config.multiagent.team_reward must be sum or mean"),
+    (with_config(vmas("DQN", False), multiagent={"team_reward": "sum"}),
+     "config.multiagent.team_reward is the reward of a team: it needs multiagent.mixer (DQN) or critic: centralized "
+     "with run: SAC (MASAC)"),
     (with_config(mixed(), callbacks="pid_callback.RecordEpisodePid"),
      "x.config.multiagent.mixer trains on whole game steps, which only the batched env runner records, and user "
-     "callbacks with per-episode hooks (on_episode_start) get RLlib's stock sampler; remove what needs it, or the "
-     "mixer"),
+     "callbacks with per-episode hooks (on_episode_start) get RLlib's stock sampler; remove what needs it, or "
+     "multiagent.mixer"),
 ])
 def test_what_a_mixer_cannot_train_is_a_one_line_error_before_ray_starts(experiment, message, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "tests"))
