@@ -23,8 +23,8 @@ Cases: vmas (navigation, a shared feed-forward policy), simple_tag (VMAS agents 
 countdown (feed-forward, two fragments), countdown_lstm (model/lstm.py with a non-zero initial state, two fragments),
 countdown_box (Box actions, bounded and unbounded), bucket_brigade (a learner, a frozen network, scripted
 opponents), faults (env arrays of the wrong shape or dtype); the `*_mappo` cases with centralised critics; DQN and
-SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`); countdown_qmix (a mixer's rows of whole
-game steps, `analyse_game_steps`, and one team learning step, `team_learning`).
+SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`); countdown_qmix and countdown_masac (a
+team's rows of whole game steps, `analyse_game_steps`, and one team learning step beside its losses by hand).
 """
 
 from __future__ import annotations
@@ -686,6 +686,79 @@ def team_td_error_by_hand(host, team: list, rows: SampleBatch, b: int) -> float:
     return mix(host.model.mixer, np.array(taken), obs) - target
 
 
+def case_countdown_masac() -> dict:
+    """MASAC over two per-agent SAC policies in Discrete actions (agent_0 hosts the centralised critics), 2-step
+    returns, two fragments; then its losses computed by hand and one learning step (`masac_learning`)."""
+    return sample({"run": "SAC", "env": "countdown", "config": replay_config(
+        env_config={"num_envs": COUNTDOWN_ENVS, "max_steps": COUNTDOWN_MAX_STEPS}, n_step=2,
+        train_batch_size=FRAGMENT * COUNTDOWN_ENVS, q_model_config={"fcnet_hiddens": [8]}, initial_alpha=0.5,
+        multiagent={"policies": "per_agent", "critic": "centralized"})},
+        fragments=COUNTDOWN_FRAGMENTS, then=masac_learning)
+
+
+def masac_learning(algorithm, batches) -> dict:
+    """The host's critic, actor and temperature losses on the first fragment's game steps beside the same losses
+    written out per agent (discrete SAC's expectations over each agent's own actions, the critics reading the joint
+    observation), then which parameters one `learn_on_batch` changed."""
+    policies = algorithm.env_runner.policy_map
+    host, team = policies["agent_0"], [policies["agent_0"], policies["agent_1"]]
+    rows = batches[0].policy_batches["agent_0"]
+    tensors = {key: torch.as_tensor(np.asarray(rows[key])) for key in (
+        SampleBatch.OBS, SampleBatch.ACTIONS, SampleBatch.REWARDS, SampleBatch.NEXT_OBS, SampleBatch.TERMINATEDS,
+        PRIO_WEIGHTS)}
+    losses, _, _ = host.team_losses(tensors)
+    by_hand = masac_losses_by_hand(host, team, rows)
+    modules = {"agent_0 actor": host.model.action_model, "agent_1 actor": team[1].model.action_model,
+               "critics": torch.nn.ModuleList([host.model.q_net, host.model.twin_q_net]),
+               "agent_1 own q-network": team[1].model.q_net,
+               "target critics": torch.nn.ModuleList([host.target_models[host.model].q_net,
+                                                      host.target_models[host.model].twin_q_net])}
+    before = {name: [p.detach().clone() for p in module.parameters()] for name, module in modules.items()}
+    alphas_before = [float(policy.model.log_alpha.detach()) for policy in team]
+    info = host.learn_on_batch(rows)
+    changed = {name: any(not torch.equal(old, new.detach()) for old, new in zip(before[name], module.parameters()))
+               for name, module in modules.items()}
+    changed["log_alphas"] = [float(policy.model.log_alpha.detach()) != old for policy, old in zip(team, alphas_before)]
+    return {"losses": {name: float(loss.detach()) for name, loss in losses.items()}, "by_hand": by_hand, "changed": changed,
+            "learner_stats": info["learner_stats"]}
+
+
+def masac_losses_by_hand(host, team: list, rows: SampleBatch) -> dict:
+    """Discrete MASAC's three losses, one agent and one game step at a time."""
+    def probs(policy, obs):
+        with torch.no_grad():
+            out, _ = policy.model({SampleBatch.OBS: torch.as_tensor(obs[None])}, [], None)
+            logits = policy.model.get_action_model_outputs(out)[0][0].numpy().astype(np.float64)
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
+
+    def q(net, obs):  # (agents, actions) from the joint observation
+        state = np.concatenate([obs.reshape(-1), np.ones(len(obs))]).astype(np.float32)
+        with torch.no_grad():
+            return net(torch.as_tensor(state[None]))[0].numpy().astype(np.float64).reshape(len(obs), -1)
+
+    target = host.target_models[host.model]
+    critic, actor, alpha = 0.0, 0.0, 0.0
+    count = len(rows) * len(team)
+    for b in range(len(rows)):
+        obs, next_obs = rows[SampleBatch.OBS][b], rows[SampleBatch.NEXT_OBS][b]
+        q1, q2 = q(host.model.q_net, obs), q(host.model.twin_q_net, obs)
+        next_q = np.minimum(q(target.q_net, next_obs), q(target.twin_q_net, next_obs))
+        for i, policy in enumerate(team):
+            log_alpha = float(policy.model.log_alpha.detach())
+            a = float(np.exp(log_alpha))
+            pi, pi_next = probs(policy, obs[i]), probs(policy, next_obs[i])
+            value = float(pi_next @ (next_q[i] - a * np.log(pi_next)))
+            y = rows[SampleBatch.REWARDS][b, i] + GAMMA ** 2 * (1 - rows[SampleBatch.TERMINATEDS][b]) * value
+            action = int(rows[SampleBatch.ACTIONS][b, i, 0])
+            for qj in (q1, q2):
+                error = qj[i, action] - y
+                critic += (0.5 * error ** 2 if abs(error) < 1 else abs(error) - 0.5) / count  # Huber, delta 1
+            actor += float(pi @ (a * np.log(pi) - np.minimum(q1[i], q2[i]))) / count
+            alpha -= log_alpha * float(pi @ (np.log(pi) + float(policy.model.target_entropy))) / len(rows)
+    return {"critic": critic, "actor": actor, "alpha": alpha}
+
+
 FAULTS = [("reset", "observations", "shape"), ("reset", "observations", "dtype"), ("step", "observations", "shape"),
           ("step", "rewards", "shape"), ("step", "rewards", "dtype"), ("step", "terminated", "dtype"),
           ("step", "truncated", "shape")]
@@ -716,7 +789,8 @@ CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_cou
          "bucket_brigade": case_bucket_brigade, "faults": case_faults, "vmas_mappo": case_vmas_mappo,
          "simple_tag_mappo": case_simple_tag_mappo, "countdown_lstm_mappo": case_countdown_lstm_mappo,
          "bucket_brigade_mappo": case_bucket_brigade_mappo, "countdown_dqn": case_countdown_dqn,
-         "vmas_sac": case_vmas_sac, "countdown_qmix": case_countdown_qmix}
+         "vmas_sac": case_vmas_sac, "countdown_qmix": case_countdown_qmix,
+         "countdown_masac": case_countdown_masac}
 
 
 def main(out_dir: str, temp_dir: str, *cases: str) -> None:

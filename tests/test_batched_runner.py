@@ -33,7 +33,7 @@ from sample_batches import (
 MAPPO_CASES = ("vmas_mappo", "simple_tag_mappo", "countdown_lstm_mappo", "bucket_brigade_mappo")
 MODEL_CASES = ("vmas", "simple_tag", "countdown", "countdown_lstm", "countdown_box", "bucket_brigade", *MAPPO_CASES)
 REPLAY_CASES = ("countdown_dqn", "vmas_sac")  # DQN and SAC: replayed transitions instead of advantages
-# countdown_qmix: DQN with a mixer, one row per game step (the last test)
+# countdown_qmix, countdown_masac: a team's rows, one per game step (the last tests)
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -550,13 +550,13 @@ def test_centralised_critic_runs_once_per_game_when_sampling_and_training(sample
 # ---- whole game steps (value mixers) ---------------------------------------------------------------------------------
 
 
-def test_a_mixers_rows_are_whole_game_steps_and_one_learning_step_trains_its_team(sampled):
-    """QMIX over two per-agent DQN policies (marlkit/mixers.py): the host's rows are one per valid (step, game) of
-    the env log, holding both agents' observations and the actions the env received, and each agent's n-step reward,
-    next observation and flags as RLlib's adjust_nstep gives its trajectory; the other team policy adds no rows. The
-    team TD error equals a computation by hand (QMIX's mix written out in numpy), and one learning step changes both
-    agents' Q-networks and the mixer, not the target networks."""
-    result = sampled["countdown_qmix"]
+@pytest.mark.parametrize("case", ["countdown_qmix", "countdown_masac"])
+def test_a_teams_rows_are_whole_game_steps_and_its_other_policies_add_none(sampled, case):
+    """QMIX over two per-agent DQN policies, MASAC over two per-agent SAC policies (marlkit/team.py): the host's rows
+    are one per valid (step, game) of the env log, holding both agents' observations and the actions the env
+    received, and each agent's n-step reward, next observation and flags as RLlib's adjust_nstep gives its
+    trajectory; the other team policy adds no rows."""
+    result = sampled[case]
     for index, steps, batch in fragments(result):
         assert set(batch.policy_batches) == {"agent_0"}
         rows = batch.policy_batches["agent_0"]
@@ -567,9 +567,27 @@ def test_a_mixers_rows_are_whole_game_steps_and_one_learning_step_trains_its_tea
         assert (rows["weights"] == 1).all()
         assert not np.allclose(rows["rewards"], at(result["log"]["rewards"], np.column_stack(
             [analysis["keys"], np.zeros(len(rows), dtype=np.int64)]))[:, None])  # summed over 2 steps
-    learning = result["then"]
+
+
+def test_one_qmix_step_is_its_td_error_by_hand_and_trains_the_team_and_the_mixer(sampled):
+    """The team TD error equals a computation by hand (QMIX's mix written out in numpy), and one learning step changes
+    both agents' Q-networks and the mixer, not the target networks."""
+    learning = sampled["countdown_qmix"]["then"]
     close(learning["td_error"], learning["by_hand"], atol=1e-5)
     close(learning["learned_td_error"], learning["td_error"], atol=1e-6)
     assert learning["changed"] == {"agent_0 q-network": True, "agent_0 mixer": True, "agent_1 q-network": True,
                                    "target agent_0 q-network": False, "target agent_0 mixer": False,
                                    "target agent_1 q-network": False}
+
+
+def test_one_masac_step_is_its_losses_by_hand_and_trains_every_actor_and_the_central_critics(sampled):
+    """Discrete MASAC's critic, actor and temperature losses equal the same written out per agent and game step;
+    one learning step changes both actors, both temperatures and the centralised critics, not their targets nor
+    agent_1's own (unused) Q-network."""
+    learning = sampled["countdown_masac"]["then"]
+    for name, loss in learning["losses"].items():
+        close(loss, learning["by_hand"][name], rtol=1e-5, atol=1e-6)
+    assert learning["losses"]["alpha"] != 0
+    assert learning["changed"] == {"agent_0 actor": True, "agent_1 actor": True, "critics": True,
+                                   "agent_1 own q-network": False, "target critics": False,
+                                   "log_alphas": [True, True]}
