@@ -21,7 +21,9 @@ from envs.errors import ConfigError
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architectures", default="fcnet", help="comma-separated model file names (default fcnet)")
-    parser.add_argument("--levels", default="level_1_basic", help="comma-separated level names, or 'all'")
+    parser.add_argument("--levels", default="level_1_basic",
+                        help="comma-separated level names (config/benchmark/), or 'all', or paths of experiment YAMLs "
+                             "of any algorithm (e.g. config/vmas-balance-qmix.yaml)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (level, architecture) (default 3)")
     parser.add_argument("--timesteps", type=int, default=1_000_000, help="env steps each run trains (default 1e6)")
     parser.add_argument("--eval-episodes", type=int, default=10,

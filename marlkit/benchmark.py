@@ -1,7 +1,8 @@
 """The architecture benchmark suite: every (level, architecture, seed) as a Tune trial, then its evaluation.
 
-A *level* is an experiment YAML in `config/benchmark/` (its `checkpoint_score_attr` is the level's score); an
-*architecture* is a model file in `model/`. Run `i` of the suite trains level L with `model.custom_model: <arch>`
+A *level* is an experiment YAML in `config/benchmark/` named by its file name, or any one-experiment YAML given by
+its path, such as `config/vmas-balance-qmix.yaml` (its algorithm is the level's: PPO, DQN with a mixer, SAC, ...;
+its `checkpoint_score_attr` is the level's score); an *architecture* is a model file in `model/`. Run `i` of the suite trains level L with `model.custom_model: <arch>`
 and `seed: s` until `timesteps` env steps, then plays `eval_episodes` deterministic episodes on the level's final
 task (the last curriculum stage) inside the same trial.
 
@@ -50,6 +51,15 @@ def available_levels() -> list[str]:
     return sorted(p.stem for p in LEVEL_DIR.glob("*.yaml"))
 
 
+def level_file(level: str) -> Path:
+    """A level's YAML: a path as given (ending in .yaml or .yml), else config/benchmark/<level>.yaml."""
+    return Path(level) if level.endswith((".yaml", ".yml")) else LEVEL_DIR / f"{level}.yaml"
+
+
+def level_name(level: str) -> str:
+    return Path(level).stem
+
+
 @dataclass(frozen=True)
 class Run:
     number: int  # 1-based, in suite order
@@ -59,7 +69,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return f"{self.level}-{self.arch}-seed{self.seed}"
+        return f"{level_name(self.level)}-{self.arch}-seed{self.seed}"
 
 
 @dataclass
@@ -77,7 +87,12 @@ class Suite:
     def check(self) -> None:
         """ConfigError for unknown levels or architectures, no seeds or no timesteps."""
         for level in self.levels:
-            if level not in available_levels():
+            if level.endswith((".yaml", ".yml")):
+                if not Path(level).is_file():
+                    raise ConfigError(f"--levels: {level} does not exist; pass a level name or an experiment YAML")
+                if len(spec.read_yaml(level) or {}) != 1:
+                    raise ConfigError(f"--levels: {level} must hold one experiment (a level)")
+            elif level not in available_levels():
                 raise ConfigError(f"--levels: unknown level '{level}'{closest(level, available_levels())}; "
                                   f"available: {', '.join(available_levels())}")
         for arch in self.architectures:
@@ -105,7 +120,7 @@ class Suite:
         """The level's experiment with this run's architecture, seed and the suite's overrides (validated)."""
         model = {} if run.arch == REFERENCE else {"model": {"custom_model": run.arch}}
         overrides = merge_dicts(self.config, {**model, "seed": run.seed})
-        (experiment,) = spec.load_experiments(LEVEL_DIR / f"{run.level}.yaml", overrides)
+        (experiment,) = spec.load_experiments(level_file(run.level), overrides)
         return experiment
 
     def train_command(self, run: Run) -> str:
@@ -115,15 +130,23 @@ class Suite:
                                "--timesteps", str(self.timesteps), "--with-benchmarl", "--config", json.dumps(self.config)])
         overrides = merge_dicts(self.config, {"model": {"custom_model": run.arch}})
         return shlex.join([
-            "python", "train.py", "-f", f"config/benchmark/{run.level}.yaml", "--config", json.dumps(overrides),
+            "python", "train.py", "-f", _relative(level_file(run.level)), "--config", json.dumps(overrides),
             "--seed", str(run.seed), "--stop", json.dumps({"num_env_steps_sampled_lifetime": self.timesteps}),
         ])
 
 
 def level_env(level: str) -> str:
     """The env of a level file (read without validating it)."""
-    (body,) = spec.read_yaml(LEVEL_DIR / f"{level}.yaml").values()
+    (body,) = spec.read_yaml(level_file(level)).values()
     return body.get("env", "")
+
+
+def _relative(path: Path) -> str:
+    """A path as the repository's commands write it (relative to its root where it lies inside)."""
+    try:
+        return str(path.resolve().relative_to(LEVEL_DIR.parent.parent))
+    except ValueError:
+        return str(path.resolve())
 
 
 def score_of(experiment: spec.Experiment) -> str:

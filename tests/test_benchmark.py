@@ -154,6 +154,8 @@ def test_a_failed_run_is_recorded_and_retried(tmp_path, ray_temp_dir):
     (["--levels", "level_9"], "available: level_1_basic, level_2_easy, level_3_medium, level_4_hard, level_5_expert"),
     (["--architectures", "fcnett"], "unknown architecture 'fcnett' (did you mean 'fcnet'?); available (files in model/): "),
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--levels", "config/no-such-level.yaml"], "--levels: config/no-such-level.yaml does not exist; pass a level name "
+                                                "or an experiment YAML"),
     (["--compare-speed", str(REPO)], "holds no benchmark_results.json"),
 ])
 def test_bad_input(args, message, tmp_path, capsys):
@@ -179,6 +181,24 @@ def test_every_shipped_architecture_trains_on_every_level(tmp_path, ray_temp_dir
     tag = runs["level_4_hard-attention-seed0"]
     assert tag["train"]["score_metric"] == "env_runners/policy_reward_mean/predator"
     assert runs["level_5_expert-lstm-seed0"]["train"]["curriculum_stage"] == 0
+
+
+def test_a_level_of_another_algorithm_given_by_its_file_runs_each_architecture(tmp_path, ray_temp_dir):
+    """A level given by its path: the shipped QMIX config (DQN whose team's Q is mixed, marlkit/mixers.py) with the
+    fcnet architecture as its agents' Q-network, trained, evaluated and recorded like the PPO levels."""
+    run = run_benchmark("--architectures", "fcnet", "--levels", "config/vmas-balance-qmix.yaml", "--seeds", "1",
+                        "--timesteps", "256", "--eval-episodes", "1", "--output-dir", str(tmp_path), "--config",
+                        "{env_config: {num_envs: 4, max_steps: 25}, rollout_fragment_length: 16, train_batch_size: 32, "
+                        "num_steps_sampled_before_learning_starts: 0, min_sample_timesteps_per_iteration: 128}",
+                        temp_dir=ray_temp_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (record,) = load(tmp_path)["runs"].values()
+    assert record["level"] == "config/vmas-balance-qmix.yaml" and record["status"] == "finished", record
+    assert record["command"].startswith("python train.py -f config/vmas-balance-qmix.yaml --config ")
+    assert record["train"]["env_steps"] >= 256 and len(record["evaluation"]["returns"]) == 1
+    (trial,) = [path for path in (tmp_path / "tune").rglob("result.json")]
+    learner = json.loads(trial.read_text().splitlines()[-1])["info"]["learner"]
+    assert set(learner) == {"shared"} and "mean_q_team" in learner["shared"]["learner_stats"]
 
 
 HEAVY_MODEL = '''
