@@ -33,7 +33,9 @@ from pathlib import Path
 # `vmas` package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.matched import BENCHMARL_ALGORITHM, Matched, benchmarl_train, ours_sample_fps, ours_train, summarize  # noqa: E402
+from bench.matched import (  # noqa: E402
+    BENCHMARL_ALGORITHM, Matched, add_matched_arguments, benchmarl_train, ours_sample_fps, ours_train, summarize,
+)
 
 ALGORITHMS = ("PPO", "DQN", "SAC")
 
@@ -41,20 +43,11 @@ ALGORITHMS = ("PPO", "DQN", "SAC")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated, from PPO, DQN, SAC")
-    parser.add_argument("--num-envs", type=int, default=200, help="VMAS worlds stepped together")
-    parser.add_argument("--fragment", type=int, default=10, help="steps of every world per sampled batch")
+    add_matched_arguments(parser)
     parser.add_argument("--sample-iters", type=int, default=3, help="timed batches per sampler (a)")
-    parser.add_argument("--train-frames", type=int, default=60_000, help="frames each training run collects (b, c)")
     parser.add_argument("--minibatch-frames", type=int, default=500, help="PPO: frames per gradient step")
     parser.add_argument("--epochs", type=int, default=4, help="PPO: passes over each batch")
-    parser.add_argument("--replay-batch", type=int, default=128, help="DQN/SAC: frames per gradient step")
-    parser.add_argument("--optimizer-steps", type=int, default=50, help="DQN/SAC: gradient steps per sampled batch")
-    parser.add_argument("--seeds", type=int, default=3, help="training runs per algorithm and framework (seeds 0..N-1)")
     parser.add_argument("--skip-training", action="store_true", help="only the sampling measurements (a)")
-    parser.add_argument("--skip-benchmarl", action="store_true", help="no BenchMARL runs (c)")
-    parser.add_argument("--hiddens", default="256,256", help="MLP hidden sizes")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
     args = parser.parse_args(argv)
     args.algorithms = args.algorithms.split(",")
     if set(args.algorithms) - set(ALGORITHMS):

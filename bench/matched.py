@@ -9,6 +9,9 @@ bonus, no value clipping. DQN and SAC (BenchMARL's IQL and ISAC): replay batch f
 batch on, uniform replay; DQN: its epsilon schedule over a third of the frames, plain Q-learning on the MLP's outputs
 (no double-Q, no dueling head) with a squared TD error; SAC: twin Q critics, alpha starting at 1 and the automatic
 target entropy. Each framework's own: BenchMARL's Adam epsilon and SAC's scale mapping, RLlib's SAC action squashing.
+Teams (bench/teams.py): VDN and QMIX as DQN above with the team's reward the mean of its agents' (BenchMARL's), QMIX
+with a 32-wide mixing network; MASAC as SAC above with centralised twin critics, each agent's own reward. Their replay
+batch and capacity count frames on both sides (one row per game step here).
 
 A frame is one step of one world (all agents). RLlib counts its replay batch and minibatches in rows, one per agent
 and frame; BenchMARL counts frames: the row counts below are frames x agents.
@@ -34,7 +37,10 @@ GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP, TAU = 0.99, 0.9, 0.2, 5.0, 0.005
 EPSILON_START, EPSILON_END = 0.8, 0.01  # BenchMARL's exploration_eps_init / _end
 REPLAY_FRAMES = 1_000_000  # BenchMARL's off_policy_memory_size
 # This project's algorithm -> BenchMARL's for `multiagent.critic: decentralized`, and MAPPO for `centralized`
-BENCHMARL_ALGORITHM = {"PPO": "ippo", "DQN": "iql", "SAC": "isac"}
+BENCHMARL_ALGORITHM = {"PPO": "ippo", "DQN": "iql", "SAC": "isac", "VDN": "vdn", "QMIX": "qmix", "MASAC": "masac"}
+# The teams of bench/teams.py: the RLlib algorithm and the `multiagent` keys that make it a team (marlkit/team.py)
+TEAMS = {"VDN": ("DQN", {"mixer": "vdn", "team_reward": "mean"}), "QMIX": ("DQN", {"mixer": "qmix", "team_reward": "mean"}),
+         "MASAC": ("SAC", {"critic": "centralized"})}
 
 
 @dataclass
@@ -71,14 +77,29 @@ class TrainRun:
         return self.frames / self.seconds
 
 
+def add_matched_arguments(parser) -> None:
+    """The command-line settings bench/algorithms.py and bench/teams.py share (one Matched each)."""
+    parser.add_argument("--num-envs", type=int, default=200, help="VMAS worlds stepped together")
+    parser.add_argument("--fragment", type=int, default=10, help="steps of every world per sampled batch")
+    parser.add_argument("--train-frames", type=int, default=60_000, help="frames each training run collects")
+    parser.add_argument("--replay-batch", type=int, default=128, help="DQN/SAC: frames per gradient step")
+    parser.add_argument("--optimizer-steps", type=int, default=50, help="DQN/SAC: gradient steps per sampled batch")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per algorithm and framework (seeds 0..N-1)")
+    parser.add_argument("--skip-benchmarl", action="store_true", help="no BenchMARL runs")
+    parser.add_argument("--hiddens", default="256,256", help="MLP hidden sizes")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--temp-dir", help="Ray's temp folder (default: Ray's own)")
+
+
 def ours_experiment(matched: Matched, algorithm: str, seed: int, critic: str = "decentralized",
                     stock_sampler: bool = False):
-    """This project's experiment for `algorithm` (PPO, DQN or SAC), loaded as train.py loads a YAML file; RLlib's
-    stock sampler set as `env_runner_cls` when asked."""
+    """This project's experiment for `algorithm` (PPO, DQN, SAC, or a team of `TEAMS`), loaded as train.py loads a
+    YAML file; RLlib's stock sampler set as `env_runner_cls` when asked."""
     from marlkit import spec
 
+    run, team = TEAMS.get(algorithm, (algorithm, {}))
     config = {
-        "env_config": {"scenario": matched.scenario, "continuous_actions": algorithm != "DQN", **matched.task},
+        "env_config": {"scenario": matched.scenario, "continuous_actions": run != "DQN", **matched.task},
         "num_env_runners": 0,  # sample in the training process, as BenchMARL's collector does
         "num_envs_per_env_runner": matched.num_envs,
         "rollout_fragment_length": matched.frames_per_batch // matched.num_envs,
@@ -87,18 +108,19 @@ def ours_experiment(matched: Matched, algorithm: str, seed: int, critic: str = "
         "grad_clip": GRAD_NORM_CLIP,
         "seed": seed,
         "metrics_num_episodes_for_smoothing": matched.num_envs,  # all episodes of a batch, like BenchMARL's figure
-        "multiagent": {"policies": "shared", **({"critic": critic} if algorithm == "PPO" else {})},
-        **{"PPO": ppo_settings, "DQN": dqn_settings, "SAC": sac_settings}[algorithm](matched),
+        "multiagent": {"policies": "shared", **({"critic": critic} if algorithm == "PPO" else {}), **team},
+        **{"PPO": ppo_settings, "DQN": dqn_settings, "SAC": sac_settings}[run](matched, rows_per_frame=1 if team else
+                                                                               matched.n_agents),
     }
     if stock_sampler:
         from ray.rllib.evaluation.rollout_worker import RolloutWorker
 
         config["env_runner_cls"] = RolloutWorker
     return spec.parse_experiment(f"bench-{algorithm.lower()}-{matched.scenario}",
-                                 {"run": algorithm, "env": "vmas", "config": config})
+                                 {"run": run, "env": "vmas", "config": config})
 
 
-def ppo_settings(matched: Matched) -> dict:
+def ppo_settings(matched: Matched, rows_per_frame: int) -> dict:
     return {
         "train_batch_size": matched.frames_per_batch,
         "minibatch_size": matched.minibatch_frames * matched.n_agents,
@@ -114,10 +136,10 @@ def ppo_settings(matched: Matched) -> dict:
     }
 
 
-def replay_settings(matched: Matched) -> dict:
+def replay_settings(matched: Matched, rows_per_frame: int) -> dict:
     """DQN's and SAC's shared replay: RLlib does `training_intensity / (batch rows / sampled frames)` gradient steps
-    per sampled batch."""
-    rows = matched.replay_batch_frames * matched.n_agents
+    per sampled batch; a row is an agent's step (`rows_per_frame` agents), or a whole game step for a team."""
+    rows = matched.replay_batch_frames * rows_per_frame
     return {
         "train_batch_size": rows,
         "min_sample_timesteps_per_iteration": matched.frames_per_batch,  # one sampled batch per iteration
@@ -126,13 +148,13 @@ def replay_settings(matched: Matched) -> dict:
         "n_step": 1,
         "tau": TAU,
         "target_network_update_freq": 0,  # a (soft) target update after every gradient step
-        "replay_buffer_config": {"type": "MultiAgentReplayBuffer", "capacity": REPLAY_FRAMES * matched.n_agents},
+        "replay_buffer_config": {"type": "MultiAgentReplayBuffer", "capacity": REPLAY_FRAMES * rows_per_frame},
     }
 
 
-def dqn_settings(matched: Matched) -> dict:
+def dqn_settings(matched: Matched, rows_per_frame: int) -> dict:
     return {
-        **replay_settings(matched),
+        **replay_settings(matched, rows_per_frame),
         "dueling": False,
         "double_q": False,
         "hiddens": [],  # Q-values straight from the MLP's last layer
@@ -143,10 +165,10 @@ def dqn_settings(matched: Matched) -> dict:
     }
 
 
-def sac_settings(matched: Matched) -> dict:
+def sac_settings(matched: Matched, rows_per_frame: int) -> dict:
     network = {"fcnet_hiddens": matched.hiddens, "fcnet_activation": "tanh"}
     return {
-        **replay_settings(matched),
+        **replay_settings(matched, rows_per_frame),
         "twin_q": True,
         "initial_alpha": 1.0,
         "target_entropy": "auto",
@@ -158,10 +180,12 @@ def sac_settings(matched: Matched) -> dict:
 
 
 def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -> TrainRun:
-    """BenchMARL's `algorithm` (ippo, mappo, iql or isac) on the same task with the same settings, run to
-    `matched.train_frames`."""
+    """BenchMARL's `algorithm` (ippo, mappo, iql, isac, vdn, qmix or masac) on the same task with the same settings,
+    run to `matched.train_frames`."""
     import torch
-    from benchmarl.algorithms import IppoConfig, IqlConfig, IsacConfig, MappoConfig
+    from benchmarl.algorithms import (
+        IppoConfig, IqlConfig, IsacConfig, MappoConfig, MasacConfig, QmixConfig, VdnConfig,
+    )
     from benchmarl.environments import VmasTask
     from benchmarl.experiment import Experiment, ExperimentConfig
     from benchmarl.models.mlp import MlpConfig
@@ -169,7 +193,7 @@ def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -
     config = ExperimentConfig.get_from_yaml()
     config.sampling_device = config.train_device = config.buffer_device = "cpu"
     config.share_policy_params = True
-    config.prefer_continuous_actions = algorithm != "iql"
+    config.prefer_continuous_actions = algorithm not in ("iql", "vdn", "qmix")
     config.gamma, config.lr = GAMMA, matched.lr
     config.clip_grad_norm, config.clip_grad_val = True, GRAD_NORM_CLIP
     config.max_n_frames = matched.train_frames
@@ -187,8 +211,8 @@ def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -
     config.evaluation, config.render, config.loggers, config.create_json = False, False, [], False
     config.checkpoint_interval, config.checkpoint_at_end = 0, False
     config.save_folder = str(folder)
-    algorithm_config = {"mappo": MappoConfig, "ippo": IppoConfig, "iql": IqlConfig,
-                        "isac": IsacConfig}[algorithm].get_from_yaml()
+    algorithm_config = {"mappo": MappoConfig, "ippo": IppoConfig, "iql": IqlConfig, "isac": IsacConfig,
+                        "vdn": VdnConfig, "qmix": QmixConfig, "masac": MasacConfig}[algorithm].get_from_yaml()
     if algorithm in ("mappo", "ippo"):
         algorithm_config.lmbda, algorithm_config.clip_epsilon = GAE_LAMBDA, CLIP
         algorithm_config.entropy_coef, algorithm_config.critic_coef = 0.0, 1.0

@@ -14,7 +14,10 @@ Modules, one concern each:
                      each trial's policies with their default models, the centralised critic's memory
     policies         the multi-agent policy layout declared in YAML, scripted policies
     mappo            the centralised critic (MAPPO)
-    game_values      the batched sampler's hook for policies valued per game (mappo implements it)
+    game_values      the batched sampler's hooks for policies that see the whole game (mappo, team implement them)
+    team             a team of policies learning from whole game steps, hosted by its first policy
+    mixers           VDN and QMIX for DQN (`multiagent.mixer`)
+    masac            MASAC: SAC with centralised twin critics (`multiagent.critic: centralized`)
     models           the custom-model registry (`model/<name>.py` -> `CustomModel`)
     default_models   each policy's default model, from its own observation space
     layers           network parts the shipped models share

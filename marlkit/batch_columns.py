@@ -86,6 +86,16 @@ def nstep(n: int, gamma: float, rewards: torch.Tensor, next_obs: torch.Tensor, t
     return summed, torch.gather(next_obs, 0, _along(target, next_obs)), at_target(terminated), at_target(truncated)
 
 
+def transitions(config: dict, rewards: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor,
+                truncated: torch.Tensor, done: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Replay columns (time, games, agents, ...) as `nstep` gives them for a policy's `config` (`n_step`, `gamma`):
+    next observations, n-step rewards, flags."""
+    rewards, next_obs, terminated, truncated = nstep(config.get("n_step", 1), config["gamma"], rewards, next_obs,
+                                                     terminated, truncated, done)
+    return {SampleBatch.NEXT_OBS: next_obs, SampleBatch.REWARDS: rewards, SampleBatch.TERMINATEDS: terminated,
+            SampleBatch.TRUNCATEDS: truncated}
+
+
 def replay_weights(policy, batch: SampleBatch) -> np.ndarray:
     """Replay weights of a fragment's transitions as RLlib's `postprocess_nstep_and_prio` sets them: ones, or with
     `worker_side_prioritization` the policy's TD errors (+ `prioritized_replay_eps`)."""

@@ -24,7 +24,9 @@ A fragment holds at least `rollout_fragment_length x num_envs` env steps (restar
 and `on_sample_end` callbacks work; per-episode callbacks need RLlib's stock sampler (marlkit/plan.py picks it, with a
 note). A policy valued per game rather than per agent (MAPPO's centralised critic, marlkit/mappo.py) implements
 `GameValues`: the runner asks it for one input and one value pass per game and step, and for the columns that carry
-them. The runner knows no algorithm beyond that interface.
+them. A policy that trains a team on whole game steps (value mixers, MASAC: marlkit/team.py) implements `GameSteps`:
+its rows are one per game and step with every agent's observation, action and n-step reward, and its team's other
+policies add none. The runner knows no algorithm beyond these interfaces.
 
 Example (YAML): nothing to do; `env: vmas` or `env: bucket_brigade` sample through this runner.
 """
@@ -35,7 +37,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
-from ray.rllib.evaluation.metrics import RolloutMetrics
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -43,6 +44,7 @@ from ray.rllib.utils.filter import NoFilter
 
 from envs.batched import observation_size, zero_actions
 from marlkit import batch_columns
+from marlkit.game_episodes import GameEpisodes
 from marlkit.game_values import GameSteps, GameValues
 from marlkit.stock_runner import StockEnvRunner
 
@@ -62,7 +64,7 @@ class BatchedEnvRunner(StockEnvRunner):
         entry = kwargs["env_creator"]  # the env's `EnvEntry` (Ray's env creator, see launch.register_envs)
         kwargs["env_creator"] = _no_env
         super().__init__(**kwargs)
-        self._finished = []  # RolloutMetrics of episodes ended since the last get_metrics()
+        self._episodes = None
         if self.worker_index == 0 and self.num_workers > 0 and not self.config.create_local_env_runner:
             return  # the local runner of a Tune trial holds no env when remote runners sample
         self.env = entry.batch(dict(self.env_context))
@@ -77,7 +79,6 @@ class BatchedEnvRunner(StockEnvRunner):
         self._groups = {}  # policy id -> indices into self._agents
         for index, agent in enumerate(self._agents):
             self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)
-        self._agent_policy_keys = [(agent, self.policy_mapping_fn(agent, None, self)) for agent in self._agents]
         self._obs_size = {pid: observation_size(env.observation_spaces[self._agents[g[0]]])
                           for pid, g in self._groups.items()}
         # Policies that learn from replayed transitions (DQN, SAC: next observations, n-step) rather than from
@@ -97,10 +98,8 @@ class BatchedEnvRunner(StockEnvRunner):
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
         self._restarting = torch.zeros(self._num_envs, dtype=torch.bool, device=self._device)
-        self._episode_returns = torch.zeros(self._num_envs, len(self._agents), device=self._device)
-        self._episode_lengths = torch.zeros(self._num_envs, dtype=torch.long, device=self._device)
-        self._episode_ids = torch.arange(self._num_envs, device=self._device) + self.worker_index * 10**9
-        self._next_episode_id = int(self._episode_ids[-1]) + 1
+        self._episodes = GameEpisodes(self._num_envs, [(a, self.policy_mapping_fn(a, None, self)) for a in self._agents],
+                                      self.worker_index * 10**9, self._device)
         self._reset_seed = None if self.config.seed is None else self.config.seed + 1000 * self.worker_index
 
     def _is_model(self, policy_id) -> bool:
@@ -261,8 +260,8 @@ class BatchedEnvRunner(StockEnvRunner):
         while env_steps < target:
             valid = ~self._restarting
             steps["valid"].append(valid)
-            steps["eps_id"].append(self._episode_ids.clone())
-            steps["t"].append(self._episode_lengths.clone())
+            steps["eps_id"].append(self._episodes.ids.clone())
+            steps["t"].append(self._episodes.lengths.clone())
             for policy_id in self._groups:
                 self._act(policy_id, explore, None if policy_id in self._game_steps else records.get(policy_id))
             for policy_id in self._game_steps:  # the whole game, after every policy acted
@@ -287,31 +286,13 @@ class BatchedEnvRunner(StockEnvRunner):
                 for policy_id, states in self._states.items():
                     for state, initial in zip(states, self._initial_state(policy_id)):
                         state[self._restarting.to(state.device)] = initial
-            self._episode_returns += rewards
-            self._episode_lengths += valid
             done = terminated | truncated
-            if bool(done.any()):
-                self._record_episodes(done)
+            self._episodes.step(rewards, valid, done)
             self._restarting = done
         stacked = {k: torch.stack(v) for k, v in steps.items()}
         batch = self._build_batch(records, stacked, env_steps)
         self.callbacks.on_sample_end(worker=self, samples=batch)
         return batch
-
-    def _record_episodes(self, done: torch.Tensor) -> None:
-        finished = done.nonzero().flatten()
-        lengths = self._episode_lengths[finished].tolist()
-        returns = self._episode_returns[finished].tolist()
-        for length, agent_returns in zip(lengths, returns):
-            self._finished.append(RolloutMetrics(
-                episode_length=length, episode_reward=float(sum(agent_returns)),
-                agent_rewards=dict(zip(self._agent_policy_keys, agent_returns)),
-            ))
-        self._episode_ids[finished] = torch.arange(self._next_episode_id, self._next_episode_id + len(finished),
-                                                   device=self._device)
-        self._next_episode_id += len(finished)
-        self._episode_returns[done] = 0
-        self._episode_lengths[done] = 0
 
     # ---- training batch ------------------------------------------------------------------------------------------
 
@@ -342,7 +323,7 @@ class BatchedEnvRunner(StockEnvRunner):
                                                                                            self._num_envs, k),
             }
             if policy_id in self._replayed:
-                columns.update(self._transition_columns(policy_id, record, steps, done))
+                columns.update(self._transition_columns(policy_id, record, steps, done, group))
             else:
                 columns.update(self._advantage_columns(policy_id, record, steps, done))
             valid = per_agent(steps["valid"])
@@ -376,28 +357,21 @@ class BatchedEnvRunner(StockEnvRunner):
                                                                    advantages + values))
         return columns
 
-    def _transition_columns(self, policy_id, record: dict, steps: dict, done: torch.Tensor) -> dict:
-        """Replay transitions: next observations, with n-step rewards and flags where the policy's `n_step` > 1."""
-        config = self.policy_map[policy_id].config
-        rewards, next_obs, terminated, truncated = batch_columns.nstep(
-            config.get("n_step", 1), config["gamma"], steps["rewards"][:, :, self._groups[policy_id]],
-            torch.stack(record["next_obs"]), steps["terminated"], steps["truncated"], done)
-        return {SampleBatch.NEXT_OBS: next_obs, SampleBatch.REWARDS: rewards, SampleBatch.TERMINATEDS: terminated,
-                SampleBatch.TRUNCATEDS: truncated}
+    def _transition_columns(self, policy_id, record: dict, steps: dict, done: torch.Tensor,
+                            agents: list | slice) -> dict:
+        """Replay transitions of `agents`: next observations, n-step rewards and flags (the policy's `n_step`)."""
+        return batch_columns.transitions(self.policy_map[policy_id].config, steps["rewards"][:, :, agents],
+                                         torch.stack(record["next_obs"]), steps["terminated"], steps["truncated"], done)
 
     def _game_step_rows(self, policy_id, record: dict, steps: dict, done: torch.Tensor) -> SampleBatch:
         """A `GameSteps` policy's rows (marlkit/game_values.py): one per game and step, every agent of the game in
         it, with n-step rewards and next observations."""
-        config = self.policy_map[policy_id].config
-        rewards, next_obs, terminated, truncated = batch_columns.nstep(
-            config.get("n_step", 1), config["gamma"], steps["rewards"], torch.stack(record["next_obs"]),
-            steps["terminated"], steps["truncated"], done)
-        columns = {SampleBatch.OBS: torch.stack(record["obs"]), SampleBatch.ACTIONS: torch.stack(record["actions"]),
-                   SampleBatch.REWARDS: rewards, SampleBatch.NEXT_OBS: next_obs,
-                   SampleBatch.TERMINATEDS: terminated[..., 0], SampleBatch.TRUNCATEDS: truncated[..., 0],
-                   SampleBatch.EPS_ID: steps["eps_id"], SampleBatch.T: steps["t"]}
-        valid = steps["valid"]
-        batch = SampleBatch({key: _numpy(column[valid.to(column.device)]) for key, column in columns.items()})
+        columns = self._transition_columns(policy_id, record, steps, done, slice(None))
+        columns.update({SampleBatch.OBS: torch.stack(record["obs"]), SampleBatch.ACTIONS: torch.stack(record["actions"]),
+                        SampleBatch.EPS_ID: steps["eps_id"], SampleBatch.T: steps["t"]})
+        for flag in (SampleBatch.TERMINATEDS, SampleBatch.TRUNCATEDS):  # the game's, not per agent
+            columns[flag] = columns[flag][..., 0]
+        batch = SampleBatch({key: _numpy(column[steps["valid"].to(column.device)]) for key, column in columns.items()})
         batch[PRIO_WEIGHTS] = np.ones(len(batch), dtype=np.float32)
         return batch
 
@@ -413,8 +387,7 @@ class BatchedEnvRunner(StockEnvRunner):
         return SampleBatch(batch, _max_seq_len=max_seq_len)
 
     def get_metrics(self) -> list:
-        finished, self._finished = self._finished, []
-        return finished
+        return self._episodes.take_finished() if self._episodes is not None else []
 
     def stop(self) -> None:
         if self.env is not None:

@@ -23,8 +23,9 @@ Cases: vmas (navigation, a shared feed-forward policy), simple_tag (VMAS agents 
 countdown (feed-forward, two fragments), countdown_lstm (model/lstm.py with a non-zero initial state, two fragments),
 countdown_box (Box actions, bounded and unbounded), bucket_brigade (a learner, a frozen network, scripted
 opponents), faults (env arrays of the wrong shape or dtype); the `*_mappo` cases with centralised critics; DQN and
-SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`); countdown_qmix and countdown_masac (a
-team's rows of whole game steps, `analyse_game_steps`, and one team learning step beside its losses by hand).
+SAC (countdown_dqn, vmas_sac: replayed transitions, `analyse_transitions`); countdown_qmix, simple_tag_vdn (a team
+of two policies observing different sizes) and countdown_masac (a team's rows of whole game steps,
+`analyse_game_steps`, and one team learning step, beside its losses by hand for QMIX and MASAC).
 """
 
 from __future__ import annotations
@@ -686,6 +687,22 @@ def team_td_error_by_hand(host, team: list, rows: SampleBatch, b: int) -> float:
     return mix(host.model.mixer, np.array(taken), obs) - target
 
 
+def case_simple_tag_vdn() -> dict:
+    """VDN over simple_tag's predators and prey (two policies whose observations differ in size, Discrete actions),
+    then which networks one learning step changed."""
+    def learning(algorithm, batches) -> dict:
+        policies = algorithm.env_runner.policy_map
+        before = {pid: [p.detach().clone() for p in policies[pid].model.parameters()] for pid in ("predator", "prey")}
+        policies["predator"].learn_on_batch(batches[0].policy_batches["predator"])
+        return {"changed": {pid: any(not torch.equal(old, new.detach()) for old, new in
+                                     zip(before[pid], policies[pid].model.parameters())) for pid in before}}
+
+    return sample({"run": "DQN", "env": "vmas", "config": replay_config(
+        env_config={**SIMPLE_TAG, "continuous_actions": False, "max_steps": VMAS_MAX_STEPS, "num_envs": NUM_ENVS},
+        train_batch_size=FRAGMENT * NUM_ENVS, multiagent={"policies": PREDATORS_AND_PREY, "mixer": "vdn"})},
+        then=learning)
+
+
 def case_countdown_masac() -> dict:
     """MASAC over two per-agent SAC policies in Discrete actions (agent_0 hosts the centralised critics), 2-step
     returns, two fragments; then its losses computed by hand and one learning step (`masac_learning`)."""
@@ -790,6 +807,7 @@ CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_cou
          "simple_tag_mappo": case_simple_tag_mappo, "countdown_lstm_mappo": case_countdown_lstm_mappo,
          "bucket_brigade_mappo": case_bucket_brigade_mappo, "countdown_dqn": case_countdown_dqn,
          "vmas_sac": case_vmas_sac, "countdown_qmix": case_countdown_qmix,
+         "simple_tag_vdn": case_simple_tag_vdn,
          "countdown_masac": case_countdown_masac}
 
 

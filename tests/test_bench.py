@@ -153,3 +153,4 @@ def test_algorithms_benchmark_tiny_run(ray_temp_dir):
         assert label in result.stdout, label
     # equal frames: 2 batches of 160 frames each, both frameworks (BenchMARL's runs print theirs)
     assert "marlkit DQN seed 0: 320 frames" in result.stdout and "BenchMARL IQL seed 0: 320 frames" in result.stdout
+

@@ -5,18 +5,21 @@ and one learning step of QMIX and MASAC against their losses computed by hand: t
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, finish_script, read_results, run_train, start_script, trial_dirs, write_yaml
+from conftest import REPO, finish_script, read_results, run_script, run_train, start_script, trial_dirs, write_yaml
 from envs.errors import ConfigError
 from marlkit.checkpoints import load_algorithm_state
 from marlkit.mixers import QMixer, VDNMixer
 from marlkit.plan import make_plan
 from marlkit.spec import parse_experiment
+from marlkit.team import TeamHost
 from test_algorithms import bucket_brigade, shipped, vmas
 from test_cli_errors import assert_one_line_error, run_in_process
 
@@ -41,6 +44,32 @@ def test_vdn_is_the_sum_and_qmix_a_monotonic_mix_of_the_agents_q_values():
     agent_q.requires_grad_(True)
     (gradient,) = torch.autograd.grad(mixer(agent_q, state).sum(), agent_q)
     assert (gradient >= 0).all() and (gradient > 0).any()
+
+
+def test_the_hosts_target_update_is_rllibs():
+    """The team host's in-place soft target update gives what RLlib's TargetNetworkMixin gives (every tensor of the
+    state interpolated by tau, integer counters cast back), for an explicit tau and the config's."""
+    from ray.rllib.policy.torch_mixins import TargetNetworkMixin
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    model(torch.randn(8, 3))  # BatchNorm's running statistics and its counter move
+    start = {key: torch.randn_like(value) if value.is_floating_point() else value + 5
+             for key, value in model.state_dict().items()}
+    targets = []
+    for policy_class in (TeamHost, TargetNetworkMixin):
+        policy = policy_class.__new__(policy_class)
+        policy.config, policy.model = {"tau": 0.3}, model
+        target = copy.deepcopy(model)
+        target.load_state_dict(start)
+        policy.target_models = {model: target}
+        policy.update_target(0.5)
+        policy.update_target()
+        targets.append(target.state_dict())
+    ours, rllib = targets
+    assert not torch.equal(ours["0.weight"], start["0.weight"])
+    for key in rllib:
+        assert torch.allclose(ours[key], rllib[key]), key
 
 
 def mixed(mixer: str = "qmix", **multiagent) -> dict:
@@ -110,13 +139,13 @@ def test_what_a_team_cannot_train_is_a_one_line_error_before_ray_starts(experime
 
 
 def test_vdn_qmix_and_masac_train_checkpoint_roll_out_and_restore(tmp_path, ray_temp_dir, capsys):
-    """One train.py run, 2 iterations each: the shipped QMIX and VDN configs on VMAS balance (a shared Q-network;
-    VDN with one per agent), the shipped MASAC config on VMAS navigation (Box actions, an actor per agent), and QMIX
-    and MASAC (Discrete actions: the flat view) on Bucket Brigade over two learners beside a scripted player (not in
-    the team). Only the host policy reports learning, yet every team policy's network changes between the
-    checkpoints of iterations 1 and 2. A QMIX and a MASAC checkpoint roll out; restored into an experiment with
-    another mixer a checkpoint is refused in one line; the VDN checkpoint restores into its own experiment in
-    --local-mode and goes on learning."""
+    """One train.py run, 2 iterations each: the shipped VDN config on VMAS balance with a Q-network per agent, the
+    shipped MASAC config on VMAS navigation (Box actions, an actor per agent), and on Bucket Brigade (Discrete
+    actions: the flat view) VDN over 3 agents sharing a Q-network, QMIX and MASAC over two learners beside a scripted
+    player (not in the team). (The shipped QMIX config trains in test_benchmark.py.) Only the host policy reports
+    learning, yet every team policy's network changes between the checkpoints of iterations 1 and 2. A QMIX and a
+    MASAC checkpoint roll out; a QMIX checkpoint restored into an experiment with another mixer or none is refused in
+    one line; the VDN checkpoint restores into its own experiment in --local-mode and goes on learning."""
     replay = {"num_steps_sampled_before_learning_starts": 100, "min_sample_timesteps_per_iteration": 200,
               "train_batch_size": 32}
     vdn = shipped("vmas-balance-vdn", **replay)
@@ -125,18 +154,18 @@ def test_vdn_qmix_and_masac_train_checkpoint_roll_out_and_restore(tmp_path, ray_
                          policy_model_config={"fcnet_hiddens": [32]})
     masac_vmas["config"]["multiagent"]["policies"] = "per_agent"
     learners = {"learners": {"agents": ["agent_0", "agent_1"]}, "rival": {"agents": "agent_2", "heuristic": "random"}}
-    qmix_bb, masac_bb = bucket_brigade("DQN", **replay), bucket_brigade("SAC", **replay)
+    qmix_bb, masac_bb, vdn_bb = (bucket_brigade(run, **replay) for run in ("DQN", "SAC", "DQN"))
     qmix_bb["config"]["multiagent"] = {"policies": learners, "mixer": "qmix", "team_reward": "mean"}
     masac_bb["config"]["multiagent"] = {"policies": learners, "critic": "centralized", "team_reward": "sum"}
-    experiments = {"qmix-vmas": shipped("vmas-balance-qmix", **replay), "vdn-vmas": vdn, "masac-vmas": masac_vmas,
-                   "qmix-bb": qmix_bb, "masac-bb": masac_bb}
+    vdn_bb["config"]["multiagent"] = {"policies": "shared", "mixer": "vdn"}
+    experiments = {"vdn-vmas": vdn, "masac-vmas": masac_vmas, "vdn-bb": vdn_bb, "qmix-bb": qmix_bb, "masac-bb": masac_bb}
     for experiment in experiments.values():
         experiment.update(checkpoint_freq=1, checkpoint_at_end=True)
     run = run_train("-f", str(write_yaml(tmp_path / "teams.yaml", experiments)), "--local-dir", str(tmp_path),
                     temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-3000:]
-    hosts = {"qmix-vmas": ("shared", []), "vdn-vmas": ("agent_0", ["agent_1", "agent_2"]),
-             "masac-vmas": ("agent_0", ["agent_1", "agent_2"]), "qmix-bb": ("learners", []), "masac-bb": ("learners", [])}
+    hosts = {"vdn-vmas": ("agent_0", ["agent_1", "agent_2"]), "masac-vmas": ("agent_0", ["agent_1", "agent_2"]),
+             "vdn-bb": ("shared", []), "qmix-bb": ("learners", []), "masac-bb": ("learners", [])}
     for name, (host, carried) in hosts.items():
         (trial,) = trial_dirs(tmp_path / name)
         rows = read_results(trial)
@@ -157,10 +186,14 @@ def test_vdn_qmix_and_masac_train_checkpoint_roll_out_and_restore(tmp_path, ray_
                 for run, name in (("DQN", "qmix-bb"), ("SAC", "masac-vmas"))}
     vdn_file = write_yaml(tmp_path / "vdn.yaml", {"vdn-vmas": vdn})
     vdn_checkpoint = trial_dirs(tmp_path / "vdn-vmas")[0] / "checkpoint_000001"
-    refused = run_in_process(capsys, "train.py", "-f", str(vdn_file), "--restore",
-                             str(trial_dirs(tmp_path / "qmix-vmas")[0] / "checkpoint_000001"))
+    qmix_checkpoint = str(trial_dirs(tmp_path / "qmix-bb")[0] / "checkpoint_000001")
+    refused = run_in_process(capsys, "train.py", "-f", str(vdn_file), "--restore", qmix_checkpoint)
     assert_one_line_error(refused, "its policies were trained with a qmix mixer, but vdn-vmas.config.multiagent.mixer "
                                    "is vdn; restore it into an experiment with the same mixer, or train from scratch")
+    independent = bucket_brigade("DQN")
+    refused = run_in_process(capsys, "train.py", "-f", str(write_yaml(tmp_path / "iql.yaml", {"iql-bb": independent})),
+                             "--restore", qmix_checkpoint)
+    assert_one_line_error(refused, "its policies were trained with a qmix mixer, but iql-bb has no multiagent.mixer")
     restored = run_train("-f", str(vdn_file), "--restore", str(vdn_checkpoint), "--local-mode", "--stop",
                          "{training_iteration: 3}", "--local-dir", str(tmp_path / "restored"),
                          temp_dir=ray_temp_dir / "restore")
@@ -172,3 +205,21 @@ def test_vdn_qmix_and_masac_train_checkpoint_roll_out_and_restore(tmp_path, ray_
         rollout = finish_script(rollout)
         assert rollout.returncode == 0, (run, rollout.stderr[-3000:])
         assert re.search(r"^episode 0: length \d+, return \S+ ", rollout.stdout, re.M), (run, rollout.stdout)
+
+
+def test_teams_benchmark_tiny_run(ray_temp_dir):
+    """bench/teams.py: QMIX (balance, Discrete) and MASAC (navigation, Box) trained here and by BenchMARL on equal
+    frames, with the JSON keys bench/README.md names (the full run adds DQN and VDN). No speed is asserted, so it runs
+    beside other tests (test_bench.py's run alone)."""
+    result = run_script("bench/teams.py", "--algorithms", "QMIX,MASAC", "--num-envs", "4", "--fragment", "5",
+                        "--train-frames", "40", "--seeds", "1", "--replay-batch", "8", "--optimizer-steps", "2",
+                        temp_dir=ray_temp_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(figures) == {f"{side}_{algorithm}_{figure}" for side in ("ours", "benchmarl")
+                            for algorithm in ("qmix", "masac") for figure in ("train_fps", "return")}
+    assert all(figures[f"{side}_{algorithm}_train_fps"] > 0 for side in ("ours", "benchmarl")
+               for algorithm in ("qmix", "masac"))
+    for line in ("marlkit QMIX seed 0: 40 frames", "BenchMARL QMIX seed 0: 40 frames", "marlkit MASAC seed 0: 40 frames",
+                 "BenchMARL MASAC seed 0: 40 frames", "train frames/s, ours / BenchMARL: QMIX "):
+        assert line in result.stdout, line
