@@ -143,6 +143,7 @@ def replay_settings(matched: Matched, rows_per_frame: int) -> dict:
     return {
         "train_batch_size": rows,
         "min_sample_timesteps_per_iteration": matched.frames_per_batch,  # one sampled batch per iteration
+        "min_time_s_per_iteration": 0,  # (RLlib's SAC samples for at least 1 s per iteration: frames past the end)
         "training_intensity": matched.optimizer_steps * rows / matched.frames_per_batch,
         "num_steps_sampled_before_learning_starts": 0,
         "n_step": 1,
