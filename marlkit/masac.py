@@ -168,12 +168,11 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
             q_taken = [critic(torch.cat([state, actions], 1)) for critic in critics]
             with torch.no_grad():
                 sampled, logps = (torch.cat(part, 1) for part in zip(*later))
-                next_q = torch.min(torch.stack([target(torch.cat([next_state, sampled.flatten(1)], 1))
+                next_q = torch.min(torch.stack([target(torch.cat([next_state, sampled], 1))
                                                 for target in targets]), 0)[0]
                 next_value = next_q - alphas * logps
             sampled, logps = (torch.cat(part, 1) for part in zip(*now))
-            q_now = torch.min(torch.stack([critic(torch.cat([state, sampled.flatten(1)], 1)) for critic in critics]),
-                              0)[0]
+            q_now = torch.min(torch.stack([critic(torch.cat([state, sampled], 1)) for critic in critics]), 0)[0]
             actor = alphas * logps - q_now
             entropy_terms = [(logps_i + policy.model.target_entropy).detach()
                              for (_, logps_i), (policy, _, _) in zip(now, self.members())]
@@ -187,8 +186,8 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
 
     @staticmethod
     def _actor_pass(policy, own: torch.Tensor, agents: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Box: sampled actions (rows, agents, width) and their log-likelihoods (rows, agents); Discrete: the
-        action probabilities and log-probabilities (rows, agents, actions)."""
+        """Box: sampled actions (rows, agents x width, agent after agent) and their log-likelihoods (rows, agents);
+        Discrete: the action probabilities and log-probabilities (rows, agents, actions)."""
         out, _ = policy.model({SampleBatch.OBS: own}, [], None)
         inputs, _ = policy.model.get_action_model_outputs(out)
         if isinstance(policy.action_space, gym.spaces.Discrete):
@@ -196,7 +195,7 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
             return logps.exp(), logps
         distribution = policy.dist_class(inputs, policy.model)
         actions = distribution.sample()
-        return actions.view(rows, agents, -1), distribution.logp(actions).view(rows, agents)
+        return actions.reshape(rows, -1), distribution.logp(actions).view(rows, agents)
 
     def _team_actions(self, batch: dict) -> torch.Tensor:
         """The team's replayed actions: Discrete (rows, team agents); Box (rows, sum of their widths)."""
