@@ -24,6 +24,7 @@ Modules, one concern each:
     batched_runner   the env runner that samples batched envs (envs/batched.py) as whole arrays for PPO, DQN and SAC
                      (RLlib's stock sampler gets them through envs/rllib_adapters.py)
     batch_columns    the batched runner's training columns: GAE, n-step transitions, replay weights, sequences
+    game_episodes    the batched runner's episode bookkeeping (ids, lengths, returns, metrics of finished episodes)
     stock_runner     RLlib's stock sampler, closing its envs when it cannot be built
     preflight        the checks before anything trains: resources the cluster can give, --restore and --resume
                      targets, writable output folders
