@@ -39,7 +39,8 @@ REPLAY_FRAMES = 1_000_000  # BenchMARL's off_policy_memory_size
 # This project's algorithm -> BenchMARL's for `multiagent.critic: decentralized`, and MAPPO for `centralized`
 BENCHMARL_ALGORITHM = {"PPO": "ippo", "DQN": "iql", "SAC": "isac", "VDN": "vdn", "QMIX": "qmix", "MASAC": "masac"}
 # The teams of bench/teams.py: the RLlib algorithm and the `multiagent` keys that make it a team (marlkit/team.py)
-TEAMS = {"VDN": ("DQN", {"mixer": "vdn", "team_reward": "mean"}), "QMIX": ("DQN", {"mixer": "qmix", "team_reward": "mean"}),
+TEAMS = {"VDN": ("DQN", {"mixer": "vdn", "team_reward": "mean"}),
+         "QMIX": ("DQN", {"mixer": "qmix", "team_reward": "mean"}),
          "MASAC": ("SAC", {"critic": "centralized"})}
 
 

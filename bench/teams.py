@@ -38,7 +38,8 @@ SCENARIOS = {"DQN": "balance", "VDN": "balance", "QMIX": "balance", "MASAC": "na
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algorithms", default=",".join(SCENARIOS), help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    parser.add_argument("--algorithms", default=",".join(SCENARIOS),
+                        help=f"comma-separated, from {', '.join(SCENARIOS)}")
     add_matched_arguments(parser)
     args = parser.parse_args(argv)
     args.algorithms = args.algorithms.split(",")
@@ -78,7 +79,8 @@ def main(argv=None) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-benchmarl-") as folder:
             runs = [benchmarl_train(matched(args, algorithm), name, seed, Path(folder)) for seed in range(args.seeds)]
         add_row(f"benchmarl_{algorithm.lower()}", f"BenchMARL {name.upper()}", SCENARIOS[algorithm], runs)
-    print(f"\n{'run':<18}{'scenario':<12}{'train/s':>10}   return after {args.train_frames:,} frames ({args.seeds} seeds)")
+    print(f"\n{'run':<18}{'scenario':<12}{'train/s':>10}   "
+          f"return after {args.train_frames:,} frames ({args.seeds} seeds)")
     for label, scenario, fps, mean_return, spread in rows:
         print(f"{label:<18}{scenario:<12}{fps:>10,.0f}   {mean_return:.3f} ± {spread:.3f}")
     ratios = [f"{algorithm} {figures[f'ours_{algorithm.lower()}_train_fps'] / figures[key]:.2f}x"

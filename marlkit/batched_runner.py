@@ -98,8 +98,8 @@ class BatchedEnvRunner(StockEnvRunner):
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
         self._restarting = torch.zeros(self._num_envs, dtype=torch.bool, device=self._device)
-        self._episodes = GameEpisodes(self._num_envs, [(a, self.policy_mapping_fn(a, None, self)) for a in self._agents],
-                                      self.worker_index * 10**9, self._device)
+        agent_keys = [(agent, self.policy_mapping_fn(agent, None, self)) for agent in self._agents]
+        self._episodes = GameEpisodes(self._num_envs, agent_keys, self.worker_index * 10**9, self._device)
         self._reset_seed = None if self.config.seed is None else self.config.seed + 1000 * self.worker_index
 
     def _is_model(self, policy_id) -> bool:
@@ -367,8 +367,8 @@ class BatchedEnvRunner(StockEnvRunner):
         """A `GameSteps` policy's rows (marlkit/game_values.py): one per game and step, every agent of the game in
         it, with n-step rewards and next observations."""
         columns = self._transition_columns(policy_id, record, steps, done, slice(None))
-        columns.update({SampleBatch.OBS: torch.stack(record["obs"]), SampleBatch.ACTIONS: torch.stack(record["actions"]),
-                        SampleBatch.EPS_ID: steps["eps_id"], SampleBatch.T: steps["t"]})
+        columns.update({SampleBatch.OBS: torch.stack(record["obs"]), SampleBatch.EPS_ID: steps["eps_id"],
+                        SampleBatch.ACTIONS: torch.stack(record["actions"]), SampleBatch.T: steps["t"]})
         for flag in (SampleBatch.TERMINATEDS, SampleBatch.TRUNCATEDS):  # the game's, not per agent
             columns[flag] = columns[flag][..., 0]
         batch = SampleBatch({key: _numpy(column[steps["valid"].to(column.device)]) for key, column in columns.items()})

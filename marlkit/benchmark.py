@@ -2,9 +2,9 @@
 
 A *level* is an experiment YAML in `config/benchmark/` named by its file name, or any one-experiment YAML given by
 its path, such as `config/vmas-balance-qmix.yaml` (its algorithm is the level's: PPO, DQN with a mixer, SAC, ...;
-its `checkpoint_score_attr` is the level's score); an *architecture* is a model file in `model/`. Run `i` of the suite trains level L with `model.custom_model: <arch>`
-and `seed: s` until `timesteps` env steps, then plays `eval_episodes` deterministic episodes on the level's final
-task (the last curriculum stage) inside the same trial.
+its `checkpoint_score_attr` is the level's score); an *architecture* is a model file in `model/`. Run `i` of the
+suite trains level L with `model.custom_model: <arch>` and `seed: s` until `timesteps` env steps, then plays
+`eval_episodes` deterministic episodes on the level's final task (the last curriculum stage) inside the same trial.
 
 Everything lands in the output folder, written atomically after every finished run:
 

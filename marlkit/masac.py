@@ -153,12 +153,13 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
             [self.target_models[self.model].twin_q_net] if self.config["twin_q"] else [])
         if self.team["discrete"]:
             taken = self._team_actions(batch).long()
-            q_taken = [self._per_action(critic(state)).gather(2, taken.unsqueeze(2)).squeeze(2) for critic in critics]
+            q_all = [self._per_action(critic(state)) for critic in critics]  # (rows, team agents, actions) each
+            q_taken = [q.gather(2, taken.unsqueeze(2)).squeeze(2) for q in q_all]
             with torch.no_grad():
                 next_q = torch.min(torch.stack([self._per_action(target(next_state)) for target in targets]), 0)[0]
                 probs, logps = self._stacked(later)
                 next_value = (probs * (next_q - alphas[None, :, None] * logps)).sum(2)
-            q_now = torch.min(torch.stack([self._per_action(critic(state)) for critic in critics]), 0)[0].detach()
+            q_now = torch.min(torch.stack(q_all), 0)[0].detach()
             probs, logps = self._stacked(now)
             actor = (probs * (alphas[None, :, None] * logps - q_now)).sum(2)
             entropy_terms = [(probs_i.detach() * (logps_i + policy.model.target_entropy).detach()).sum(2)
@@ -178,9 +179,9 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
                              for (_, logps_i), (policy, _, _) in zip(now, self.members())]
         target = rewards + discount * (1.0 - done) * next_value
         td_errors = [q - target for q in q_taken]
-        alpha_loss = sum(-(policy.model.log_alpha * term).mean() for term, (policy, _, _) in zip(entropy_terms, self.members()))
-        losses = {"critic": sum(torch.mean(weights * huber_loss(td)) for td in td_errors),
-                  "actor": actor.mean(), "alpha": alpha_loss}
+        losses = {"critic": sum(torch.mean(weights * huber_loss(td)) for td in td_errors), "actor": actor.mean(),
+                  "alpha": sum(-(policy.model.log_alpha * term).mean()
+                               for term, (policy, _, _) in zip(entropy_terms, self.members()))}
         stats = {"mean_q": float(q_taken[0].detach().mean()), "mean_alpha": float(alphas.mean())}
         return losses, td_errors[0].detach().abs().mean(1), stats
 

@@ -21,13 +21,14 @@ greedy action is the team's) and s is the joint observation the centralised crit
 agent's observation, zero-padded to the widest, with presence flags; VMAS and Bucket Brigade offer no global state).
 The target is the team reward plus the discounted mix of the target networks' Q-values at the online networks'
 greedy actions (`double_q`); the loss is the mean over game steps of the TD error's Huber loss (or half its square,
-`td_error_loss_fn: mse`; RLlib's DQN sums that one over the batch) weighted by prioritized replay's importance weights; DQN's other settings (`n_step`, `gamma`, `lr`, `grad_clip`, `tau`, `target_network_update_freq`,
-the model's `hiddens` and `dueling`) mean what they mean for DQN.
+`td_error_loss_fn: mse`; RLlib's DQN sums that one over the batch) weighted by prioritized replay's importance
+weights; DQN's other settings (`n_step`, `gamma`, `lr`, `grad_clip`, `tau`, `target_network_update_freq`, the model's
+`hiddens` and `dueling`) mean what they mean for DQN.
 
 Where it runs: the first policy of the team (the "host", `MixerDQNPolicy`) holds the mixer and trains every team
 policy (marlkit/team.py); the batched env runner (marlkit/batched_runner.py) gives it one replay row per game and
-step through the `GameSteps` hook (marlkit/game_values.py), and the team's other policies add no rows of their own. A replay buffer's
-`capacity` and `train_batch_size` therefore count game steps. The mixer is part of the host's model, so it is
+step through the `GameSteps` hook (marlkit/game_values.py), and the team's other policies add no rows of their own.
+A replay buffer's `capacity` and `train_batch_size` therefore count game steps. The mixer is part of the host's model, so it is
 checkpointed, restored and target-updated with it; rollouts play the agents' Q-networks alone.
 """
 

@@ -75,18 +75,20 @@ def _parse_mixer(block: dict) -> dict:
     """The `mixer`, `mixer_config` and `team_reward` keys of a `multiagent` block."""
     mixer = block.get("mixer")
     if mixer is not None and mixer not in MIXERS:
-        raise ConfigError(f"config.multiagent.mixer: {mixer!r} is not a mixer{closest(str(mixer), MIXERS)}; use vdn "
-                          f"(the sum of the agents' Q-values) or qmix (a monotonic mix conditioned on the game's state)")
+        raise ConfigError(f"config.multiagent.mixer: {mixer!r} is not a mixer{closest(str(mixer), MIXERS)}; use "
+                          f"vdn (the sum of the agents' Q-values) or qmix (a monotonic mix conditioned on the game's "
+                          f"state)")
     settings = block.get("mixer_config") or {}
     if settings and mixer != "qmix":
         raise ConfigError(f"config.multiagent.mixer_config sets QMIX's mixing network; it needs mixer: qmix, "
                           f"not {mixer}")
     if not isinstance(settings, dict):
-        raise ConfigError(f"config.multiagent.mixer_config must be a mapping such as {{embed_dim: 32}}, got {settings!r}")
+        raise ConfigError(f"config.multiagent.mixer_config must be a mapping such as {{embed_dim: 32}}, got "
+                          f"{settings!r}")
     for key, value in settings.items():
         if key not in MIXER_SETTINGS:
-            raise ConfigError(f"config.multiagent.mixer_config.{key} is not a QMIX setting{closest(key, MIXER_SETTINGS)}; "
-                              f"known: {', '.join(MIXER_SETTINGS)}")
+            raise ConfigError(f"config.multiagent.mixer_config.{key} is not a QMIX setting"
+                              f"{closest(key, MIXER_SETTINGS)}; known: {', '.join(MIXER_SETTINGS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.multiagent.mixer_config.{key} must be a whole number >= 1, got {value!r}")
     team_reward = block.get("team_reward")

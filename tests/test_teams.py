@@ -158,7 +158,8 @@ def test_vdn_qmix_and_masac_train_checkpoint_roll_out_and_restore(tmp_path, ray_
     qmix_bb["config"]["multiagent"] = {"policies": learners, "mixer": "qmix", "team_reward": "mean"}
     masac_bb["config"]["multiagent"] = {"policies": learners, "critic": "centralized", "team_reward": "sum"}
     vdn_bb["config"]["multiagent"] = {"policies": "shared", "mixer": "vdn"}
-    experiments = {"vdn-vmas": vdn, "masac-vmas": masac_vmas, "vdn-bb": vdn_bb, "qmix-bb": qmix_bb, "masac-bb": masac_bb}
+    experiments = {"vdn-vmas": vdn, "masac-vmas": masac_vmas, "vdn-bb": vdn_bb, "qmix-bb": qmix_bb,
+                   "masac-bb": masac_bb}
     for experiment in experiments.values():
         experiment.update(checkpoint_freq=1, checkpoint_at_end=True)
     run = run_train("-f", str(write_yaml(tmp_path / "teams.yaml", experiments)), "--local-dir", str(tmp_path),
@@ -220,6 +221,7 @@ def test_teams_benchmark_tiny_run(ray_temp_dir):
                             for algorithm in ("qmix", "masac") for figure in ("train_fps", "return")}
     assert all(figures[f"{side}_{algorithm}_train_fps"] > 0 for side in ("ours", "benchmarl")
                for algorithm in ("qmix", "masac"))
-    for line in ("marlkit QMIX seed 0: 40 frames", "BenchMARL QMIX seed 0: 40 frames", "marlkit MASAC seed 0: 40 frames",
-                 "BenchMARL MASAC seed 0: 40 frames", "train frames/s, ours / BenchMARL: QMIX "):
+    for line in ("marlkit QMIX seed 0: 40 frames", "BenchMARL QMIX seed 0: 40 frames",
+                 "marlkit MASAC seed 0: 40 frames", "BenchMARL MASAC seed 0: 40 frames",
+                 "train frames/s, ours / BenchMARL: QMIX "):
         assert line in result.stdout, line
