@@ -51,9 +51,14 @@ def available_levels() -> list[str]:
     return sorted(p.stem for p in LEVEL_DIR.glob("*.yaml"))
 
 
+def given_by_path(level: str) -> bool:
+    """Whether `--levels` named a level by its YAML's path (ending in .yaml or .yml) rather than by name."""
+    return level.endswith((".yaml", ".yml"))
+
+
 def level_file(level: str) -> Path:
-    """A level's YAML: a path as given (ending in .yaml or .yml), else config/benchmark/<level>.yaml."""
-    return Path(level) if level.endswith((".yaml", ".yml")) else LEVEL_DIR / f"{level}.yaml"
+    """A level's YAML: a path as given, else config/benchmark/<level>.yaml."""
+    return Path(level) if given_by_path(level) else LEVEL_DIR / f"{level}.yaml"
 
 
 def level_name(level: str) -> str:
@@ -87,7 +92,7 @@ class Suite:
     def check(self) -> None:
         """ConfigError for unknown levels or architectures, no seeds or no timesteps."""
         for level in self.levels:
-            if level.endswith((".yaml", ".yml")):
+            if given_by_path(level):
                 if not Path(level).is_file():
                     raise ConfigError(f"--levels: {level} does not exist; pass a level name or an experiment YAML")
                 if len(spec.read_yaml(level) or {}) != 1:

@@ -28,8 +28,8 @@ weights; DQN's other settings (`n_step`, `gamma`, `lr`, `grad_clip`, `tau`, `tar
 Where it runs: the first policy of the team (the "host", `MixerDQNPolicy`) holds the mixer and trains every team
 policy (marlkit/team.py); the batched env runner (marlkit/batched_runner.py) gives it one replay row per game and
 step through the `GameSteps` hook (marlkit/game_values.py), and the team's other policies add no rows of their own.
-A replay buffer's `capacity` and `train_batch_size` therefore count game steps. The mixer is part of the host's model, so it is
-checkpointed, restored and target-updated with it; rollouts play the agents' Q-networks alone.
+A replay buffer's `capacity` and `train_batch_size` therefore count game steps. The mixer is part of the host's
+model, so it is checkpointed, restored and target-updated with it; rollouts play the agents' Q-networks alone.
 """
 
 from __future__ import annotations

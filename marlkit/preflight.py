@@ -67,8 +67,8 @@ def check_checkpoint(path: str, experiment: Experiment | None = None) -> str:
                       else f"{experiment.name} has no multiagent.mixer")
             raise ConfigError(f"--restore {path}: its policies were trained with {trained}, but {wanted}; restore it "
                               f"into an experiment with the same mixer, or train from scratch")
-        centralized = any(key.startswith("central_critic.") for state in states.values()
-                          for key in (state.get("weights") or {})) or any(team.get("critic") == "centralized" for team in teams)
+        centralized = any(team.get("critic") == "centralized" for team in teams) or any(
+            key.startswith("central_critic.") for state in states.values() for key in (state.get("weights") or {}))
         if centralized != (layout.critic == "centralized"):
             trained = "a centralised critic" if centralized else "per-agent critics (decentralized)"
             raise ConfigError(

@@ -66,7 +66,7 @@ class TeamHost(GameSteps):
         target, `tau` defaulting to the config's as RLlib's), in place with torch's multi-tensor ops: RLlib's
         rebuilds and reloads the whole state dict, 8% of a QMIX training step in bench/teams.py."""
         tau = tau or self.config.get("tau", 1.0)
-        online = [value for value in self.model.state_dict().values()]
+        online = list(self.model.state_dict().values())
         for target_model in self.target_models.values():
             target = list(target_model.state_dict().values())
             floats = [(t, o.to(t.device)) for t, o in zip(target, online) if t.is_floating_point()]

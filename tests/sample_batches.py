@@ -353,7 +353,8 @@ def analyse_game_steps(policy, sizes: list[int], log: dict, steps: range, batch:
                                    per_agent[(s, e, a)][key] for a in agents]) for s, e in keys.tolist()])
 
     return {"keys": keys, "game_steps": True, "stock": {
-        SampleBatch.OBS: log["obs_in"][keys[:, 0], keys[:, 1]], SampleBatch.ACTIONS: log["actions"][keys[:, 0], keys[:, 1]],
+        SampleBatch.OBS: log["obs_in"][keys[:, 0], keys[:, 1]],
+        SampleBatch.ACTIONS: log["actions"][keys[:, 0], keys[:, 1]],
         SampleBatch.NEXT_OBS: column(SampleBatch.NEXT_OBS, pad=True), SampleBatch.REWARDS: column(SampleBatch.REWARDS),
         SampleBatch.TERMINATEDS: column(SampleBatch.TERMINATEDS)[:, 0],
         SampleBatch.TRUNCATEDS: column(SampleBatch.TRUNCATEDS)[:, 0]}}
@@ -639,7 +640,8 @@ def team_learning(algorithm, batches) -> dict:
         PRIO_WEIGHTS)}
     with torch.no_grad():
         td_error, _ = host.team_td_error(tensors)
-    by_hand = [team_td_error_by_hand(host, [policies["agent_0"], policies["agent_1"]], rows, b) for b in range(len(rows))]
+    team = [policies["agent_0"], policies["agent_1"]]
+    by_hand = [team_td_error_by_hand(host, team, rows, b) for b in range(len(rows))]
     modules = {"agent_0": host.model, "agent_1": policies["agent_1"].model,
                "target agent_1": policies["agent_1"].target_models[policies["agent_1"].model],
                "target agent_0": host.target_models[host.model]}
@@ -662,7 +664,8 @@ def team_td_error_by_hand(host, team: list, rows: SampleBatch, b: int) -> float:
 
     def q(policy, model, obs):
         with torch.no_grad():
-            return compute_q_values(policy, model, {SampleBatch.OBS: torch.as_tensor(obs[None])}, explore=False)[0][0].numpy()
+            q, _, _, _ = compute_q_values(policy, model, {SampleBatch.OBS: torch.as_tensor(obs[None])}, explore=False)
+            return q[0].numpy()
 
     def mix(mixer, agent_q, obs):
         state = np.concatenate([obs.reshape(-1), np.ones(len(obs))])
@@ -736,7 +739,8 @@ def masac_learning(algorithm, batches) -> dict:
     changed = {name: any(not torch.equal(old, new.detach()) for old, new in zip(before[name], module.parameters()))
                for name, module in modules.items()}
     changed["log_alphas"] = [float(policy.model.log_alpha.detach()) != old for policy, old in zip(team, alphas_before)]
-    return {"losses": {name: float(loss.detach()) for name, loss in losses.items()}, "by_hand": by_hand, "changed": changed,
+    return {"losses": {name: float(loss.detach()) for name, loss in losses.items()}, "by_hand": by_hand,
+            "changed": changed,
             "learner_stats": info["learner_stats"]}
 
 
