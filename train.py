@@ -39,6 +39,9 @@ def parse_args(argv):
                                        "e.g. '{training_iteration: 5}'")
     parser.add_argument("--wandb", choices=["online", "offline"],
                         help="log to Weights & Biases (offline needs no account); the YAML's wandb block sets more")
+    parser.add_argument("--check-env", action="store_true",
+                        help="play an episode of each experiment's env with random actions, list what breaks its API "
+                             "(spaces, reset/step values, agents, an episode's end) and exit; trains nothing")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return parser.parse_args(argv)
 
@@ -59,6 +62,12 @@ def main(argv=None) -> int:
                  "wandb": {"mode": args.wandb} if args.wandb else None}
     experiments = spec.load_experiments(args.config_file, config_override,
                                         {name: value for name, value in overrides.items() if value is not None})
+    if args.check_env:
+        from marlkit.env_checks import env_check_lines
+        results = [env_check_lines(experiment) for experiment in experiments]
+        for _, lines in results:
+            print("\n".join(lines))
+        return 0 if all(passed for passed, _ in results) else 1
     for experiment in experiments:
         for note in experiment.notes + plan.make_plan(experiment).notes:
             print(f"note: {note}")

@@ -11,11 +11,15 @@ space, envs/batched.py `FlatActions`).
 `env_config.num_envs` is kept equal to RLlib's `num_envs_per_env_runner` (the games of one env runner).
 
 To add an environment: one file with its `BatchedEnv` and `check_config`, and one entry here, e.g.
-`"repeat_bit": EnvEntry(create_batch=RepeatBit, check_config=repeat_bit.check_config)`.
+`"repeat_bit": EnvEntry(create_batch=RepeatBit, check_config=repeat_bit.check_config)`. A user's own env needs no
+entry: `env:` may name its file or class (envs/user_envs.py), or a PettingZoo env (`env: pettingzoo`), and one-game
+envs are stepped many copies at a time behind `BatchedEnv` (envs/games.py); `env_entry(name)` finds either.
 """
 
 from dataclasses import dataclass
 from typing import Callable
+
+import gymnasium
 
 from envs import vmas_env
 from envs.batched import FlatActions
@@ -23,6 +27,7 @@ from envs.errors import ConfigError
 from envs.bucket_brigade import env as bucket_brigade_env
 from envs.rllib_adapters import rllib_env
 from envs.unity import unity_env
+from envs.user_envs import check_pettingzoo_config, names_user_env, pettingzoo_batch, user_env_entry
 
 
 # env_config key of every batched env: MultiDiscrete actions as one Discrete space (envs.batched.FlatActions), set
@@ -47,6 +52,7 @@ class EnvEntry:
     # time: trials run with their own folder as working directory
     own_process: bool = False  # the env drives a process of its own (a game) that may die: RLlib's
     # restart_failed_sub_environments defaults to true, so a crashed one is replaced within its env runner
+    checked_at_load: bool = False  # envs/checker.py plays an episode of it when an experiment loads (user envs)
 
     def check(self, env_config: dict) -> None:
         """`check_config`, and the keys the registry adds to every batched env (`flat_actions`)."""
@@ -93,4 +99,14 @@ ENVS = {
                                create_batch=bucket_brigade_env.BucketBrigadeBatch),
     "unity": EnvEntry(check_config=unity_env.check_config, create=unity_env.UnityEnv,
                       policy_group=unity_env.behavior_policy, absolute_paths=unity_env.absolute_paths, own_process=True),
+    "pettingzoo": EnvEntry(check_config=check_pettingzoo_config, create_batch=pettingzoo_batch, checked_at_load=True),
 }
+
+
+def env_entry(env: str) -> EnvEntry | None:
+    """The entry of `env:`: a registry name, or a user env by file or dotted class path (envs/user_envs.py: resolved
+    once, then kept in `ENVS` under its name); None for anything else (a gymnasium id, which RLlib makes itself).
+    ConfigError when a user env cannot be loaded."""
+    if env not in ENVS and isinstance(env, str) and env not in gymnasium.registry and names_user_env(env):
+        ENVS[env] = user_env_entry(env)
+    return ENVS.get(env)

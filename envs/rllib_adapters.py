@@ -42,9 +42,10 @@ class _Arrays:
 
     def _agent_observations(self, observations: np.ndarray, game: int) -> dict:
         """One game's per-agent observations (from the batch's observations as numpy), each cut to its agent's size
-        and shaped as its space."""
+        and shaped as its space (a Dict one, as an action mask comes, unflattened)."""
         rows = observations[game]
-        return {agent: rows[index, :size].astype(np.float32).reshape(shape)
+        return {agent: rows[index, :size].astype(np.float32).reshape(shape) if shape is not None
+                else gym.spaces.unflatten(self.observation_spaces[agent], rows[index, :size].astype(np.float32))
                 for index, (agent, (size, shape)) in enumerate(zip(self.possible_agents, self._observation_views))}
 
     def _set_actions(self, game: int, per_agent: dict) -> None:

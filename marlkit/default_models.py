@@ -7,6 +7,9 @@ observation space, for every env (a Unity game whose behaviors differ, a user's 
   vectors: `model/convnet.py`, which fits any image size (the vector parts join its conv features). RLlib's
   complex-input model would need `conv_filters`, which it applies to every image of the Tuple alike, and its models
   do not apply the project's action masks (envs/masking.py), which convnet does.
+- Vectors with an action mask (a PettingZoo board game, a Unity behavior with masks): `model/fcnet.py`, which applies
+  the mask (RLlib's default model would sample illegal actions), sized by `fcnet_hiddens`/`fcnet_activation` where the
+  experiment gives them.
 
 A `custom_model` or `conv_filters` in the experiment's `config.model` or in the policy's own
 `multiagent.policies.<id>.config.model` always wins: such a policy is left alone. Scripted policies have no model.
@@ -17,7 +20,7 @@ Example:
     >>> policies = {"camera": PolicySpec(None, gym.spaces.Box(0, 1, (8, 8, 1)), gym.spaces.Discrete(2), {}),
     ...             "vector": PolicySpec(None, gym.spaces.Box(0, 1, (4,)), gym.spaces.Discrete(2), {})}
     >>> apply_default_models(policies, {"fcnet_hiddens": [64]})
-    {'camera': [(8, 8, 1)]}
+    {'camera': ('convnet', "sees images of shape (8, 8, 1), which RLlib's default CNN has no filters for")}
     >>> policies["camera"].config["model"], policies["vector"].config
     ({'custom_model': 'convnet'}, {})
 """
@@ -31,6 +34,7 @@ from envs import masking
 from marlkit.policies import ScriptedPolicy
 
 IMAGE_MODEL = "convnet"  # model/convnet.py
+MASK_MODEL = "fcnet"  # model/fcnet.py
 
 
 def images_without_default_cnn(space: gym.Space) -> list[tuple]:
@@ -52,11 +56,11 @@ def chooses_model(model: dict) -> bool:
     return bool(model.get("custom_model") or model.get("conv_filters"))
 
 
-def apply_default_models(policies: dict, model: dict) -> dict[str, list[tuple]]:
+def apply_default_models(policies: dict, model: dict) -> dict[str, tuple[str, str]]:
     """Sets `config["model"]` of each policy in RLlib's `multiagent.policies` (id -> PolicySpec) that needs a model
     of its own (see the module docstring); `model`: the experiment's `config.model`.
 
-    Returns: policy id -> the image shapes that made it need one, for the policies it set.
+    Returns: policy id -> (the model/ file chosen, why), for the policies it set.
     """
     chosen = {}
     if chooses_model(model or {}):
@@ -67,6 +71,18 @@ def apply_default_models(policies: dict, model: dict) -> dict[str, list[tuple]]:
             continue
         shapes = images_without_default_cnn(spec.observation_space)
         if shapes:
-            spec.config = {**(spec.config or {}), "model": {**own, "custom_model": IMAGE_MODEL}}
-            chosen[pid] = sorted(set(shapes))
+            name = IMAGE_MODEL
+            why = f"sees images of shape {', '.join(map(str, sorted(set(shapes))))}, which RLlib's default CNN has " \
+                  f"no filters for"
+            settings = {"custom_model": name}
+        elif masking.split_space(spec.observation_space)[1]:
+            name, why = MASK_MODEL, "sees action masks, which RLlib's default model does not apply"
+            given = {**model, **own}
+            sizes = {key: given[rllib] for key, rllib in (("hiddens", "fcnet_hiddens"),
+                                                         ("activation", "fcnet_activation")) if rllib in given}
+            settings = {"custom_model": name, **({"custom_model_config": sizes} if sizes else {})}
+        else:
+            continue
+        spec.config = {**(spec.config or {}), "model": {**own, **settings}}
+        chosen[pid] = (name, why)
     return chosen

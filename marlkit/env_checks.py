@@ -12,7 +12,9 @@ from pathlib import Path
 import gymnasium
 from ray.rllib.models.catalog import MODEL_DEFAULTS
 
-from envs import FLAT_ACTIONS
+from envs import FLAT_ACTIONS, env_entry
+from envs.checker import env_problems
+from envs.games import GameCopies
 from envs.errors import ConfigError, closest
 from marlkit import models
 from marlkit.algorithms import ACTION_SPACES, action_space_problem
@@ -76,6 +78,8 @@ def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
             raise ConfigError(f"{name}.config.env_config: env '{env}' refused these settings: "
                               f"{env_error_message(error)}") from None
         try:
+            if entry.checked_at_load and not grid_policies:
+                _check_env_once(name, shown_env(env, env_config), probe.batch)
             multiagent = layout.rllib_multiagent(probe)
         finally:
             probe.close()
@@ -88,6 +92,41 @@ def check_env_and_models(name: str, run: str, env: str, entry, config: dict,
         check_with_rllib(name, run, variant, multiagent)
         grid_policies.append(multiagent)
     return layout, model_names, tuple(grid_policies)
+
+
+def _check_env_once(name: str, env: str, batch) -> None:
+    """envs/checker.py on a user's env: an episode of random actions, every problem found on a line of its own."""
+    problems = env_problems(batch, env)
+    if problems:
+        raise ConfigError(f"{name}.env: the env does not follow its API ({len(problems)} problem(s)):\n  "
+                          + "\n  ".join(problems))
+
+
+def shown_env(env: str, env_config: dict) -> str:
+    """The env as the checker names it: `pettingzoo` with the module it runs."""
+    inner = env_config.get("env") if isinstance(env_config, dict) else None
+    return f"{env}: {inner}" if isinstance(inner, str) else env
+
+
+def env_check_lines(experiment) -> tuple[bool, list[str]]:
+    """`train.py --check-env`: (whether it passed, what to print) for the env of an experiment's first grid point,
+    whatever its kind (a registry env, a user's, a gymnasium id)."""
+    env_config = config_variants(experiment.config)[0].get("env_config") or {}
+    entry = env_entry(experiment.env)
+    if entry is None:
+        batch = GameCopies(lambda: gymnasium.make(experiment.env, **env_config))
+    elif entry.create_batch:
+        batch = entry.batch(entry.single_env_config(env_config))
+    else:
+        batch = GameCopies(lambda: entry.make(entry.single_env_config(env_config)))
+    try:
+        problems = env_problems(batch, shown_env(experiment.env, env_config))
+    finally:
+        batch.close()
+    if problems:
+        return False, [f"{experiment.name}: {problem}" for problem in problems]
+    return True, [f"{experiment.name}: env '{shown_env(experiment.env, env_config)}' passed the env check (spaces, reset, step, an episode's "
+                  f"end)"]
 
 
 def _flatten_multi_discrete_actions(name: str, run: str, entry, config: dict, notes: list[str]) -> None:

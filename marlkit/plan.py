@@ -28,12 +28,12 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.serialization import deserialize_type
 from ray.tune.utils import merge_dicts
 
-from envs import ENVS
+from envs import env_entry
 from envs.errors import ConfigError
 from marlkit import models
 from marlkit.algorithms import BATCHED_SAMPLING
 from marlkit.batched_runner import BatchedEnvRunner
-from marlkit.default_models import IMAGE_MODEL, apply_default_models
+from marlkit.default_models import apply_default_models
 from marlkit.mappo import check_critic_memory
 from marlkit.rllib_settings import config_variants
 from marlkit.spec import Experiment
@@ -48,7 +48,7 @@ class Plan:
 
 
 def make_plan(experiment: Experiment) -> Plan:
-    config, entry = experiment.config, ENVS.get(experiment.env)
+    config, entry = experiment.config, env_entry(experiment.env)
     settings, notes = {}, []
     if "env_runner_cls" not in config:
         reason = stock_sampler_reason(experiment.run, config) if entry and entry.create_batch else "not batched"
@@ -84,7 +84,7 @@ class TrialPolicies:
     made with the trial's resolved env_config, each policy with its default model where it needs one."""
 
     def __init__(self, experiment: Experiment):
-        self.entry = ENVS[experiment.env]
+        self.entry = env_entry(experiment.env)
         self.layout = experiment.policy_layout
 
     def __call__(self, spec) -> dict:
@@ -105,16 +105,15 @@ def _check_policies(experiment: Experiment, notes: list[str]) -> set[str]:
     for variant, multiagent in zip(config_variants(experiment.config), experiment.grid_policies):
         model = variant.get("model") or {}
         policies = {pid: copy.copy(spec) for pid, spec in multiagent["policies"].items()}
-        for pid, shapes in apply_default_models(policies, model).items():
-            note = (f"{experiment.name}: policy '{pid}' sees images of shape {', '.join(map(str, shapes))}, which "
-                    f"RLlib's default CNN has no filters for; it gets model/{IMAGE_MODEL}.py (set custom_model or "
+        for pid, (name, why) in apply_default_models(policies, model).items():
+            note = (f"{experiment.name}: policy '{pid}' {why}; it gets model/{name}.py (set custom_model or "
                     f"conv_filters in config.model or in its multiagent.policies.<id>.config.model to choose another)")
             if note not in notes:
                 notes.append(note)
             kwargs = {**model, **policies[pid].config["model"]}.get("custom_model_config") or {}
-            models.check_model_kwargs(IMAGE_MODEL, models.load_model(IMAGE_MODEL),
+            models.check_model_kwargs(name, models.load_model(name),
                                       {key: value for key, value in kwargs.items() if key != "critic_hiddens"})
-            chosen.add(IMAGE_MODEL)
+            chosen.add(name)
         if experiment.policy_layout.critic == "centralized":
             check_critic_memory(experiment.name, variant, multiagent)
     return chosen

@@ -31,12 +31,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import ray
 import torch
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.models.preprocessors import get_preprocessor
 from ray.rllib.utils.spaces import space_utils
+from ray.tune.registry import ENV_CREATOR, _global_registry
 
-from envs import ENVS
+from envs import ENVS, EnvEntry, env_entry
 from envs.errors import ConfigError
 from marlkit.video import VideoWriter, virtual_display
 
@@ -55,13 +57,14 @@ def restore_for_evaluation(checkpoint: Path, state: dict, env: str | None, overr
 
     config = state["config"].copy(copy_frozen=False)
     env = env or config.env
-    if env not in ENVS:
-        raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)}")
-    env_config = ENVS[env].single_env_config({**config.env_config, **overrides.pop("env_config", {})})
+    entry = env_entry(env)
+    if entry is None:
+        raise ConfigError(f"--env: unknown env '{env}'; registered envs: {', '.join(ENVS)} (or an env's file or class)")
+    env_config = entry.single_env_config({**config.env_config, **overrides.pop("env_config", {})})
     if overrides:
         translated, _ = translate_config("--config", state["algorithm_class"].__name__, overrides, overrides=True)
         config.update_from_dict(translated)
-    ENVS[env].check(env_config)
+    entry.check(env_config)
     config.environment(env=env, env_config=env_config)
     config.env_runners(num_env_runners=num_workers, num_envs_per_env_runner=1)
     config.resources(num_gpus=num_gpus)
@@ -118,8 +121,11 @@ class EpisodeRecord:
 
 
 def make_env(settings: RolloutSettings):
-    """One (non-batched) instance of the env, for stepping and rendering a single episode at a time."""
-    entry = ENVS[settings.env]
+    """One (non-batched) instance of the env, for stepping and rendering a single episode at a time. Inside a Tune
+    trial the entry is the one registered with Ray (a user's env class travels in it, whatever the trial's folder)."""
+    registered = _global_registry.get(ENV_CREATOR, settings.env) if ray.is_initialized() and \
+        _global_registry.contains(ENV_CREATOR, settings.env) else None
+    entry = registered if isinstance(registered, EnvEntry) else env_entry(settings.env)
     return entry.make(entry.single_env_config(settings.env_config))
 
 

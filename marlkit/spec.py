@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.rllib.algorithms.registry import ALGORITHMS
 from ray.tune.utils import merge_dicts
 
-from envs import ENVS
+from envs import ENVS, env_entry
 from envs.errors import ConfigError, closest
 from marlkit.algorithms import refusal
 from marlkit.env_checks import check_env_and_models, sync_batched_num_envs
@@ -216,7 +216,7 @@ def parse_experiment(name: str, body: dict) -> Experiment:
     check_values(name, run, config)
     config["env"] = env
     config.update(OLD_STACK_ONLY)
-    entry = ENVS.get(env)
+    entry = env_entry(env)
     if entry and entry.create_batch:
         sync_batched_num_envs(name, config)
     if entry and entry.absolute_paths and isinstance(config.get("env_config"), dict):
@@ -280,9 +280,15 @@ def _check_env(name: str, env) -> str:
         raise ConfigError(f"{name}.env must be an env name such as vmas, got {env!r}")
     if not env:
         raise ConfigError(f"{name}.env is required; registered envs: {', '.join(ENVS)}")
-    if env not in ENVS and env not in gymnasium.registry:
+    if env.endswith(".py"):
+        env = str(Path(env).resolve())  # trials run in their own folder; rollouts from anywhere
+    try:
+        known = env_entry(env) is not None or env in gymnasium.registry
+    except ConfigError as error:
+        raise ConfigError(f"{name}.{error}") from None
+    if not known:
         raise ConfigError(
             f"{name}.env: unknown env '{env}'{closest(env, [*ENVS, *gymnasium.registry])}; registered envs: "
-            f"{', '.join(ENVS)} (or a Gymnasium id such as CartPole-v1)"
+            f"{', '.join(ENVS)} (or a Gymnasium id such as CartPole-v1, an env's file or its class's dotted path)"
         )
     return env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -253,3 +255,21 @@ class CustomModel(TorchModelV2, nn.Module):
     def value_function(self):
         return self._value
 '''
+
+
+def run_in_process(capsys, script: str, *args: str) -> subprocess.CompletedProcess:
+    """A script's entry point (`run_cli(<script>.main)`) in this process: exit code and output as `run_script` gives
+    them, without a Python start per case. Bad input must be refused before Ray starts: it must not start here."""
+    import ray
+    from marlkit.cli import run_cli
+    main = importlib.import_module(script.removesuffix(".py")).main
+    # run_cli leaves Ray before printing its line, so whether Ray started is seen at ray.init, not afterwards
+    with mock.patch.object(ray, "init", wraps=ray.init) as ray_init, pytest.raises(SystemExit) as exit_:
+        run_cli(main, list(args))
+    assert not ray_init.called, f"{script} started Ray before refusing the input"
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit_.value.code, out, err)
+
+
+def train_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    return run_in_process(capsys, "train.py", *args)

@@ -3,19 +3,14 @@ point in the test process for the many bad-YAML cases, which are refused before 
 
 from __future__ import annotations
 
-import importlib
 import re
-import subprocess
 import uuid
-from unittest import mock
 
 import pytest
-import ray
 
-from conftest import REPO, run_script, run_train, tiny_experiment, wait_until_gone, write_yaml
+from conftest import REPO, run_script, run_train, tiny_experiment, train_in_process, wait_until_gone, write_yaml
 from envs.errors import ConfigError
 from marlkit import preflight
-from marlkit.cli import run_cli
 from marlkit.spec import load_experiments
 
 
@@ -37,22 +32,6 @@ def assert_one_line_error(run, *fragments: str) -> None:
     assert lines[0].startswith("error: "), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-
-
-def run_in_process(capsys, script: str, *args: str) -> subprocess.CompletedProcess:
-    """A script's entry point (`run_cli(<script>.main)`) in this process: exit code and output as `run_script` gives
-    them, without a Python start per case. Bad input must be refused before Ray starts: it must not start here."""
-    main = importlib.import_module(script.removesuffix(".py")).main
-    # run_cli leaves Ray before printing its line, so whether Ray started is seen at ray.init, not afterwards
-    with mock.patch.object(ray, "init", wraps=ray.init) as ray_init, pytest.raises(SystemExit) as exit_:
-        run_cli(main, list(args))
-    assert not ray_init.called, f"{script} started Ray before refusing the input"
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exit_.value.code, out, err)
-
-
-def train_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
-    return run_in_process(capsys, "train.py", *args)
 
 
 def experiment_with(**changes) -> dict:

@@ -35,6 +35,7 @@ SPACES = {
     "vector_and_image_8": gym.spaces.Tuple((VECTOR, image(8))),
     "vector_and_image_84": gym.spaces.Tuple((VECTOR, image(84))),
     "masked_vector_and_image_20": masking.wrap_space(gym.spaces.Tuple((VECTOR, image(20))), 3),
+    "masked_vector": masking.wrap_space(VECTOR, 3),  # a PettingZoo board game's
 }
 # What RLlib builds for each kind of observation when the experiment chooses no model.
 BUILT = {
@@ -44,7 +45,11 @@ BUILT = {
     "vector_and_image_8": "convnet",
     "vector_and_image_84": ComplexInputNetwork,  # RLlib's default filters for the image, an MLP for the vector
     "masked_vector_and_image_20": "convnet",
+    "masked_vector": "fcnet",
 }
+IMAGE_20 = ("convnet", "sees images of shape (20, 20, 1), which RLlib's default CNN has no filters for")
+IMAGE_8 = ("convnet", "sees images of shape (8, 8, 1), which RLlib's default CNN has no filters for")
+MASKS = ("fcnet", "sees action masks, which RLlib's default model does not apply")
 
 
 def policies(**configs) -> dict:
@@ -66,17 +71,17 @@ def built_model(spec: PolicySpec, model: dict):
 
 
 def test_each_policy_gets_the_default_of_its_own_observations():
-    models.register_models(["convnet"])
+    models.register_models(["convnet", "fcnet"])
     specs = policies()
     chosen = apply_default_models(specs, {})
-    assert chosen == {"image_8": [(8, 8, 1)], "vector_and_image_8": [(8, 8, 1)],
-                      "masked_vector_and_image_20": [(20, 20, 1)]}
+    assert chosen == {"image_8": IMAGE_8, "vector_and_image_8": IMAGE_8, "masked_vector_and_image_20": IMAGE_20,
+                      "masked_vector": MASKS}
     for name, spec in specs.items():
         expected = BUILT[name]
         network = built_model(spec, {})
-        if expected == "convnet":
-            assert spec.config == {"model": {"custom_model": "convnet"}}
-            assert type(network).__module__ == "model.convnet"
+        if expected in ("convnet", "fcnet"):
+            assert spec.config == {"model": {"custom_model": expected}}
+            assert type(network).__module__ == f"model.{expected}"
         else:
             assert spec.config == {}, name  # RLlib's default: nothing set
             assert type(network) is expected, name
@@ -90,11 +95,14 @@ def test_a_model_chosen_by_the_experiment_or_the_policy_always_wins():
     own = {"image_8": {"model": {"custom_model": "fcnet"}}, "vector_and_image_8": {"model": {"conv_filters": [[8, [8, 8], 1]]}},
            "masked_vector_and_image_20": {"lr": 0.001, "model": {"fcnet_hiddens": [32]}}}
     specs = policies(**own)
-    assert apply_default_models(specs, {"fcnet_hiddens": [64]}) == {"masked_vector_and_image_20": [(20, 20, 1)]}
+    assert apply_default_models(specs, {"fcnet_hiddens": [64]}) == {"masked_vector_and_image_20": IMAGE_20,
+                                                                    "masked_vector": MASKS}
     assert specs["image_8"].config == own["image_8"] and specs["vector_and_image_8"].config == own["vector_and_image_8"]
     # A policy's own model settings that choose no network keep their place beside the default.
     assert specs["masked_vector_and_image_20"].config == {"lr": 0.001, "model": {"fcnet_hiddens": [32],
                                                                                   "custom_model": "convnet"}}
+    # The masking MLP takes the experiment's MLP sizes.
+    assert specs["masked_vector"].config == {"model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [64]}}}
 
 
 def test_scripted_policies_get_no_model():
@@ -117,3 +125,17 @@ def test_without_the_default_rllib_cannot_build_small_images(name):
     """The defect the rule mends: RLlib's own default model fails on images it has no filters for."""
     with pytest.raises(ValueError, match="No default CNN configuration for obs shape"):
         built_model(policies()[name], {})
+
+
+def test_without_the_default_rllib_samples_masked_actions():
+    """The defect the mask rule mends: RLlib's own default model leaves the logits of masked actions as they are."""
+    spec = policies()["masked_vector"]
+    preprocessor = get_preprocessor(spec.observation_space)(spec.observation_space)
+    observation = {masking.MASK_KEY: np.array([1.0, 0.0, 0.0], np.float32),
+                   masking.OBSERVATIONS_KEY: np.ones(4, np.float32)}
+    sample = torch.as_tensor(preprocessor.transform(observation))[None]
+    default = built_model(spec, {})
+    assert bool(torch.all(default({"obs": sample, "obs_flat": sample}, [], None)[0][0, 1:] > -1e30))
+    apply_default_models({"masked_vector": spec}, {})
+    chosen = built_model(spec, {})
+    assert torch.all(chosen({"obs": sample, "obs_flat": sample}, [], None)[0][0, 1:] < -1e30)
