@@ -98,8 +98,8 @@ def test_user_and_pettingzoo_envs_train_checkpoint_and_roll_out(tmp_path, ray_te
                            "--stop", "{training_iteration: 2}", "--config", yaml.safe_dump(SMALL),
                            "--temp-dir", str(ray_temp_dir)))
     assert "stock sampler" not in run.stdout  # every one of them sampled as arrays by the batched env runner
-    assert "tictactoe: policy 'shared' sees action masks" in run.stdout and "model/fcnet.py" in run.stdout
     assert "Illegal move" not in run.stdout + run.stderr  # the masks reached the policy: no illegal move sampled
+    assert "tictactoe: policy 'shared' sees action masks" in run.stdout and "model/fcnet.py" in run.stdout
     checkpoints = {}
     for name, (shortest, longest) in EPISODE_LENGTHS.items():
         (trial,) = trial_dirs(tmp_path / "results" / name)
