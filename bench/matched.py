@@ -33,6 +33,8 @@ TASKS = {
     },
     "balance": {"n_agents": 4, "max_steps": 100, "random_package_pos_on_line": True, "package_mass": 5},
 }
+# PettingZoo tasks as BenchMARL's task files (`pettingzoo/<scenario>.yaml`) set them, run from their mpe2 module.
+PETTINGZOO_TASKS = {"simple_spread": {"N": 3, "max_cycles": 100, "local_ratio": 0.5}}
 GAMMA, GAE_LAMBDA, CLIP, GRAD_NORM_CLIP, TAU = 0.99, 0.9, 0.2, 5.0, 0.005
 EPSILON_START, EPSILON_END = 0.8, 0.01  # BenchMARL's exploration_eps_init / _end
 REPLAY_FRAMES = 1_000_000  # BenchMARL's off_policy_memory_size
@@ -57,13 +59,20 @@ class Matched:
     replay_batch_frames: int = 128  # DQN, SAC: frames per gradient step
     optimizer_steps: int = 50  # DQN, SAC: gradient steps per batch
 
+    env: str = "vmas"  # or "pettingzoo" (a task of PETTINGZOO_TASKS)
+
     @property
     def task(self) -> dict:
-        return TASKS[self.scenario]
+        return (PETTINGZOO_TASKS if self.env == "pettingzoo" else TASKS)[self.scenario]
 
     @property
     def n_agents(self) -> int:
-        return self.task["n_agents"]
+        return self.task.get("n_agents") or self.task["N"]
+
+    def env_config(self, continuous_actions: bool) -> dict:
+        """This project's env_config of the task: VMAS's scenario, or the mpe2 module of `env: pettingzoo`."""
+        where = {"env": f"mpe2.{self.scenario}_v3"} if self.env == "pettingzoo" else {"scenario": self.scenario}
+        return {**where, "continuous_actions": continuous_actions, **self.task}
 
 
 @dataclass
@@ -78,11 +87,12 @@ class TrainRun:
         return self.frames / self.seconds
 
 
-def add_matched_arguments(parser) -> None:
-    """The command-line settings bench/algorithms.py and bench/teams.py share (one Matched each)."""
-    parser.add_argument("--num-envs", type=int, default=200, help="VMAS worlds stepped together")
-    parser.add_argument("--fragment", type=int, default=10, help="steps of every world per sampled batch")
-    parser.add_argument("--train-frames", type=int, default=60_000, help="frames each training run collects")
+def add_matched_arguments(parser, num_envs: int = 200, fragment: int = 10, train_frames: int = 60_000) -> None:
+    """The command-line settings bench/algorithms.py, bench/teams.py and bench/pettingzoo.py share (one Matched
+    each), with a bench's own defaults for the sizes."""
+    parser.add_argument("--num-envs", type=int, default=num_envs, help="worlds (games) stepped together")
+    parser.add_argument("--fragment", type=int, default=fragment, help="steps of every world per sampled batch")
+    parser.add_argument("--train-frames", type=int, default=train_frames, help="frames each training run collects")
     parser.add_argument("--replay-batch", type=int, default=128, help="DQN/SAC: frames per gradient step")
     parser.add_argument("--optimizer-steps", type=int, default=50, help="DQN/SAC: gradient steps per sampled batch")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per algorithm and framework (seeds 0..N-1)")
@@ -100,7 +110,7 @@ def ours_experiment(matched: Matched, algorithm: str, seed: int, critic: str = "
 
     run, team = TEAMS.get(algorithm, (algorithm, {}))
     config = {
-        "env_config": {"scenario": matched.scenario, "continuous_actions": run != "DQN", **matched.task},
+        "env_config": matched.env_config(continuous_actions=run != "DQN"),
         "num_env_runners": 0,  # sample in the training process, as BenchMARL's collector does
         "num_envs_per_env_runner": matched.num_envs,
         "rollout_fragment_length": matched.frames_per_batch // matched.num_envs,
@@ -118,7 +128,7 @@ def ours_experiment(matched: Matched, algorithm: str, seed: int, critic: str = "
 
         config["env_runner_cls"] = RolloutWorker
     return spec.parse_experiment(f"bench-{algorithm.lower()}-{matched.scenario}",
-                                 {"run": run, "env": "vmas", "config": config})
+                                 {"run": run, "env": matched.env, "config": config})
 
 
 def ppo_settings(matched: Matched, rows_per_frame: int) -> dict:
@@ -218,7 +228,7 @@ def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -
     if algorithm in ("mappo", "ippo"):
         algorithm_config.lmbda, algorithm_config.clip_epsilon = GAE_LAMBDA, CLIP
         algorithm_config.entropy_coef, algorithm_config.critic_coef = 0.0, 1.0
-    task = VmasTask[matched.scenario.upper()].get_from_yaml()
+    task = pettingzoo_task(matched) if matched.env == "pettingzoo" else VmasTask[matched.scenario.upper()].get_from_yaml()
     task.config.update(matched.task)
     model = MlpConfig(num_cells=matched.hiddens, activation_class=torch.nn.Tanh, layer_class=torch.nn.Linear)
     experiment = Experiment(task=task, algorithm_config=algorithm_config, model_config=model, critic_model_config=model,
@@ -226,6 +236,41 @@ def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -
     experiment.run()
     return report(f"BenchMARL {algorithm.upper()}",
                   TrainRun(seed, experiment.total_frames, experiment.total_time, experiment.mean_return))
+
+
+def pettingzoo_task(matched: Matched):
+    """BenchMARL's PettingZoo task with its settings, its env built from the mpe2 module (`Mpe2Task`)."""
+    from benchmarl.environments import PettingZooTask
+
+    task = PettingZooTask[matched.scenario.upper()].get_from_yaml()
+    return _mpe2_task_class()(task.name, task.config)
+
+
+def _mpe2_task_class():
+    """BenchMARL's `PettingZooClass` whose env is the mpe2 module's: TorchRL 0.11 looks MPE up in `pettingzoo.mpe`,
+    which PettingZoo 1.25+ moved out (to mpe2). The same wrapper and settings as BenchMARL's `get_env_fun`, the env
+    passed in built. (Made on first use: BenchMARL is imported only by the runs that need it; BenchMARL pickles the
+    task, so the class is kept at module level.)"""
+    global Mpe2Task
+    if Mpe2Task is None:
+        import importlib
+
+        from benchmarl.environments.pettingzoo.common import PettingZooClass
+        from torchrl.envs import PettingZooWrapper
+
+        class Mpe2Task(PettingZooClass):
+            def get_env_fun(self, num_envs, continuous_actions, seed, device):
+                config = {key: value for key, value in self.config.items() if key != "task"}
+                module = importlib.import_module(f"mpe2.{self.config['task']}")
+                return lambda: PettingZooWrapper(
+                    module.parallel_env(continuous_actions=continuous_actions, render_mode="rgb_array", **config),
+                    categorical_actions=True, device=device, seed=seed, return_state=self.has_state())
+
+        Mpe2Task.__qualname__ = "Mpe2Task"  # pickled by its module-level name
+    return Mpe2Task
+
+
+Mpe2Task = None
 
 
 def report(framework: str, run: TrainRun) -> TrainRun:

@@ -21,6 +21,9 @@ The contract:
     that act by rule on whole arrays (YAML: `heuristic: <name>`).
   - `step_infos(game) -> {agent: dict}` (optional): the infos of the last step of one game (rollout.py
     --save-info records them).
+  - `state_space` and `state() -> (num_envs, state size)` (optional; `state_space` None or absent: no state): the
+    global state of every game after the last reset or step (a PettingZoo env's `state()`), which a centralised
+    critic reads instead of the joint observation.
   - `set_task(task)` (optional: curricula) and `close()`.
 
 Example, a complete batched env (a game per slot: every agent sees one bit and is paid for repeating it):

@@ -256,6 +256,9 @@ class GameCopies(BatchedEnv):
         self._restart = np.zeros(self.num_envs, dtype=bool)
         self._acting = [set() for _ in self.games]
         self._infos = [{} for _ in self.games]
+        # PettingZoo's global state, where the env has one (MPE's: every agent's observation)
+        space = getattr(first.env, "state_space", None)
+        self.state_space = gym.spaces.flatten_space(space) if isinstance(space, gym.spaces.Space) else None
 
     def reset(self, seed: int | None = None):
         self._restart[:] = False
@@ -308,6 +311,12 @@ class GameCopies(BatchedEnv):
                 self._truncated[index], self._terminated[index] = truncated, not truncated
         self._restart = self._terminated | self._truncated
         return self._observations, self._rewards, self._terminated, self._truncated
+
+    def state(self) -> np.ndarray:
+        """(num_envs, state size) float32: each game's `state()` after the last reset or step."""
+        if self.state_space is None:
+            raise ValueError("this env has no global state (state_space)")
+        return np.stack([np.asarray(game.env.state(), dtype=np.float32).reshape(-1) for game in self.games])
 
     def step_infos(self, game: int) -> dict:
         return {agent: info for agent, info in self._infos[game].items() if agent in self.possible_agents}

@@ -95,6 +95,7 @@ class BatchedEnvRunner(StockEnvRunner):
         self._trained = [pid for pid in self._trained if pid in self._game_steps or pid not in carried]
         self._policy_actions = torch.zeros_like(self._actions)  # as the policies chose them (GameSteps rows)
         self._all_present = torch.ones(self._num_envs, len(self._agents), device=self._device)
+        self._has_state = getattr(env, "state_space", None) is not None
         self._observations = None
         self._states = {}  # policy id -> recurrent state tensors (games, agents of the policy, ...)
         self._restarting = torch.zeros(self._num_envs, dtype=torch.bool, device=self._device)
@@ -129,6 +130,13 @@ class BatchedEnvRunner(StockEnvRunner):
     def _observations_of(self, method: str, observations) -> torch.Tensor:
         return self._checked(method, "observations", observations,
                              (self._num_envs, len(self._agents), self._obs_width), "float").float()
+
+    def _env_state(self) -> torch.Tensor | None:
+        """The env's global state of every game now (`BatchedEnv.state`), None for an env without one."""
+        if not self._has_state:
+            return None
+        return self._checked("state", "state", self.env.state(),
+                             (self._num_envs, observation_size(self.env.state_space)), "float").float()
 
     def _reset_all(self) -> None:
         self._observations = self._observations_of("reset", self.env.reset(self._reset_seed))
@@ -210,7 +218,7 @@ class BatchedEnvRunner(StockEnvRunner):
             if record is not None:
                 shape = (self._num_envs, len(group))
                 if policy_id in self._game_level:  # one value pass per game for all the policy's agents
-                    game_input = policy.game_input(self._observations, self._all_present)
+                    game_input = policy.game_input(self._observations, self._all_present, self._env_state())
                     values = policy.game_values(game_input)
                     record["game_input"].append(game_input)
                 record["obs"].append(own)
@@ -231,7 +239,8 @@ class BatchedEnvRunner(StockEnvRunner):
         """(games, agents of the policy) values of the current observations, the state left as it is."""
         policy = self.policy_map[policy_id]
         if policy_id in self._game_level:
-            return policy.game_values(policy.game_input(self._observations, self._all_present)).to(self._device)
+            return policy.game_values(policy.game_input(self._observations, self._all_present,
+                                                        self._env_state())).to(self._device)
         rows = self._own(self._observations, policy_id).reshape(self._num_envs * len(self._groups[policy_id]), -1)
         _, values, _ = self._forward(policy, rows, self._state_rows(policy_id))
         return values.reshape(self._num_envs, -1).to(self._device)

@@ -23,8 +23,9 @@ class GameValues(abc.ABC):
         (checked when training samples: rollouts may play the actors on other games)."""
 
     @abc.abstractmethod
-    def game_input(self, observations: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """(games, agents, widest observation) observations and (games, agents) presence flags -> (games, ...)."""
+    def game_input(self, observations: torch.Tensor, present: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """(games, agents, widest observation) observations, (games, agents) presence flags and the env's (games,
+        state size) global state (None for an env without one) -> (games, ...)."""
 
     @abc.abstractmethod
     def game_values(self, game_input: torch.Tensor) -> torch.Tensor:

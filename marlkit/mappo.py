@@ -17,7 +17,9 @@ agent of that policy (`num_values`, in the env's agent order):
 every agent of the game in the env's fixed order (`possible_agents`), scripted and other policies' agents included,
 each flattened observation zero-padded to the widest one, then one presence flag per agent (0 when the agent had no
 observation at that env step: finished earlier or not yet there; its observation slot is then zeros). VMAS, Bucket
-Brigade and Unity offer no global state, so the joint observation is what the critic sees.
+Brigade and Unity offer no global state, so the joint observation is what the critic sees. An env that offers one
+(`BatchedEnv.state`: a PettingZoo env's `state()`, e.g. MPE's) gives the critic its state instead, as BenchMARL's
+MAPPO does, where the batched env runner samples (RLlib's stock sampler has no state: the joint observation there).
 
 Where the critic runs:
   - batched sampler (marlkit/batched_runner.py: VMAS, Bucket Brigade), through the runner's `GameValues` hook, which
@@ -68,6 +70,11 @@ def joint_input_size(num_agents: int, width: int) -> int:
     return num_agents * (width + 1)
 
 
+def critic_input_size(layout: dict) -> int:
+    """Size of what the critic of a `central_critic` layout reads: the env's state, else the joint input."""
+    return layout.get("state_size") or joint_input_size(len(layout["agents"]), layout["width"])
+
+
 def joint_input(observations: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """(rows, agents, width) observations and (rows, agents) presence flags -> (rows, agents x (width + 1))."""
     observations = observations * present.unsqueeze(-1)
@@ -81,6 +88,7 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
         agents  every agent of the game in the env's order
         own     indices into `agents` of this policy's agents (the critic's outputs, in this order)
         width   the widest flattened observation among `agents`
+        state_size  the size of the env's global state the critic reads (0 or absent: the joint input)
     """
 
     def __init__(self, observation_space, action_space, config):
@@ -88,6 +96,8 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
         self.critic_agents = list(layout["agents"])
         self.critic_own = list(layout["own"])
         self.critic_width = int(layout["width"])
+        self.critic_state_size = int(layout.get("state_size") or 0)
+        self.critic_input_size = critic_input_size(layout)
         super().__init__(observation_space, action_space, config)
 
     def make_model(self):
@@ -97,8 +107,8 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
         _, logit_dim = ModelCatalog.get_action_dist(self.action_space, model_config, framework="torch")
         model = ModelCatalog.get_model_v2(self.observation_space, self.action_space, logit_dim, model_config,
                                           framework="torch")
-        size = joint_input_size(len(self.critic_agents), self.critic_width)
         make = getattr(model, "make_central_critic", None)
+        size = self.critic_input_size
         model.central_critic = (make(size, len(self.critic_own), hiddens) if make
                                 else CentralCritic(size, len(self.critic_own), hiddens))
         return model
@@ -118,8 +128,13 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
             raise ValueError(f"its centralised critic was built for agents {self.critic_agents} (observation width "
                              f"{self.critic_width}), but env '{env}' has {agents} (width {width})")
 
-    def game_input(self, observations: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return joint_input(observations, present)
+    def game_input(self, observations: torch.Tensor, present: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        if not self.critic_state_size:
+            return joint_input(observations, present)
+        if state is None or state.shape[1] != self.critic_state_size:
+            raise ValueError(f"its centralised critic reads the env's global state of size {self.critic_state_size}, "
+                             f"which this env does not offer (state: {None if state is None else tuple(state.shape)})")
+        return state
 
     def game_values(self, game_input: torch.Tensor) -> torch.Tensor:
         return self.central_values(game_input)
@@ -141,6 +156,9 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
         """Values from the joint input of every agent at the same env step, then GAE as RLlib's PPO does."""
         with torch.no_grad():
             own_id = self._own_agent_id(sample_batch, other_agent_batches, episode)
+            if self.critic_state_size and own_id is not None:
+                raise ValueError("its centralised critic reads the env's global state, which RLlib's stock sampler "
+                                 "does not give (marlkit/plan.py builds such a critic for the batched runner only)")
             batches = {agent: entry[2] for agent, entry in (other_agent_batches or {}).items()
                        if agent in self.critic_agents}
             if own_id is not None:
@@ -180,7 +198,10 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
         return self.critic_own.index(index) if index in self.critic_own else 0
 
     def _joint_at(self, batches: dict, steps: np.ndarray, column: str) -> torch.Tensor:
-        """Joint inputs at env steps `steps` from each agent's `column`; agents without a row there are absent."""
+        """Joint inputs at env steps `steps` from each agent's `column`; agents without a row there are absent.
+        (Zeros of the state's size for a critic of the env's state: only RLlib's dummy batch at set-up gets here.)"""
+        if self.critic_state_size:
+            return torch.zeros(len(steps), self.critic_state_size)
         observations = np.zeros((len(steps), len(self.critic_agents), self.critic_width), np.float32)
         present = np.zeros((len(steps), len(self.critic_agents)), np.float32)
         for slot, agent in enumerate(self.critic_agents):
@@ -244,20 +265,22 @@ class CentralCriticPPOPolicy(GameValues, PPOTorchPolicy):
 
 
 def check_critic_memory(name: str, variant: dict, multiagent: dict) -> None:
-    """Refuses a centralised critic whose training columns (the joint input on every agent row, marlkit/mappo.py)
+    """Refuses a centralised critic whose training columns (its input on every agent row, marlkit/mappo.py)
     would take more than a quarter of this machine's memory."""
     for pid, policy in multiagent["policies"].items():
         layout = policy.config.get("central_critic")
         if not layout:
             continue
-        joint = joint_input_size(len(layout["agents"]), layout["width"])
+        inputs = critic_input_size(layout)
         rows = int(variant.get("train_batch_size") or 4000) * len(layout["own"])
-        needed = rows * (joint + 2 * len(layout["own"])) * 4
+        needed = rows * (inputs + 2 * len(layout["own"])) * 4
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if needed > memory / 4:
+            reads = (f"the env's state of {inputs} inputs" if layout.get("state_size")
+                     else f"{len(layout['agents'])} agents x {layout['width'] + 1} inputs")
             raise ConfigError(
-                f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads "
-                f"{len(layout['agents'])} agents x {layout['width'] + 1} inputs; its training columns for "
-                f"train_batch_size {variant.get('train_batch_size')} would take {needed / 2**30:.1f} GiB, more "
-                f"than a quarter of this machine's {memory / 2**30:.1f} GiB; lower train_batch_size, or use "
+                f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads {reads}; its "
+                f"training columns for train_batch_size {variant.get('train_batch_size')} would take "
+                f"{needed / 2**30:.1f} GiB, more than a quarter of this machine's {memory / 2**30:.1f} GiB; lower "
+                f"train_batch_size, or use "
                 f"critic: decentralized")

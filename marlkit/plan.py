@@ -90,8 +90,10 @@ class TrialPolicies:
     def __call__(self, spec) -> dict:
         config = spec["config"] if "config" in spec else spec  # Ray 2.60 passes {"config": ...}
         env = self.entry.make(self.entry.single_env_config(config.get("env_config") or {}))
+        runner = config.get("env_runner_cls")
         try:
-            multiagent = self.layout.rllib_multiagent(env)
+            multiagent = self.layout.rllib_multiagent(
+                env, env_state=isinstance(runner, type) and issubclass(runner, BatchedEnvRunner))
         finally:
             env.close()
         apply_default_models(multiagent["policies"], config.get("model") or {})

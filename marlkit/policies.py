@@ -209,8 +209,9 @@ class PolicyLayout:
             )
         return mapping
 
-    def rllib_multiagent(self, env) -> dict:
-        """The `multiagent` dict RLlib's old API stack takes, for the agents and spaces of `env`."""
+    def rllib_multiagent(self, env, env_state: bool = True) -> dict:
+        """The `multiagent` dict RLlib's old API stack takes, for the agents and spaces of `env`; a centralised critic
+        reads the env's global state where it has one and `env_state` (the sampler gives it: the batched runner)."""
         agent_ids = list(env.possible_agents)
         mapping = self.assign(agent_ids)
         specs = {}
@@ -239,9 +240,11 @@ class PolicyLayout:
         to_train = self.policies_to_train or [pid for pid in specs if pid not in self.heuristics]
         if self.critic == "centralized" and self.run != "SAC":
             width = max(observation_size(env.observation_spaces[a]) for a in agent_ids)
+            state_space = getattr(env, "state_space", None) if env_state else None
             for pid in to_train:
                 own = [i for i, aid in enumerate(agent_ids) if mapping[aid] == pid]
-                layout = {"agents": agent_ids, "own": own, "width": width}
+                layout = {"agents": agent_ids, "own": own, "width": width,
+                          "state_size": observation_size(state_space) if state_space is not None else 0}
                 specs[pid] = PolicySpec(CentralCriticPPOPolicy, specs[pid].observation_space,
                                         specs[pid].action_space, {**specs[pid].config, "central_critic": layout})
         if self.team_key:

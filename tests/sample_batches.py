@@ -805,6 +805,30 @@ def case_faults() -> dict:
     return {"errors": errors, "num_envs": COUNTDOWN_ENVS}
 
 
+def case_spread_mappo() -> dict:
+    """MPE2's simple_spread through `env: pettingzoo` with a centralised critic, which reads the env's global state:
+    the states the env gave while sampling, the fragment's critic columns, the critic's input size, and whether one
+    training step changed the critic."""
+    algorithm, _ = build({"run": "PPO", "env": "pettingzoo", "config": ppo_config(
+        env_config={"env": "mpe2.simple_spread_v3", "N": 3, "max_cycles": 5}, num_env_runners=0,
+        num_envs_per_env_runner=NUM_ENVS, train_batch_size=FRAGMENT * NUM_ENVS,
+        model={"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}},
+        multiagent={"critic": "centralized"})})
+    try:
+        runner = algorithm.env_runner
+        states, state = [], runner.env.state
+        runner.env.state = lambda: states.append(state()) or states[-1]
+        batch = runner.sample().policy_batches["shared"]
+        critic = algorithm.get_policy("shared").model.central_critic
+        before = [p.detach().clone() for p in critic.parameters()]
+        algorithm.train()
+        return {"states": np.stack(states), "critic_obs": batch["critic_obs"], "weights": batch["critic_weights"],
+                "obs": batch[SampleBatch.OBS], "input_size": next(critic.parameters()).shape[1],
+                "critic_changed": any(not torch.equal(a, b.detach()) for a, b in zip(before, critic.parameters()))}
+    finally:
+        algorithm.stop()
+
+
 CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_countdown,
          "countdown_lstm": case_countdown_lstm, "countdown_box": case_countdown_box,
          "bucket_brigade": case_bucket_brigade, "faults": case_faults, "vmas_mappo": case_vmas_mappo,
@@ -812,7 +836,7 @@ CASES = {"vmas": case_vmas, "simple_tag": case_simple_tag, "countdown": case_cou
          "bucket_brigade_mappo": case_bucket_brigade_mappo, "countdown_dqn": case_countdown_dqn,
          "vmas_sac": case_vmas_sac, "countdown_qmix": case_countdown_qmix,
          "simple_tag_vdn": case_simple_tag_vdn,
-         "countdown_masac": case_countdown_masac}
+         "countdown_masac": case_countdown_masac, "spread_mappo": case_spread_mappo}
 
 
 def main(out_dir: str, temp_dir: str, *cases: str) -> None:

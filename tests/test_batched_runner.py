@@ -596,3 +596,19 @@ def test_one_masac_step_is_its_losses_by_hand_and_trains_every_actor_and_the_cen
     assert learning["changed"] == {"agent_0 actor": True, "agent_1 actor": True, "critics": True,
                                    "agent_1 own q-network": False, "target critics": False,
                                    "log_alphas": [True, True]}
+
+
+def test_a_centralised_critic_reads_the_pettingzoo_state(sampled):
+    """simple_spread's global state (PettingZoo's `state()`: every agent's observation) is the critic's input: on
+    each game's carrier row, a state the env gave, equal to that step's observations of the 3 agents; the critic
+    trains on it."""
+    result = sampled["spread_mappo"]
+    assert result["input_size"] == 54  # the state, not the joint input of 3 x (18 + 1)
+    carriers = result["weights"].sum(axis=1) > 0
+    critic_obs = result["critic_obs"][carriers]
+    assert critic_obs.shape[0] >= FRAGMENT * NUM_ENVS and critic_obs.shape[1] == 54
+    rows = carriers.nonzero()[0][:, None] + np.arange(3)  # a carrier row and its game's other agents, same step
+    close(critic_obs, result["obs"][rows].reshape(-1, 54))
+    given = {tuple(np.round(state, 5)) for state in result["states"].reshape(-1, 54)}
+    assert all(tuple(np.round(row, 5)) in given for row in critic_obs)
+    assert result["critic_changed"]

@@ -5,8 +5,10 @@ out (with video where the env renders); the checker names each broken env's prob
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -229,3 +231,33 @@ def test_agents_that_leave_keep_a_row_of_zeros():
         assert rewards[0].tolist() == [1.0, 0.0 if gone else 1.0], step
         assert terminated.tolist() == [False] and truncated.tolist() == [step == 4], step
     assert env_problems(env.batch({"num_envs": 1}), "leaving") == []
+
+
+def test_a_gymnasium_class_and_a_batched_class_by_dotted_path():
+    """A gymnasium env class is one agent, `agent_0`, stepped as a batch; a project `BatchedEnv` class is used as it
+    is; the checker passes both and names a batched env whose rewards are not floats."""
+    cartpole = env_entry("gymnasium.envs.classic_control.cartpole.CartPoleEnv")
+    games = cartpole.batch({"num_envs": 3})
+    assert games.possible_agents == ["agent_0"] and games.reset(seed=0).shape == (3, 1, 4)
+    assert env_problems(cartpole.batch({"num_envs": 1}), "cartpole") == []
+    repeat_bit = env_entry("repeat_bit_env.RepeatBit")
+    assert type(repeat_bit.batch({"num_envs": 2, "length": 3})).__name__ == "RepeatBit"
+    assert env_problems(repeat_bit.batch({"num_envs": 2, "length": 3}), "repeat_bit") == []
+    integer_rewards = env_entry("repeat_bit_env.RepeatBit").batch({"num_envs": 2})
+    step = integer_rewards.step
+    integer_rewards.step = lambda actions: (lambda o, r, te, tr: (o, r.astype(np.int64), te, tr))(*step(actions))
+    assert env_problems(integer_rewards, "repeat_bit") == [
+        "env 'repeat_bit': step() rewards have shape (2, 2) and dtype int64; expected shape (2, 2) and a float dtype"]
+
+
+def test_the_pettingzoo_bench_runs_tiny(ray_temp_dir):
+    """bench/pettingzoo.py end to end at a tiny size: both samplers, both frameworks, its JSON keys."""
+    run = subprocess.run([sys.executable, "bench/pettingzoo.py", "--num-envs", "4", "--fragment", "25",
+                          "--train-frames", "200", "--minibatch", "25", "--seeds", "1", "--sample-fragments", "1",
+                          "--hiddens", "16", "--temp-dir", str(ray_temp_dir)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(figures) == {"pz_batched_sample_fps", "pz_stock_sample_fps", "pz_train_fps", "pz_return",
+                            "benchmarl_pz_train_fps", "benchmarl_pz_return"}
+    assert all(figures[key] > 0 for key in figures if key.endswith("fps"))
