@@ -243,11 +243,16 @@ class GameCopies(BatchedEnv):
         self.layouts = {agent: ObservationLayout(first.observation_space(agent)) for agent in self.possible_agents}
         self.observation_spaces = {agent: layout.space for agent, layout in self.layouts.items()}
         self.action_spaces = {agent: first.action_space(agent) for agent in self.possible_agents}
-        for agent, space in self.action_spaces.items():
+        self._action_layout = []  # per agent: (position, id, kind, width, dtype, shape) of its action
+        for position, agent in enumerate(self.possible_agents):
+            space = self.action_spaces[agent]
             try:
-                action_width(space)
+                width = action_width(space)
             except ValueError as error:
                 raise ValueError(f"agent {agent}: {error}") from None
+            kind = "discrete" if isinstance(space, gym.spaces.Discrete) else "array"
+            dtype = np.int64 if isinstance(space, gym.spaces.MultiDiscrete) else space.dtype
+            self._action_layout.append((position, agent, kind, width, dtype, space.shape))
         width = max(layout.width for layout in self.layouts.values())
         self._observations = np.zeros((self.num_envs, len(self.possible_agents), width), dtype=np.float32)
         self._rewards = np.zeros((self.num_envs, len(self.possible_agents)), dtype=np.float32)
@@ -277,17 +282,11 @@ class GameCopies(BatchedEnv):
                 self.layouts[agent].write_absent(rows[position])
 
     def _actions_of(self, actions: np.ndarray, index: int) -> dict:
-        chosen = {}
-        for position, agent in enumerate(self.possible_agents):
-            if agent not in self._acting[index]:
-                continue
-            space, row = self.action_spaces[agent], actions[index, position]
-            if isinstance(space, gym.spaces.Discrete):
-                chosen[agent] = int(row[0])
-            elif isinstance(space, gym.spaces.MultiDiscrete):
-                chosen[agent] = row[:len(space.nvec)].astype(np.int64).reshape(space.shape)
-            else:
-                chosen[agent] = row[:action_width(space)].astype(space.dtype).reshape(space.shape)
+        chosen, acting = {}, self._acting[index]
+        for position, agent, kind, width, dtype, shape in self._action_layout:
+            if agent in acting:
+                row = actions[index, position]
+                chosen[agent] = int(row[0]) if kind == "discrete" else row[:width].astype(dtype).reshape(shape)
         return chosen
 
     def step(self, actions):

@@ -258,6 +258,6 @@ def test_the_pettingzoo_bench_runs_tiny(ray_temp_dir):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     figures = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(figures) == {"pz_batched_sample_fps", "pz_stock_sample_fps", "pz_train_fps", "pz_return",
+    assert set(figures) == {"pz_raw_fps", "pz_batched_sample_fps", "pz_stock_sample_fps", "pz_train_fps", "pz_return",
                             "benchmarl_pz_train_fps", "benchmarl_pz_return"}
     assert all(figures[key] > 0 for key in figures if key.endswith("fps"))
