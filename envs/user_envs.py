@@ -85,14 +85,7 @@ def _class_in_file(env: str, path: Path) -> type:
     if not path.is_file():
         raise ConfigError(f"env '{env}': no file {path}")
     module_name = f"user_env_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[module_name]
-        raise ConfigError(f"env '{env}': {path} fails to import: {type(error).__name__}: {error}") from error
+    module = import_user_file(module_name, path, f"env '{env}'")
     classes = [value for value in vars(module).values()
                if inspect.isclass(value) and value.__module__ == module_name and issubclass(value, ENV_BASES)]
     if len(classes) != 1:
@@ -100,8 +93,23 @@ def _class_in_file(env: str, path: Path) -> type:
         raise ConfigError(f"env '{env}': {path} must define one env class (a subclass of "
                           f"{', '.join(base.__name__ for base in ENV_BASES)}); it defines {found}"
                           + ("; name one by dotted path, e.g. package.module.Class" if classes else ""))
-    cloudpickle.register_pickle_by_value(module)
     return classes[0]
+
+
+def import_user_file(module_name: str, path: Path, label: str):
+    """Imports a user's Python file (an env here, a model for marlkit/models.py) as `module_name`, kept in
+    `sys.modules` and sent to env runners and nodes by value (cloudpickle), so a node without the file still has it;
+    ConfigError `<label>: <path> fails to import: ...` when it raises."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise ConfigError(f"{label}: {path} fails to import: {type(error).__name__}: {error}") from error
+    cloudpickle.register_pickle_by_value(module)
+    return module
 
 
 def _check_base(env: str, env_class: type) -> None:

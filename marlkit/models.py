@@ -16,17 +16,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
-import sys
 from pathlib import Path
 
-import ray.cloudpickle as cloudpickle  # the pickler Ray uses for its registry
 from ray.rllib.models import ModelCatalog
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 
 from envs.errors import ConfigError, closest
+from envs.user_envs import import_user_file
 
 # MARLKIT_MODEL_DIR points the registry at another folder of model files (default: model/ of this checkout).
 MODEL_DIR = Path(os.environ.get("MARLKIT_MODEL_DIR") or Path(__file__).resolve().parent.parent / "model")
@@ -58,22 +56,13 @@ def load_model(name: str) -> type:
             f"custom_model '{name}': no file {path}{closest(name, available_models())}; "
             f"model/ has: {', '.join(available_models()) or 'nothing'}"
         )
-    module_name = f"model.{name}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[module_name]
-        raise ConfigError(f"custom_model '{name}': {path} fails to import: {type(error).__name__}: {error}") from error
+    module = import_user_file(f"model.{name}", path, f"custom_model '{name}'")
     model_class = getattr(module, CLASS_NAME, None)
     if not inspect.isclass(model_class):
         raise ConfigError(f"custom_model '{name}': {path} defines no class named {CLASS_NAME}")
     if not any(issubclass(model_class, base) for base in MODEL_APIS):
         bases = ", ".join(base.__name__ for base in MODEL_APIS)
         raise ConfigError(f"custom_model '{name}': {CLASS_NAME} in {path} must subclass {bases}")
-    cloudpickle.register_pickle_by_value(module)
     return model_class
 
 
