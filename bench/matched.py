@@ -228,7 +228,10 @@ def benchmarl_train(matched: Matched, algorithm: str, seed: int, folder: Path) -
     if algorithm in ("mappo", "ippo"):
         algorithm_config.lmbda, algorithm_config.clip_epsilon = GAE_LAMBDA, CLIP
         algorithm_config.entropy_coef, algorithm_config.critic_coef = 0.0, 1.0
-    task = pettingzoo_task(matched) if matched.env == "pettingzoo" else VmasTask[matched.scenario.upper()].get_from_yaml()
+    if matched.env == "pettingzoo":
+        task = pettingzoo_task(matched)
+    else:
+        task = VmasTask[matched.scenario.upper()].get_from_yaml()
     task.config.update(matched.task)
     model = MlpConfig(num_cells=matched.hiddens, activation_class=torch.nn.Tanh, layer_class=torch.nn.Linear)
     experiment = Experiment(task=task, algorithm_config=algorithm_config, model_config=model, critic_model_config=model,

@@ -96,9 +96,9 @@ def main(argv=None) -> dict:
         fps, mean_return, spread = summarize(runs)
         figures.update(benchmarl_pz_train_fps=fps, benchmarl_pz_return=mean_return)
         rows.append(("BenchMARL IPPO", fps, mean_return, spread))
-    print(f"\nsampling {SCENARIO} ({args.num_envs} games): the env alone {figures['pz_raw_fps']:,.0f} frames/s, batched "
-          f"runner {figures['pz_batched_sample_fps']:,.0f}, RLlib's stock sampler {figures['pz_stock_sample_fps']:,.0f} "
-          f"(batched / stock {figures['pz_batched_sample_fps'] / figures['pz_stock_sample_fps']:.2f}x)")
+    batched, stock = figures["pz_batched_sample_fps"], figures["pz_stock_sample_fps"]
+    print(f"\nsampling {SCENARIO} ({args.num_envs} games): the env alone {figures['pz_raw_fps']:,.0f} frames/s, "
+          f"batched runner {batched:,.0f}, RLlib's stock sampler {stock:,.0f} (batched / stock {batched / stock:.2f}x)")
     print(f"{'run':<16}{'train/s':>10}   return after {args.train_frames:,} frames ({args.seeds} seeds)")
     for label, fps, mean_return, spread in rows:
         print(f"{label:<16}{fps:>10,.0f}   {mean_return:.3f} ± {spread:.3f}")

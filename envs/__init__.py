@@ -107,6 +107,6 @@ def env_entry(env: str) -> EnvEntry | None:
     """The entry of `env:`: a registry name, or a user env by file or dotted class path (envs/user_envs.py: resolved
     once, then kept in `ENVS` under its name); None for anything else (a gymnasium id, which RLlib makes itself).
     ConfigError when a user env cannot be loaded."""
-    if env not in ENVS and isinstance(env, str) and env not in gymnasium.registry and names_user_env(env):
+    if isinstance(env, str) and env not in ENVS and env not in gymnasium.registry and names_user_env(env):
         ENVS[env] = user_env_entry(env)
     return ENVS.get(env)

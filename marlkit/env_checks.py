@@ -125,8 +125,8 @@ def env_check_lines(experiment) -> tuple[bool, list[str]]:
         batch.close()
     if problems:
         return False, [f"{experiment.name}: {problem}" for problem in problems]
-    return True, [f"{experiment.name}: env '{shown_env(experiment.env, env_config)}' passed the env check (spaces, reset, step, an episode's "
-                  f"end)"]
+    return True, [f"{experiment.name}: env '{shown_env(experiment.env, env_config)}' passed the env check (spaces, "
+                  f"reset, step, an episode's end)"]
 
 
 def _flatten_multi_discrete_actions(name: str, run: str, entry, config: dict, notes: list[str]) -> None:

@@ -282,5 +282,4 @@ def check_critic_memory(name: str, variant: dict, multiagent: dict) -> None:
                 f"{name}.config.multiagent.critic: the centralised critic of policy '{pid}' reads {reads}; its "
                 f"training columns for train_batch_size {variant.get('train_batch_size')} would take "
                 f"{needed / 2**30:.1f} GiB, more than a quarter of this machine's {memory / 2**30:.1f} GiB; lower "
-                f"train_batch_size, or use "
-                f"critic: decentralized")
+                f"train_batch_size, or use critic: decentralized")

@@ -61,7 +61,8 @@ class OutsideSpace(Fine):
 class WrongStepKeys(Fine):
     def step(self, actions):
         observations, rewards, terminations, truncations, infos = super().step(actions)
-        return observations, {f"player_{agent[-1]}": r for agent, r in rewards.items()}, terminations, truncations, infos
+        renamed = {f"player_{agent[-1]}": reward for agent, reward in rewards.items()}
+        return observations, renamed, terminations, truncations, infos
 
 
 class OldStepApi(Fine):

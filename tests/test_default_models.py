@@ -102,7 +102,8 @@ def test_a_model_chosen_by_the_experiment_or_the_policy_always_wins():
     assert specs["masked_vector_and_image_20"].config == {"lr": 0.001, "model": {"fcnet_hiddens": [32],
                                                                                   "custom_model": "convnet"}}
     # The masking MLP takes the experiment's MLP sizes.
-    assert specs["masked_vector"].config == {"model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [64]}}}
+    assert specs["masked_vector"].config == {"model": {"custom_model": "fcnet",
+                                                       "custom_model_config": {"hiddens": [64]}}}
 
 
 def test_scripted_policies_get_no_model():

@@ -254,8 +254,8 @@ def test_the_pettingzoo_bench_runs_tiny(ray_temp_dir):
     """bench/pettingzoo.py end to end at a tiny size: both samplers, both frameworks, its JSON keys."""
     run = subprocess.run([sys.executable, "bench/pettingzoo.py", "--num-envs", "4", "--fragment", "25",
                           "--train-frames", "200", "--minibatch", "25", "--seeds", "1", "--sample-fragments", "1",
-                          "--hiddens", "16", "--temp-dir", str(ray_temp_dir)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                         timeout=600)
+                          "--hiddens", "16", "--temp-dir", str(ray_temp_dir)], cwd=REPO, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     figures = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(figures) == {"pz_raw_fps", "pz_batched_sample_fps", "pz_stock_sample_fps", "pz_train_fps", "pz_return",
