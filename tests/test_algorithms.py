@@ -9,11 +9,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, finish_script, read_results, run_train, start_script, trial_dirs, write_yaml
+from conftest import REPO, finish_script, read_results, run_in_process, run_train, start_script, trial_dirs, write_yaml
 from envs.errors import ConfigError
 from marlkit.checkpoints import load_algorithm_state
 from marlkit.spec import load_experiments
-from test_cli_errors import assert_one_line_error, run_in_process
+from test_cli_errors import assert_one_line_error
 
 
 def vmas(run: str, continuous: bool, **config) -> dict:

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_script, small_tmpfs
-from test_cli_errors import assert_one_line_error, run_in_process
+from conftest import FLAKY_MODEL, REPO, ray_session_folder, run_in_process, run_script, small_tmpfs
+from test_cli_errors import assert_one_line_error
 
 TINY = ["--levels", "level_1_basic", "--seeds", "2", "--timesteps", "400", "--eval-episodes", "2",
         "--config", "{num_env_runners: 0, num_envs_per_env_runner: 4, train_batch_size: 200, minibatch_size: 100, num_epochs: 1}"]

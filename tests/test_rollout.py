@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import (REPO, finish_script, ray_session_folder, require_system_part, run_script, start_script,
-                      tiny_experiment, trial_dirs, write_yaml, xvfb_missing)
+from conftest import (REPO, finish_script, ray_session_folder, require_system_part, run_in_process, run_script,
+                      start_script, tiny_experiment, trial_dirs, write_yaml, xvfb_missing)
 from marlkit import models
 from marlkit.checkpoints import resolve_checkpoint
 from envs.errors import ConfigError
 from marlkit.rollout import check_render
 from marlkit.video import virtual_display
-from test_cli_errors import assert_one_line_error, run_in_process
+from test_cli_errors import assert_one_line_error
 
 MAX_STEPS = 25
 AGENTS = ["agent_0", "agent_1"]

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, finish_script, read_results, run_script, run_train, start_script, trial_dirs, write_yaml
+from conftest import (
+    REPO, finish_script, read_results, run_in_process, run_script, run_train, start_script, trial_dirs, write_yaml,
+)
 from envs.errors import ConfigError
 from marlkit.checkpoints import load_algorithm_state
 from marlkit.mixers import QMixer, VDNMixer
@@ -21,7 +23,7 @@ from marlkit.plan import make_plan
 from marlkit.spec import parse_experiment
 from marlkit.team import TeamHost
 from test_algorithms import bucket_brigade, shipped, vmas
-from test_cli_errors import assert_one_line_error, run_in_process
+from test_cli_errors import assert_one_line_error
 
 
 def test_vdn_is_the_sum_and_qmix_a_monotonic_mix_of_the_agents_q_values():
