@@ -28,7 +28,8 @@ os.environ["RAY_worker_niceness"] = "0"
 # `make test` runs two test files at once (pytest-xdist --dist loadfile --no-loadscope-reorder), handing files out
 # in collection order: the longest start first, so that none of them is left to run alone at the end.
 LONGEST_FILES_FIRST = ("test_slurm.py", "test_unity.py", "test_train.py", "test_benchmark.py", "test_faults.py",
-                       "test_algorithms.py", "test_rollout.py", "test_learning.py", "test_mappo.py")
+                       "test_algorithms.py", "test_rollout.py", "test_mappo.py", "test_user_envs.py", "test_learning.py",
+                       "test_teams.py")
 
 
 def pytest_collection_modifyitems(items):
