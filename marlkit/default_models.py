@@ -7,9 +7,10 @@ observation space, for every env (a Unity game whose behaviors differ, a user's 
   vectors: `model/convnet.py`, which fits any image size (the vector parts join its conv features). RLlib's
   complex-input model would need `conv_filters`, which it applies to every image of the Tuple alike, and its models
   do not apply the project's action masks (envs/masking.py), which convnet does.
-- Vectors with an action mask (a PettingZoo board game, a Unity behavior with masks): `model/fcnet.py`, which applies
-  the mask (RLlib's default model would sample illegal actions), sized by `fcnet_hiddens`/`fcnet_activation` where the
-  experiment gives them.
+- Images of any size with an action mask (a PettingZoo board game's (3, 3, 2) board): `model/convnet.py`, which
+  applies the mask (RLlib's default models would sample illegal actions).
+- Vectors with an action mask (a Unity behavior with masks, a flat board): `model/fcnet.py`, which applies the mask,
+  sized by `fcnet_hiddens`/`fcnet_activation` where the experiment gives them.
 
 A `custom_model` or `conv_filters` in the experiment's `config.model` or in the policy's own
 `multiagent.policies.<id>.config.model` always wins: such a policy is left alone. Scripted policies have no model.
@@ -37,18 +38,20 @@ IMAGE_MODEL = "convnet"  # model/convnet.py
 MASK_MODEL = "fcnet"  # model/fcnet.py
 
 
-def images_without_default_cnn(space: gym.Space) -> list[tuple]:
-    """Shapes of the images (H, W, C) in an observation space that RLlib's default CNN has no filters for."""
+def image_shapes(space: gym.Space) -> list[tuple]:
+    """Shapes of the images (H, W, C) in an observation space (alone, in a Tuple, beside a mask)."""
     space, _ = masking.split_space(space)
     parts = space.spaces if isinstance(space, gym.spaces.Tuple) else [space]
-    shapes = []
-    for part in parts:
-        if isinstance(part, gym.spaces.Box) and len(part.shape) == 3:
-            try:
-                get_filter_config(part.shape)
-            except ValueError:
-                shapes.append(part.shape)
-    return shapes
+    return [part.shape for part in parts if isinstance(part, gym.spaces.Box) and len(part.shape) == 3]
+
+
+def has_default_cnn(shape: tuple) -> bool:
+    """Whether RLlib's default CNN has filters for images of this shape."""
+    try:
+        get_filter_config(shape)
+    except ValueError:
+        return False
+    return True
 
 
 def chooses_model(model: dict) -> bool:
@@ -69,13 +72,18 @@ def apply_default_models(policies: dict, model: dict) -> dict[str, tuple[str, st
         own = (spec.config or {}).get("model") or {}
         if spec.policy_class is ScriptedPolicy or chooses_model(own):
             continue
-        shapes = images_without_default_cnn(spec.observation_space)
-        if shapes:
-            name = IMAGE_MODEL
-            why = f"sees images of shape {', '.join(map(str, sorted(set(shapes))))}, which RLlib's default CNN has " \
-                  f"no filters for"
-            settings = {"custom_model": name}
-        elif masking.split_space(spec.observation_space)[1]:
+        images = sorted(set(image_shapes(spec.observation_space)))
+        masked = masking.split_space(spec.observation_space)[1]
+        unfiltered = [shape for shape in images if not has_default_cnn(shape)]
+        if unfiltered:
+            name, settings = IMAGE_MODEL, {"custom_model": IMAGE_MODEL}
+            why = f"sees images of shape {', '.join(map(str, unfiltered))}, which RLlib's default CNN has no " \
+                  f"filters for"
+        elif images and masked:
+            name, settings = IMAGE_MODEL, {"custom_model": IMAGE_MODEL}
+            why = f"sees images of shape {', '.join(map(str, images))} with action masks, which RLlib's default CNN " \
+                  f"does not apply"
+        elif masked:
             name, why = MASK_MODEL, "sees action masks, which RLlib's default model does not apply"
             given = {**model, **own}
             sizes = {key: given[rllib] for key, rllib in (("hiddens", "fcnet_hiddens"),

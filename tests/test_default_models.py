@@ -35,7 +35,8 @@ SPACES = {
     "vector_and_image_8": gym.spaces.Tuple((VECTOR, image(8))),
     "vector_and_image_84": gym.spaces.Tuple((VECTOR, image(84))),
     "masked_vector_and_image_20": masking.wrap_space(gym.spaces.Tuple((VECTOR, image(20))), 3),
-    "masked_vector": masking.wrap_space(VECTOR, 3),  # a PettingZoo board game's
+    "masked_vector": masking.wrap_space(VECTOR, 3),  # a flat board's
+    "masked_image_84": masking.wrap_space(image(84), 3),  # an image RLlib has filters for, with a mask
 }
 # What RLlib builds for each kind of observation when the experiment chooses no model.
 BUILT = {
@@ -46,10 +47,13 @@ BUILT = {
     "vector_and_image_84": ComplexInputNetwork,  # RLlib's default filters for the image, an MLP for the vector
     "masked_vector_and_image_20": "convnet",
     "masked_vector": "fcnet",
+    "masked_image_84": "convnet",
 }
 IMAGE_20 = ("convnet", "sees images of shape (20, 20, 1), which RLlib's default CNN has no filters for")
 IMAGE_8 = ("convnet", "sees images of shape (8, 8, 1), which RLlib's default CNN has no filters for")
 MASKS = ("fcnet", "sees action masks, which RLlib's default model does not apply")
+MASKED_IMAGE_84 = ("convnet", "sees images of shape (84, 84, 1) with action masks, which RLlib's default CNN does not "
+                              "apply")
 
 
 def policies(**configs) -> dict:
@@ -75,7 +79,7 @@ def test_each_policy_gets_the_default_of_its_own_observations():
     specs = policies()
     chosen = apply_default_models(specs, {})
     assert chosen == {"image_8": IMAGE_8, "vector_and_image_8": IMAGE_8, "masked_vector_and_image_20": IMAGE_20,
-                      "masked_vector": MASKS}
+                      "masked_vector": MASKS, "masked_image_84": MASKED_IMAGE_84}
     for name, spec in specs.items():
         expected = BUILT[name]
         network = built_model(spec, {})
@@ -95,8 +99,8 @@ def test_a_model_chosen_by_the_experiment_or_the_policy_always_wins():
     own = {"image_8": {"model": {"custom_model": "fcnet"}}, "vector_and_image_8": {"model": {"conv_filters": [[8, [8, 8], 1]]}},
            "masked_vector_and_image_20": {"lr": 0.001, "model": {"fcnet_hiddens": [32]}}}
     specs = policies(**own)
-    assert apply_default_models(specs, {"fcnet_hiddens": [64]}) == {"masked_vector_and_image_20": IMAGE_20,
-                                                                    "masked_vector": MASKS}
+    assert apply_default_models(specs, {"fcnet_hiddens": [64]}) == {
+        "masked_vector_and_image_20": IMAGE_20, "masked_vector": MASKS, "masked_image_84": MASKED_IMAGE_84}
     assert specs["image_8"].config == own["image_8"] and specs["vector_and_image_8"].config == own["vector_and_image_8"]
     # A policy's own model settings that choose no network keep their place beside the default.
     assert specs["masked_vector_and_image_20"].config == {"lr": 0.001, "model": {"fcnet_hiddens": [32],
@@ -121,22 +125,24 @@ def test_used_model_names_read_the_experiment_and_every_policy():
     assert models.used_model_names({}, None) == set()
 
 
-@pytest.mark.parametrize("name", sorted(name for name, built in BUILT.items() if built == "convnet"))
+@pytest.mark.parametrize("name", sorted(name for name, built in BUILT.items()
+                                         if built == "convnet" and name != "masked_image_84"))
 def test_without_the_default_rllib_cannot_build_small_images(name):
     """The defect the rule mends: RLlib's own default model fails on images it has no filters for."""
     with pytest.raises(ValueError, match="No default CNN configuration for obs shape"):
         built_model(policies()[name], {})
 
 
-def test_without_the_default_rllib_samples_masked_actions():
-    """The defect the mask rule mends: RLlib's own default model leaves the logits of masked actions as they are."""
-    spec = policies()["masked_vector"]
+@pytest.mark.parametrize("name", ["masked_vector", "masked_image_84"])
+def test_without_the_default_rllib_samples_masked_actions(name):
+    """The defect the mask rules mend: RLlib's own default models leave the logits of masked actions as they are."""
+    spec = policies()[name]
     preprocessor = get_preprocessor(spec.observation_space)(spec.observation_space)
     observation = {masking.MASK_KEY: np.array([1.0, 0.0, 0.0], np.float32),
-                   masking.OBSERVATIONS_KEY: np.ones(4, np.float32)}
+                   masking.OBSERVATIONS_KEY: np.ones(SPACES[name][masking.OBSERVATIONS_KEY].shape, np.float32)}
     sample = torch.as_tensor(preprocessor.transform(observation))[None]
     default = built_model(spec, {})
     assert bool(torch.all(default({"obs": sample, "obs_flat": sample}, [], None)[0][0, 1:] > -1e30))
-    apply_default_models({"masked_vector": spec}, {})
+    apply_default_models({name: spec}, {})
     chosen = built_model(spec, {})
     assert torch.all(chosen({"obs": sample, "obs_flat": sample}, [], None)[0][0, 1:] < -1e30)
