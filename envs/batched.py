@@ -7,9 +7,11 @@ or torch tensors in and out.
 
 The contract:
   - `possible_agents`: agent ids; their order is the agent axis of every array.
-  - `observation_spaces`, `action_spaces`: per agent; observations are Box spaces (flattened), actions Box,
-    Discrete or MultiDiscrete. Agents may differ: arrays are as wide as the widest agent, and a narrower agent uses
-    the leading entries (`observation_size`, `action_width`).
+  - `observation_spaces`, `action_spaces`: per agent; observations are Box spaces (a vector, or an image (H, W, C),
+    which the policies' models then see in its shape: `agent_observations`) or the project's mask Dict
+    (envs/masking.py); actions Box, Discrete or MultiDiscrete. The arrays carry each agent's observation flattened
+    (C order; a Dict as gymnasium flattens it). Agents may differ: arrays are as wide as the widest agent, and a
+    narrower agent uses the leading entries (`observation_size`, `action_width`).
   - `reset(seed=None) -> observations`: starts a game in every slot; float (num_envs, num_agents, observation size).
   - `step(actions) -> (observations, rewards, terminated, truncated)`: `actions` is a torch tensor on `device`,
     (num_envs, num_agents, action width), float for Box actions, int64 otherwise; rewards are float
@@ -101,6 +103,18 @@ class BatchedEnv(abc.ABC):
 
 def observation_size(space: gym.Space) -> int:
     return int(gym.spaces.flatdim(space))
+
+
+def agent_observations(observations, agents: list[int], shape: tuple):
+    """`agents`' observations from a (games, agents, widest) array (numpy or torch), each cut to the size of
+    `shape` and shaped so: (games, len(agents), *shape); an image gets its (H, W, C) back.
+
+    >>> agent_observations(np.arange(12.).reshape(1, 2, 6), [1], (2, 2, 1))[0, 0, :, :, 0]
+    array([[6., 7.],
+           [8., 9.]])
+    """
+    size = int(np.prod(shape))
+    return observations[:, agents, :size].reshape((observations.shape[0], len(agents)) + tuple(shape))
 
 
 def action_width(space: gym.Space) -> int:

@@ -13,14 +13,16 @@ agent) that also says which agents act on the next step (`acting`):
   - gymnasium `Env`: one agent, `agent_0`.
 
 `GameCopies` lays the copies out as arrays (games, possible agents, widest observation): observations are flattened
-to float32 (a `Discrete` one-hot, as `gymnasium.spaces.flatten` does). An observation with an action mask, as
-PettingZoo's `{"observation": ..., "action_mask": ...}` or the project's `{"observations": ..., "action_mask": ...}`,
-becomes the project's masking convention (envs/masking.py), which the models in model/ apply. An agent that is not
-in the game (it left, or has not joined) or does not act this step (another player's turn) still has a row: its
-observation (zeros when it is not in the game), zero reward, and its action is ignored; a masked agent's mask then
-allows action 0 alone, so its policy makes no choice there and learns nothing from that row but the value of the
-state, as BenchMARL pads turn-based PettingZoo games. A game ends when no agent is left (PettingZoo) or `__all__`
-says so (RLlib); it is truncated when every agent was truncated, else terminated, and restarts on the next step.
+to float32 (a `Discrete` one-hot, as `gymnasium.spaces.flatten` does); an image (a Box (H, W, C)) keeps its shape in
+the space the policies see, so that its default model is a convnet (marlkit/default_models.py). An observation with
+an action mask, as PettingZoo's `{"observation": ..., "action_mask": ...}` or the project's `{"observations": ...,
+"action_mask": ...}`, becomes the project's masking convention (envs/masking.py), which the models in model/ apply.
+An agent that is not in the game (it left, or has not joined) or does not act this step (another player's turn)
+still has a row: its observation (zeros when it is not in the game), zero reward, and its action is ignored; a
+masked agent's mask then allows action 0 alone, so its policy makes no choice there and learns nothing from that row
+but the value of the state, as BenchMARL pads turn-based PettingZoo games. A game ends when no agent is left
+(PettingZoo) or `__all__` says so (RLlib); it is truncated when every agent was truncated, else terminated, and
+restarts on the next step.
 
 Example:
     >>> from mpe2 import simple_spread_v3
@@ -186,8 +188,9 @@ GAME_KINDS = {ParallelEnv: ParallelGame, AECEnv: TurnGame, MultiAgentEnv: RLlibG
 
 
 class ObservationLayout:
-    """How one agent's observations are laid out in the batch: the space the policies see (a flat float32 Box, or the
-    project's mask Dict over one), its width, and the encoding of one observation into a row."""
+    """How one agent's observations are laid out in the batch: the space the policies see (a float32 Box, flat or an
+    image (H, W, C), or the project's mask Dict over one), its width, and the encoding of one observation into a row
+    (flattened)."""
 
     def __init__(self, space: gym.Space):
         self.masked = isinstance(space, gym.spaces.Dict) and MASK_KEY in space.spaces
@@ -200,9 +203,10 @@ class ObservationLayout:
             self.key, inner = keys[0], space[keys[0]]
             self.mask_size = int(gym.spaces.flatdim(space[MASK_KEY]))
         self.inner = inner
-        flat = gym.spaces.flatten_space(inner)
-        self.flat_box = isinstance(inner, gym.spaces.Box)
-        box = gym.spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32), dtype=np.float32)
+        self.is_box = isinstance(inner, gym.spaces.Box)
+        # an image (H, W, C) keeps its shape for the policies' models (a convnet); anything else is flattened
+        kept = inner if self.is_box and len(inner.shape) == 3 else gym.spaces.flatten_space(inner)
+        box = gym.spaces.Box(kept.low.astype(np.float32), kept.high.astype(np.float32), dtype=np.float32)
         # gymnasium's Dict orders its keys, so RLlib flattens the mask Dict mask first, then the observations.
         self.space = masking.wrap_space(box, self.mask_size) if self.masked else box
         self.width = int(gym.spaces.flatdim(self.space))
@@ -217,7 +221,7 @@ class ObservationLayout:
             row[:self.mask_size] = np.asarray(observation[MASK_KEY], dtype=np.float32).reshape(-1) if acts \
                 else self.only_first
             row, observation = row[self.mask_size:self.width], observation[self.key]
-        values = np.asarray(observation, dtype=np.float32).reshape(-1) if self.flat_box \
+        values = np.asarray(observation, dtype=np.float32).reshape(-1) if self.is_box \
             else gym.spaces.flatten(self.inner, observation)
         row[:len(values)] = values
 

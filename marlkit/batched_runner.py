@@ -42,7 +42,7 @@ from ray.rllib.offline.input_reader import InputReader
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.filter import NoFilter
 
-from envs.batched import observation_size, zero_actions
+from envs.batched import agent_observations, observation_size, zero_actions
 from marlkit import batch_columns
 from marlkit.game_episodes import GameEpisodes
 from marlkit.game_values import GameSteps, GameValues
@@ -79,8 +79,10 @@ class BatchedEnvRunner(StockEnvRunner):
         self._groups = {}  # policy id -> indices into self._agents
         for index, agent in enumerate(self._agents):
             self._groups.setdefault(self.policy_mapping_fn(agent, None, self), []).append(index)
-        self._obs_size = {pid: observation_size(env.observation_spaces[self._agents[g[0]]])
-                          for pid, g in self._groups.items()}
+        # what each policy's agents see: its model's observation shape (an image's (H, W, C)), flat for a scripted one
+        self._obs_shape = {pid: tuple(self.policy_map[pid].observation_space.shape) if self._is_model(pid)
+                           else (observation_size(env.observation_spaces[self._agents[g[0]]]),)
+                           for pid, g in self._groups.items()}
         # Policies that learn from replayed transitions (DQN, SAC: next observations, n-step) rather than from
         # advantages of whole trajectories (PPO), by the columns their loss and postprocessing declare.
         self._replayed = {pid for pid in self._groups if self._is_model(pid)
@@ -155,8 +157,8 @@ class BatchedEnvRunner(StockEnvRunner):
     # ---- policy passes -------------------------------------------------------------------------------------------
 
     def _own(self, observations: torch.Tensor, policy_id) -> torch.Tensor:
-        """(games, agents of the policy, its observation size) from the (games, agents, widest) array."""
-        return observations[:, self._groups[policy_id], :self._obs_size[policy_id]]
+        """(games, agents of the policy, *its observation shape) from the (games, agents, widest) array."""
+        return agent_observations(observations, self._groups[policy_id], self._obs_shape[policy_id])
 
     @staticmethod
     def _forward(policy, observations: torch.Tensor, state: list):
@@ -194,7 +196,7 @@ class BatchedEnvRunner(StockEnvRunner):
         policy = self.policy_map[policy_id]
         group = self._groups[policy_id]
         own = self._own(self._observations, policy_id)
-        rows = own.reshape(self._num_envs * len(group), -1)
+        rows = own.flatten(0, 1)
         if not self._is_model(policy_id):
             actions = torch.as_tensor(np.asarray(policy.compute_actions(rows.cpu().numpy(), explore=explore)[0]))
             env_actions = actions
@@ -241,7 +243,7 @@ class BatchedEnvRunner(StockEnvRunner):
         if policy_id in self._game_level:
             return policy.game_values(policy.game_input(self._observations, self._all_present,
                                                         self._env_state())).to(self._device)
-        rows = self._own(self._observations, policy_id).reshape(self._num_envs * len(self._groups[policy_id]), -1)
+        rows = self._own(self._observations, policy_id).flatten(0, 1)
         _, values, _ = self._forward(policy, rows, self._state_rows(policy_id))
         return values.reshape(self._num_envs, -1).to(self._device)
 

@@ -141,11 +141,11 @@ class MASACPolicy(TeamHost, SACTorchPolicy.with_updates(name="MASACPolicy",
         done = batch[SampleBatch.TERMINATEDS].float().unsqueeze(1)
         discount = self.config["gamma"] ** self.config.get("n_step", 1)
         rewards = self.rewards(batch)
-        now = [self._actor_pass(policy, self.own(obs, agents, size), len(agents), len(obs))
-               for policy, agents, size in self.members()]
+        now = [self._actor_pass(policy, self.own(obs, agents, shape), len(agents), len(obs))
+               for policy, agents, shape in self.members()]
         with torch.no_grad():
-            later = [self._actor_pass(policy, self.own(next_obs, agents, size), len(agents), len(obs))
-                     for policy, agents, size in self.members()]
+            later = [self._actor_pass(policy, self.own(next_obs, agents, shape), len(agents), len(obs))
+                     for policy, agents, shape in self.members()]
         alphas = torch.cat([policy.model.log_alpha.exp().detach().expand(len(agents))
                             for policy, agents, _ in self.members()])
         critics = [self.model.q_net] + ([self.model.twin_q_net] if self.config["twin_q"] else [])

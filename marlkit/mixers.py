@@ -144,9 +144,9 @@ class MixerDQNPolicy(TeamHost, DQNTorchPolicy.with_updates(name="MixerDQNPolicy"
         obs, next_obs = batch[SampleBatch.OBS].float(), batch[SampleBatch.NEXT_OBS].float()
         rows = len(obs)
         taken, best_next = [], []
-        for policy, agents, size in self.members():
+        for policy, agents, shape in self.members():
             def q_values(model, observations):
-                own = self.own(observations, agents, size)
+                own = self.own(observations, agents, shape)
                 q, _, _, _ = compute_q_values(policy, model, {SampleBatch.OBS: own}, explore=False, is_training=True)
                 return q.view(rows, len(agents), -1)
 

@@ -16,7 +16,7 @@ import torch
 from ray.rllib.algorithms.dqn.dqn_tf_policy import PRIO_WEIGHTS
 from ray.rllib.policy.sample_batch import SampleBatch
 
-from envs.batched import observation_size
+from envs.batched import agent_observations
 from marlkit.game_values import GameSteps
 from marlkit.mappo import joint_input
 
@@ -83,10 +83,10 @@ class TeamHost(GameSteps):
         return {key: torch.as_tensor(np.asarray(samples[key]), device=self.device) for key in BATCH_COLUMNS}
 
     def members(self):
-        """(policy, indices of its agents, its observation size) of each team policy."""
+        """(policy, indices of its agents, its model's observation shape) of each team policy."""
         for pid, agents in self.team["policies"].items():
             policy = self.team_policies[pid]
-            yield policy, agents, observation_size(policy.observation_space)
+            yield policy, agents, tuple(policy.observation_space.shape)
 
     def rewards(self, batch: dict) -> torch.Tensor:
         """(rows, team agents) rewards: each agent's own, or the team's sum or mean for every agent."""
@@ -102,6 +102,6 @@ class TeamHost(GameSteps):
         return joint_input(observations, torch.ones(observations.shape[:2], device=observations.device))
 
     @staticmethod
-    def own(observations: torch.Tensor, agents: list[int], size: int) -> torch.Tensor:
-        """(rows, agents, width) -> (rows x len(agents), size): the agents' own observations, row after row."""
-        return observations[:, agents, :size].reshape(len(observations) * len(agents), size)
+    def own(observations: torch.Tensor, agents: list[int], shape: tuple) -> torch.Tensor:
+        """(rows, agents, width) -> (rows x len(agents), *shape): the agents' own observations, row after row."""
+        return agent_observations(observations, agents, shape).flatten(0, 1)

@@ -1,7 +1,8 @@
 """A user's own env and PettingZoo envs (envs/user_envs.py, envs/games.py) and the env checker (envs/checker.py):
-the docs' example env file, a dotted-path RLlib MultiAgentEnv that takes turns, MPE2's simple_spread (Parallel) and
-PettingZoo's tic-tac-toe (AEC, action masks) train through train.py on the batched env runner, checkpoint and roll
-out (with video where the env renders); the checker names each broken env's problem in one line."""
+the docs' example env file, a dotted-path RLlib MultiAgentEnv that takes turns, MPE2's simple_spread (Parallel),
+PettingZoo's tic-tac-toe (AEC, action masks) and SISL's pursuit (image observations, a convnet) train through
+train.py on the batched env runner, checkpoint and roll out (with video where the env renders); the checker names
+each broken env's problem in one line."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from conftest import REPO, read_results, script_command, subprocess_env, train_i
 from envs import env_entry
 from envs.checker import env_problems
 from envs.user_envs import pettingzoo_batch
+from marlkit.checkpoints import load_algorithm_state
 
 DOCS = (REPO / "docs" / "envs.md").read_text()
 SECTION = DOCS[DOCS.index("## Bring your own env"):]
@@ -65,8 +67,11 @@ EXPERIMENTS = {
         "num_env_runners": 0, "env_config": {"env": "mpe2.simple_spread_v3", "N": 3, "max_cycles": 25}}},
     "tictactoe": {"run": "PPO", "env": "pettingzoo", "config": {
         "num_env_runners": 0, "env_config": {"env": "pettingzoo.classic.tictactoe_v3"}}},
+    "pursuit": {"run": "PPO", "env": "pettingzoo", "config": {"num_env_runners": 0, "env_config": {
+        "env": "pettingzoo.sisl.pursuit_v5", "max_cycles": 25, "n_pursuers": 4, "n_evaders": 8}}},
 }
-EPISODE_LENGTHS = {"chase-ppo": (20, 20), "relay": (6, 6), "spread": (25, 25), "tictactoe": (5, 9)}
+EPISODE_LENGTHS = {"chase-ppo": (20, 20), "relay": (6, 6), "spread": (25, 25), "tictactoe": (5, 9), "pursuit": (25, 25)}
+VIDEOS = ("spread", "tictactoe", "pursuit")
 
 
 def in_folder(folder, script: str, *args: str) -> subprocess.Popen:
@@ -101,7 +106,10 @@ def test_user_and_pettingzoo_envs_train_checkpoint_and_roll_out(tmp_path, ray_te
                            "--temp-dir", str(ray_temp_dir)))
     assert "stock sampler" not in run.stdout  # every one of them sampled as arrays by the batched env runner
     assert "Illegal move" not in run.stdout + run.stderr  # the masks reached the policy: no illegal move sampled
-    assert "tictactoe: policy 'shared' sees action masks" in run.stdout and "model/fcnet.py" in run.stdout
+    # Boards and images reach the policies in their shape (tic-tac-toe's (3, 3, 2) with its mask, pursuit's (7, 7, 3)):
+    # their default model is the convnet, which applies masks.
+    for name, shape in (("tictactoe", "(3, 3, 2)"), ("pursuit", "(7, 7, 3)")):
+        assert f"note: {name}: policy 'shared' sees images of shape {shape}" in run.stdout
     checkpoints = {}
     for name, (shortest, longest) in EPISODE_LENGTHS.items():
         (trial,) = trial_dirs(tmp_path / "results" / name)
@@ -112,9 +120,12 @@ def test_user_and_pettingzoo_envs_train_checkpoint_and_roll_out(tmp_path, ray_te
         assert shortest <= runners["episode_len_mean"] <= longest, (name, runners["episode_len_mean"])
         assert np.isfinite(runners["episode_return_mean"]), name
         (checkpoints[name],) = sorted(trial.glob("checkpoint_*"))
-    assert rows[-1]["env_runners"]["episode_return_mean"] == 0  # tic-tac-toe: what one player wins the other loses
+        if name == "tictactoe":  # what one player wins the other loses
+            assert runners["episode_return_mean"] == 0
+    weights = load_algorithm_state(checkpoints["pursuit"])["worker"]["policy_states"]["shared"]["weights"]
+    assert weights["conv.0.weight"].shape == (16, 3, 5, 5)  # model/convnet.py's first layer over 3 channels
     rollouts = {name: in_folder(tmp_path, "rollout.py", str(checkpoints[name]), "--run", "PPO", "--episodes", "1",
-                                *(["--monitor"] if name in ("spread", "tictactoe") else []))
+                                *(["--monitor"] if name in VIDEOS else []))
                 for name in EPISODE_LENGTHS}
     for name, process in rollouts.items():
         out = finish(process).stdout
@@ -122,7 +133,7 @@ def test_user_and_pettingzoo_envs_train_checkpoint_and_roll_out(tmp_path, ray_te
         steps = int(re.search(r"\(1 episode\(s\), (\d+) steps\)", out).group(1))
         assert shortest <= steps <= longest, (name, out[-500:])
         assert (checkpoints[name] / "rollout").is_file(), name
-        if name in ("spread", "tictactoe"):
+        if name in VIDEOS:
             frames = video_frames(checkpoints[name] / "monitor" / "episode_000000.mp4")
             assert len(frames) == steps and all(frame.std() > 5 for frame in frames), (name, len(frames))
 
