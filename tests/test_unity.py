@@ -345,9 +345,9 @@ def test_value_based_algorithms_refuse_the_games_actions_in_one_line(tmp_path):
 def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_own_observations(tmp_path, ray_temp_dir):
     """The stand-in game reconfigured two ways, one train.py run: a second behavior without the camera beside a
     Tuple of vector + 84x84 image (the vector-only one gets RLlib's MLP, the camera behavior RLlib's default filters
-    in its complex-input model), and, trained by APPO for 2 iterations (its learner thread reports from the 2nd; the
-    game's hybrid and MultiDiscrete actions fit APPO and IMPALA, not DQN or SAC), a per-policy custom_model beside a default one (the other policy's Tuple of vector + 8x8 image gets
-    the convnet)."""
+    in its complex-input model), and, trained by APPO until its learner thread has trained once (the game's hybrid
+    and MultiDiscrete actions fit APPO and IMPALA, not DQN or SAC), a per-policy custom_model beside a default one
+    (the other policy's Tuple of vector + 8x8 image gets the convnet)."""
     small = {"PPO": {"num_env_runners": 0, "train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1},
              # (RLlib's 10 s minimum per iteration of APPO cut to 1 s)
              "APPO": {"num_env_runners": 0, "train_batch_size": 200, "rollout_fragment_length": 50,
@@ -360,10 +360,13 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
                 "config": {**small[run], "env_config": env_config, **config}}
 
     own_model = {"model": {"custom_model": "fcnet", "custom_model_config": {"hiddens": [16]}}}
+    teams = {"team0": {"agents": f"{TEAM0}_*", "config": own_model}, "team1": {"agents": f"{TEAM1}_*"}}
+    # (APPO's learner thread trains in the background and reports when it has trained: on a busy machine not always
+    # within 2 iterations of 100 env steps; 20 iterations bound a learner that never trains)
+    trained_once = {"num_env_steps_trained": 1, "training_iteration": 20}
     config = write_yaml(tmp_path / "defaults.yaml", {
         "goalie": experiment({"depth_size": 84, "goalie": 1}),
-        "own-model": experiment({"depth_size": 8}, "APPO", stop={"training_iteration": 2}, multiagent={"policies": {
-            "team0": {"agents": f"{TEAM0}_*", "config": own_model}, "team1": {"agents": f"{TEAM1}_*"}}}),
+        "own-model": experiment({"depth_size": 8}, "APPO", stop=trained_once, multiagent={"policies": teams}),
     })
     run = run_train("-f", str(config), "--local-dir", str(tmp_path), temp_dir=ray_temp_dir)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -371,17 +374,18 @@ def test_each_policy_trains_checkpoints_and_rolls_out_with_the_default_of_its_ow
     assert [note.split(" sees ")[0] for note in notes] == ["note: own-model: policy 'team1'"], notes
     expected = {"goalie": {"Dodgeball": "rllib complex input", "Goalie": "rllib fcnet"},
                 "own-model": {"team0": "fcnet", "team1": "convnet"}}
-    runs, rollouts = {"goalie": "PPO", "own-model": "APPO"}, {}
+    runs, checkpoints = {"goalie": "PPO", "own-model": "APPO"}, {}
     for name, policies in expected.items():
         (trial,) = trial_dirs(tmp_path / name)
-        learned = set().union(*(row["info"]["learner"] for row in read_results(trial)))  # (APPO's learner thread
-        assert set(policies) <= learned, name  # reports when it has trained, not every iteration)
-        (checkpoint,) = trial.glob("checkpoint_*")
-        states = load_algorithm_state(checkpoint)["worker"]["policy_states"]
+        learned = set().union(*(row["info"]["learner"] for row in read_results(trial)))
+        assert set(policies) <= learned, name
+        (checkpoints[name],) = trial.glob("checkpoint_*")
+        states = load_algorithm_state(checkpoints[name])["worker"]["policy_states"]
         assert {pid: model_of(state["weights"]) for pid, state in states.items()} == policies
-        # The rollouts at once: each is mostly process start-up (imports, Ray, the game).
-        rollouts[name] = start_script("rollout.py", str(checkpoint), "--run", runs[name], "--episodes", "1",
-                                      "--num-workers", "0", "--num-gpus", "0", temp_dir=ray_temp_dir / name)
+    # The rollouts at once: each is mostly process start-up (imports, Ray, the game).
+    rollouts = {name: start_script("rollout.py", str(checkpoint), "--run", runs[name], "--episodes", "1",
+                                   "--num-workers", "0", "--num-gpus", "0", temp_dir=ray_temp_dir / name)
+                for name, checkpoint in checkpoints.items()}
     for name, policies in expected.items():
         rollout = finish_script(rollouts[name])
         assert rollout.returncode == 0, rollout.stderr[-3000:]
