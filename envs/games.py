@@ -14,15 +14,15 @@ agent) that also says which agents act on the next step (`acting`):
 
 `GameCopies` lays the copies out as arrays (games, possible agents, widest observation): observations are flattened
 to float32 (a `Discrete` one-hot, as `gymnasium.spaces.flatten` does); an image (a Box (H, W, C)) keeps its shape in
-the space the policies see, so that its default model is a convnet (marlkit/default_models.py). An observation with
-an action mask, as PettingZoo's `{"observation": ..., "action_mask": ...}` or the project's `{"observations": ...,
-"action_mask": ...}`, becomes the project's masking convention (envs/masking.py), which the models in model/ apply.
-An agent that is not in the game (it left, or has not joined) or does not act this step (another player's turn)
-still has a row: its observation (zeros when it is not in the game), zero reward, and its action is ignored; a
-masked agent's mask then allows action 0 alone, so its policy makes no choice there and learns nothing from that row
-but the value of the state, as BenchMARL pads turn-based PettingZoo games. A game ends when no agent is left
-(PettingZoo) or `__all__` says so (RLlib); it is truncated when every agent was truncated, else terminated, and
-restarts on the next step.
+the space the policies see, so that its default model is a convnet (marlkit/default_models.py), and uint8 pixels are
+scaled to [0, 1]. An observation with an action mask, as PettingZoo's `{"observation": ..., "action_mask": ...}` or
+the project's `{"observations": ..., "action_mask": ...}`, becomes the project's masking convention
+(envs/masking.py), which the models in model/ apply. An agent that is not in the game (it left, or has not joined)
+or does not act this step (another player's turn) still has a row: its observation (zeros when it is not in the
+game), zero reward, and its action is ignored; a masked agent's mask then allows action 0 alone, so its policy makes
+no choice there and learns nothing from that row but the value of the state, as BenchMARL pads turn-based PettingZoo
+games. A game ends when no agent is left (PettingZoo) or `__all__` says so (RLlib); it is truncated when every agent
+was truncated, else terminated, and restarts on the next step.
 
 Example:
     >>> from mpe2 import simple_spread_v3
@@ -204,9 +204,13 @@ class ObservationLayout:
             self.mask_size = int(gym.spaces.flatdim(space[MASK_KEY]))
         self.inner = inner
         self.is_box = isinstance(inner, gym.spaces.Box)
+        image = self.is_box and len(inner.shape) == 3
+        # uint8 pixels are scaled to [0, 1], as image pipelines do, so that every model and critic sees small inputs
+        self.scale = 1.0 / 255.0 if image and inner.dtype == np.uint8 else 1.0
         # an image (H, W, C) keeps its shape for the policies' models (a convnet); anything else is flattened
-        kept = inner if self.is_box and len(inner.shape) == 3 else gym.spaces.flatten_space(inner)
-        box = gym.spaces.Box(kept.low.astype(np.float32), kept.high.astype(np.float32), dtype=np.float32)
+        kept = inner if image else gym.spaces.flatten_space(inner)
+        low, high = kept.low.astype(np.float32) * self.scale, kept.high.astype(np.float32) * self.scale
+        box = gym.spaces.Box(low, high, dtype=np.float32)
         # gymnasium's Dict orders its keys, so RLlib flattens the mask Dict mask first, then the observations.
         self.space = masking.wrap_space(box, self.mask_size) if self.masked else box
         self.width = int(gym.spaces.flatdim(self.space))
@@ -223,7 +227,7 @@ class ObservationLayout:
             row, observation = row[self.mask_size:self.width], observation[self.key]
         values = np.asarray(observation, dtype=np.float32).reshape(-1) if self.is_box \
             else gym.spaces.flatten(self.inner, observation)
-        row[:len(values)] = values
+        row[:len(values)] = values * self.scale
 
     def write_absent(self, row: np.ndarray) -> None:
         row[:self.width] = 0.0

@@ -75,6 +75,16 @@ class NeverEnds(Fine):
     length = 10**9
 
 
+class Camera(Fine):
+    """Follows the API too: each agent sees a 4x4 RGB image of uint8 pixels."""
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
+
+    def observation(self, agent):
+        return (np.arange(48, dtype=np.uint8) * 5).reshape(4, 4, 3)
+
+
 class Leaving(Fine):
     """Follows the API too: agent_1 leaves the game (terminated) at the second step, agent_0 plays on to step 4."""
 

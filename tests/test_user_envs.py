@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import cv2
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -242,6 +243,18 @@ def test_agents_that_leave_keep_a_row_of_zeros():
         assert rewards[0].tolist() == [1.0, 0.0 if gone else 1.0], step
         assert terminated.tolist() == [False] and truncated.tolist() == [step == 4], step
     assert env_problems(env.batch({"num_envs": 1}), "leaving") == []
+
+
+def test_uint8_images_keep_their_shape_scaled_to_one():
+    """An image observation keeps its (H, W, C) shape in the space the policies see (the arrays carry it flat), and
+    uint8 pixels arrive in [0, 1]."""
+    env = env_entry("broken_envs.Camera")
+    games = env.batch({"num_envs": 2})
+    assert games.observation_spaces["agent_0"] == gym.spaces.Box(0.0, 1.0, (4, 4, 3), np.float32)
+    observations = games.reset(seed=0)
+    assert observations.shape == (2, 2, 48)
+    np.testing.assert_allclose(observations[1, 1], np.arange(48) * 5 / 255, rtol=1e-6)
+    assert env_problems(env.batch({"num_envs": 1}), "camera") == []
 
 
 def test_a_gymnasium_class_and_a_batched_class_by_dotted_path():
