@@ -75,14 +75,11 @@ def apply_default_models(policies: dict, model: dict) -> dict[str, tuple[str, st
         images = sorted(set(image_shapes(spec.observation_space)))
         masked = masking.split_space(spec.observation_space)[1]
         unfiltered = [shape for shape in images if not has_default_cnn(shape)]
-        if unfiltered:
+        if unfiltered or (images and masked):
             name, settings = IMAGE_MODEL, {"custom_model": IMAGE_MODEL}
-            why = f"sees images of shape {', '.join(map(str, unfiltered))}, which RLlib's default CNN has no " \
-                  f"filters for"
-        elif images and masked:
-            name, settings = IMAGE_MODEL, {"custom_model": IMAGE_MODEL}
-            why = f"sees images of shape {', '.join(map(str, images))} with action masks, which RLlib's default CNN " \
-                  f"does not apply"
+            why = f"sees images of shape {', '.join(map(str, unfiltered or images))}" + (
+                ", which RLlib's default CNN has no filters for" if unfiltered
+                else " with action masks, which RLlib's default CNN does not apply")
         elif masked:
             name, why = MASK_MODEL, "sees action masks, which RLlib's default model does not apply"
             given = {**model, **own}
